@@ -1,0 +1,88 @@
+"""The one interface every chat model backend implements."""
+
+from __future__ import annotations
+
+import time
+from abc import ABC, abstractmethod
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass, field
+from typing import TypedDict
+
+from lethe.registry import Registry
+
+
+class Message(TypedDict):
+    role: str
+    content: str
+
+
+@dataclass
+class ChatResult:
+    text: str
+    prompt_tokens: int | None = None
+    completion_tokens: int | None = None
+    latency_s: float = 0.0
+    meta: dict = field(default_factory=dict)
+
+
+class ChatBackend(ABC):
+    """Chat completion, optional assistant-prefill continuation, optional log-probabilities.
+
+    ``prefill``: text the assistant turn starts with; the model continues it and the
+    returned ``text`` is the continuation only. Backends that cannot prefill raise
+    ``NotImplementedError`` from :meth:`chat` when one is given (see ``supports_prefill``).
+    """
+
+    name: str = "base"
+    supports_prefill: bool = False
+    supports_logprobs: bool = False
+
+    @abstractmethod
+    def chat(
+        self,
+        messages: Sequence[Message],
+        *,
+        max_tokens: int = 200,
+        temperature: float = 0.0,
+        prefill: str | None = None,
+        stop: list[str] | None = None,
+    ) -> ChatResult: ...
+
+    def stream(
+        self,
+        messages: Sequence[Message],
+        *,
+        max_tokens: int = 200,
+        temperature: float = 0.0,
+        prefill: str | None = None,
+        stop: list[str] | None = None,
+    ) -> Iterator[str]:
+        """Yield text pieces; the default yields the whole answer at once."""
+        yield self.chat(messages, max_tokens=max_tokens, temperature=temperature, prefill=prefill, stop=stop).text
+
+    def format_prompt(self, messages: Sequence[Message], prefill: str | None = None) -> str:
+        """The raw prompt string the model sees (chat template applied)."""
+        raise NotImplementedError(f"backend '{self.name}' does not expose its prompt format")
+
+    def next_token_logprobs(self, prompt: str, candidates: Sequence[str]) -> list[float]:
+        """Log-probability of each candidate continuation's first token after a raw prompt."""
+        raise NotImplementedError(f"backend '{self.name}' gives no prompt log-probabilities")
+
+    def continuation_logprob(self, prompt: str, continuation: str) -> tuple[float, int]:
+        """Sum of token log-probabilities of ``continuation`` after ``prompt`` and its token count."""
+        raise NotImplementedError(f"backend '{self.name}' gives no prompt log-probabilities")
+
+    def describe(self) -> dict:
+        return {"backend": self.name}
+
+
+BACKENDS: Registry[ChatBackend] = Registry("backend")
+
+
+class Timer:
+    def __enter__(self) -> Timer:
+        self.start = time.perf_counter()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.elapsed = time.perf_counter() - self.start

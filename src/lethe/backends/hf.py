@@ -1,0 +1,127 @@
+"""``transformers`` backend: a hub id, a local folder, or a GGUF through ``gguf_file=``."""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Sequence
+from pathlib import Path
+
+from lethe.backends.base import BACKENDS, ChatBackend, ChatResult, Message, Timer
+from lethe.errors import BackendError
+
+
+@BACKENDS.register("hf")
+class HFBackend(ChatBackend):
+    name = "hf"
+    supports_prefill = True
+    supports_logprobs = True
+
+    def __init__(
+        self,
+        model: str,
+        *,
+        gguf_file: str | None = None,
+        adapter: str | None = None,
+        seed: int = 0,
+        device: str | None = None,
+        **_: object,
+    ) -> None:
+        import torch
+        from transformers import AutoModelForCausalLM, AutoTokenizer
+
+        self.torch = torch
+        self.model_spec = model
+        self.seed = seed
+        self._lock = threading.Lock()
+        kw = {"gguf_file": gguf_file} if gguf_file else {}
+        try:
+            self.tok = AutoTokenizer.from_pretrained(model, **kw)
+            self.model = AutoModelForCausalLM.from_pretrained(model, **kw)
+        except OSError as exc:
+            raise BackendError(f"transformers could not load '{model}': {str(exc).splitlines()[0]}") from None
+        if adapter:
+            from peft import PeftModel
+
+            if not Path(adapter).exists():
+                raise BackendError(f"adapter folder not found: {adapter}")
+            self.model = PeftModel.from_pretrained(self.model, adapter)
+        self.device = device or ("cuda" if torch.cuda.is_available() else "cpu")
+        self.model.to(self.device).eval()
+
+    @classmethod
+    def from_model(cls, model, tokenizer, name: str = "in-memory") -> HFBackend:
+        """Wrap an already loaded model (used by the trainer and tests)."""
+        import torch
+
+        self = cls.__new__(cls)
+        self.torch = torch
+        self.model_spec = name
+        self.seed = 0
+        self._lock = threading.Lock()
+        self.tok = tokenizer
+        self.model = model
+        self.device = next(model.parameters()).device
+        return self
+
+    def format_prompt(self, messages: Sequence[Message], prefill: str | None = None) -> str:
+        if self.tok.chat_template:
+            prompt = self.tok.apply_chat_template(list(messages), tokenize=False, add_generation_prompt=True)
+        else:
+            prompt = "".join(f"{m['role']}: {m['content']}\n" for m in messages) + "assistant: "
+        return prompt + (prefill or "")
+
+    def chat(
+        self,
+        messages: Sequence[Message],
+        *,
+        max_tokens: int = 200,
+        temperature: float = 0.0,
+        prefill: str | None = None,
+        stop: list[str] | None = None,
+    ) -> ChatResult:
+        torch = self.torch
+        prompt = self.format_prompt(messages, prefill)
+        enc = self.tok(prompt, return_tensors="pt", add_special_tokens=False).to(self.device)
+        gen_kw = {"max_new_tokens": max_tokens, "pad_token_id": self.tok.pad_token_id or self.tok.eos_token_id}
+        if temperature > 0:
+            torch.manual_seed(self.seed)
+            gen_kw.update(do_sample=True, temperature=temperature, top_p=0.9)
+        else:
+            gen_kw.update(do_sample=False)
+        with self._lock, Timer() as t, torch.no_grad():
+            out = self.model.generate(**enc, **gen_kw)
+        new = out[0, enc["input_ids"].shape[1]:]
+        text = self.tok.decode(new, skip_special_tokens=True)
+        for s in stop or []:
+            text = text.split(s)[0]
+        return ChatResult(text=text, prompt_tokens=int(enc["input_ids"].shape[1]),
+                          completion_tokens=int(new.shape[0]), latency_s=t.elapsed)
+
+    def _logprobs(self, ids: list[int]):
+        torch = self.torch
+        with torch.no_grad():
+            logits = self.model(torch.tensor([ids], device=self.device)).logits[0].float()
+        return torch.log_softmax(logits, dim=-1)
+
+    def next_token_logprobs(self, prompt: str, candidates: Sequence[str]) -> list[float]:
+        ids = self.tok(prompt, add_special_tokens=False)["input_ids"]
+        cand = [self.tok(c, add_special_tokens=False)["input_ids"][0] for c in candidates]
+        with self._lock:
+            lp = self._logprobs(ids)[-1]
+        return [float(lp[c]) for c in cand]
+
+    def continuation_logprob(self, prompt: str, continuation: str) -> tuple[float, int]:
+        p_ids = self.tok(prompt, add_special_tokens=False)["input_ids"]
+        full = self.tok(prompt + continuation, add_special_tokens=False)["input_ids"]
+        k = 0
+        while k < min(len(p_ids), len(full)) and p_ids[k] == full[k]:
+            k += 1
+        if k == len(full):
+            return 0.0, 0
+        with self._lock:
+            lp = self._logprobs(full)
+        total = sum(float(lp[i - 1, full[i]]) for i in range(max(k, 1), len(full)))
+        return total, len(full) - max(k, 1)
+
+    def describe(self) -> dict:
+        return {"backend": self.name, "model": self.model_spec}

@@ -1,0 +1,52 @@
+"""Small typed registries: the extension points of Lethe.
+
+Every pluggable part (backend, store, scorer, guider, metric, attack, loss) is a small
+class registered under a short name, in the spirit of open-unlearning's trainer and
+metric registries. Third-party code registers with the decorator::
+
+    @BACKENDS.register("my-backend")
+    class MyBackend(ChatBackend): ...
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator
+from typing import Generic, TypeVar
+
+from lethe.errors import ConfigError
+
+T = TypeVar("T")
+
+
+class Registry(Generic[T]):
+    def __init__(self, kind: str) -> None:
+        self.kind = kind
+        self._items: dict[str, type[T]] = {}
+
+    def register(self, name: str) -> Callable[[type[T]], type[T]]:
+        def deco(cls: type[T]) -> type[T]:
+            if name in self._items and self._items[name] is not cls:
+                raise ConfigError(f"{self.kind} '{name}' is already registered")
+            self._items[name] = cls
+            return cls
+
+        return deco
+
+    def get(self, name: str) -> type[T]:
+        try:
+            return self._items[name]
+        except KeyError:
+            known = ", ".join(sorted(self._items)) or "none"
+            raise ConfigError(f"unknown {self.kind} '{name}' (known: {known})") from None
+
+    def create(self, name: str, *args, **kwargs) -> T:
+        return self.get(name)(*args, **kwargs)
+
+    def names(self) -> list[str]:
+        return sorted(self._items)
+
+    def __contains__(self, name: object) -> bool:
+        return name in self._items
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(sorted(self._items))

@@ -1,0 +1,106 @@
+"""The negative unlearn store: what the guard knows about forget requests.
+
+It holds forget *requests* and their *negative samples*: LLM rewrites of the forget
+prompts (text and embedding, or the embedding alone in ``embedding_only`` mode),
+deterministic augmentations (embedding only) and name-swapped hard negatives (embedding
+only). The original forget prompts and their answers are never passed to a store.
+"""
+
+from __future__ import annotations
+
+import time
+import uuid
+from abc import ABC, abstractmethod
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Literal
+
+import numpy as np
+
+from lethe.registry import Registry
+
+Kind = Literal["privacy", "copyright", "harmful"]
+KINDS: tuple[str, ...] = ("privacy", "copyright", "harmful")
+SampleRole = Literal["rewrite", "augment", "hard_negative"]
+
+
+@dataclass
+class ForgetRequest:
+    kind: str
+    subject: str | None = None
+    policy: str | None = None
+    entities: list[dict] = field(default_factory=list)  # keyed-hash name records, see guard.entities
+    id: str = field(default_factory=lambda: uuid.uuid4().hex[:12])
+    created_at: float = field(default_factory=time.time)
+    revoked_at: float | None = None
+    n_prompts: int = 0
+
+    @property
+    def live(self) -> bool:
+        return self.revoked_at is None
+
+
+@dataclass
+class NegativeSample:
+    request_id: str
+    embedding: np.ndarray
+    role: str = "rewrite"
+    text: str | None = None
+    id: int | None = None
+
+    @property
+    def label(self) -> int:
+        return 0 if self.role == "hard_negative" else 1
+
+
+@dataclass
+class Match:
+    sample: NegativeSample
+    score: float
+
+
+class UnlearnStore(ABC):
+    """Interface for store backends (SQLite embedded, PostgreSQL for replicas)."""
+
+    dim: int
+
+    @abstractmethod
+    def add_request(self, request: ForgetRequest, samples: list[NegativeSample]) -> str:
+        """Persist a request and its samples atomically; returns the request id."""
+
+    @abstractmethod
+    def revoke(self, request_id: str) -> bool:
+        """Mark a request revoked; its samples leave the index. False when unknown or already revoked."""
+
+    @abstractmethod
+    def get_request(self, request_id: str) -> ForgetRequest | None: ...
+
+    @abstractmethod
+    def list_requests(self, include_revoked: bool = False) -> list[ForgetRequest]: ...
+
+    @abstractmethod
+    def samples(self, live_only: bool = True) -> list[NegativeSample]: ...
+
+    @abstractmethod
+    def search(self, embeddings: np.ndarray, k: int = 5) -> list[list[Match]]:
+        """Nearest live positive samples (rewrites and augmentations) per query embedding."""
+
+    @abstractmethod
+    def secret(self) -> bytes:
+        """Key for hashing entity names (stable for the store's lifetime)."""
+
+    def version(self) -> int:
+        """A number that changes whenever requests are added or revoked."""
+        return 0
+
+    def subscribe(self, callback: Callable[[], None]) -> None:  # noqa: B027 - optional hook
+        """Call ``callback`` after any change (replicas use this to refresh)."""
+
+    def close(self) -> None:  # noqa: B027 - optional hook
+        pass
+
+    def __len__(self) -> int:
+        return len(self.list_requests())
+
+
+STORES: Registry[UnlearnStore] = Registry("store")
