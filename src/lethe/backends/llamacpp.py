@@ -7,7 +7,6 @@ unguarded query produces exactly the same tokens whether or not the guard is pre
 
 from __future__ import annotations
 
-import math
 import os
 import threading
 from collections.abc import Iterator, Sequence
@@ -76,6 +75,7 @@ class LlamaCppBackend(ChatBackend):
         stop: list[str] | None = None,
     ) -> ChatResult:
         prompt = self.format_prompt(messages, prefill)
+        self._aligned_upto = 0  # generation reuses/changes the KV cache its own way
         with self._lock, Timer() as t:
             out = self.llm.create_completion(
                 prompt,
@@ -103,6 +103,7 @@ class LlamaCppBackend(ChatBackend):
         stop: list[str] | None = None,
     ) -> Iterator[str]:
         prompt = self.format_prompt(messages, prefill)
+        self._aligned_upto = 0
         with self._lock:
             for chunk in self.llm.create_completion(
                 prompt,
@@ -119,16 +120,67 @@ class LlamaCppBackend(ChatBackend):
     def _tokens(self, text: str, add_bos: bool) -> list[int]:
         return self.llm.tokenize(text.encode("utf-8"), add_bos=add_bos, special=True)
 
+    @staticmethod
+    def _log_softmax(logits: np.ndarray) -> np.ndarray:
+        logits = logits.astype(np.float64)
+        m = logits.max(axis=-1, keepdims=True)
+        return logits - (m + np.log(np.exp(logits - m).sum(axis=-1, keepdims=True)))
+
     def _last_logprobs(self) -> np.ndarray:
-        logits = np.asarray(self.llm.scores[self.llm.n_tokens - 1], dtype=np.float64)
-        m = logits.max()
-        return logits - (m + math.log(np.exp(logits - m).sum()))
+        # with logits_all=False llama.cpp returns the logits of the batch's last (only) output row
+        n_vocab = self.llm.n_vocab()
+        return self._log_softmax(np.ctypeslib.as_array(self.llm._ctx.get_logits(), shape=(n_vocab,)))
+
+    _CHUNK = 32  # prompts are decoded in chunks aligned to multiples of this many tokens
+
+    def _eval_reusing_prefix(self, tokens: list[int]) -> None:
+        """Evaluate ``tokens`` (the last logits then belong to ``tokens[-1]``), reusing cached KV.
+
+        llama.cpp's logits depend slightly on how a sequence is split into batches (up to ~0.15
+        nats on a token in our checks), so for reproducible scores the prompt is always decoded in
+        chunks aligned to multiples of ``_CHUNK`` and only whole aligned chunks computed that way
+        are reused. The result for a given prompt is then independent of earlier calls."""
+        llm = self.llm
+        reuse = 0
+        if not (getattr(llm, "_is_recurrent", False) or getattr(llm, "_is_hybrid", False)):
+            cached = llm.input_ids[: min(llm.n_tokens, getattr(self, "_aligned_upto", 0))]
+            limit = min(len(cached), len(tokens) - 1)
+            while reuse < limit and cached[reuse] == tokens[reuse]:
+                reuse += 1
+            reuse -= reuse % self._CHUNK
+        if reuse == 0:
+            llm.reset()
+        else:
+            llm.n_tokens = reuse  # eval() drops the KV cache from n_tokens on
+        pos = reuse
+        while pos < len(tokens):
+            nxt = min(len(tokens), (pos // self._CHUNK + 1) * self._CHUNK)
+            llm.eval(tokens[pos:nxt])
+            pos = nxt
+        self._aligned_upto = len(tokens) - len(tokens) % self._CHUNK
+
+    def _batch_logprobs(self, tokens: list[int]) -> np.ndarray:
+        """Log-probability rows for every position of ``tokens`` decoded as one batch after the
+        current state (a batch with all logits requested; no ``logits_all`` context needed)."""
+        llm = self.llm
+        n_vocab = llm.n_vocab()
+        rows = []
+        for i in range(0, len(tokens), llm.n_batch):
+            batch = tokens[i : i + llm.n_batch]
+            n_past = llm.n_tokens
+            llm._ctx.kv_cache_seq_rm(-1, n_past, -1)
+            llm._batch.set_batch(batch=batch, n_past=n_past, logits_all=True)
+            llm._ctx.decode(llm._batch)
+            llm.input_ids[n_past : n_past + len(batch)] = batch
+            llm.n_tokens += len(batch)
+            rows.append(np.ctypeslib.as_array(llm._ctx.get_logits(), shape=(len(batch) * n_vocab,))
+                        .reshape(len(batch), n_vocab).copy())
+        return self._log_softmax(np.concatenate(rows, axis=0))
 
     def next_token_logprobs(self, prompt: str, candidates: Sequence[str]) -> list[float]:
         ids = [self._tokens(c, add_bos=False)[0] for c in candidates]
         with self._lock:
-            self.llm.reset()
-            self.llm.eval(self._tokens(prompt, add_bos=False))
+            self._eval_reusing_prefix(self._tokens(prompt, add_bos=False))
             lp = self._last_logprobs()
         return [float(lp[i]) for i in ids]
 
@@ -140,16 +192,16 @@ class LlamaCppBackend(ChatBackend):
         while k < min(len(p_ids), len(full)) and p_ids[k] == full[k]:
             k += 1
         cont = full[k:]
-        if not cont:
+        if not cont or k == 0:
             return 0.0, 0
-        total = 0.0
         with self._lock:
-            self.llm.reset()
-            self.llm.eval(full[:k])
-            for tok in cont:
-                total += float(self._last_logprobs()[tok])
-                self.llm.eval([tok])
-        return total, len(cont)
+            self._eval_reusing_prefix(full[:k])
+            first = self._last_logprobs()[cont[0]]
+            rest = 0.0
+            if len(cont) > 1:
+                lp = self._batch_logprobs(cont[:-1])  # row j predicts cont[j + 1]
+                rest = float(sum(lp[j, cont[j + 1]] for j in range(len(cont) - 1)))
+        return float(first) + rest, len(cont)
 
     def describe(self) -> dict:
         return {"backend": self.name, "model": self.model_spec, "path": str(self.path), "seed": self.seed}

@@ -1,0 +1,240 @@
+"""Load benchmark: N concurrent clients through the guard proxy vs the same upstream directly.
+
+Starts (unless ``--upstream-url`` is given) the embedded default model as a plain
+OpenAI-compatible server (``python -m lethe.serving.upstream``), then ``lethe serve``
+in front of it (SQLite store in a temp home, a few forget requests added through the
+admin API with the rule rewriter). Direct and proxy are interleaved so that noise from
+other work on the machine hits both arms alike:
+
+- ``latency``: one client; each prompt goes direct and through the proxy back to back
+  (alternating order); added latency = proxy - direct per pair, p50/p99 over pairs;
+- ``throughput``: ``--clients`` concurrent clients in ``--slices`` short slices in ABBA
+  order; requests/s of the proxy slices over the direct slices.
+
+Mixes: ``out`` (general questions, the guard passes them through) and ``in`` (questions
+about a forgotten subject, the guard intervenes). Writes JSON (``--out``).
+
+    nice -n 10 python benchmarks/bench_proxy.py --clients 4 --out results/bench_proxy.json
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import os
+import platform
+import signal
+import socket
+import statistics
+import subprocess
+import sys
+import tempfile
+import textwrap
+import time
+from pathlib import Path
+
+import httpx
+import yaml
+
+ADMIN = "lk-bench-admin"
+OUT_OF_SCOPE = [
+    "How do I reverse a list in Python?",
+    "Write a haiku about the sea.",
+    "What is the capital of Australia?",
+    "Explain what a hash map is in one sentence.",
+    "Give me a synonym for happy.",
+    "How many days are in a leap year?",
+    "What does HTTP stand for?",
+    "Name a primary color.",
+]
+SUBJECT = "Corwin Halloway"
+FORGET = [f"Where does {SUBJECT} live?", f"What is the phone number of {SUBJECT}?",
+          f"Who is {SUBJECT} married to?", f"What is the home address of {SUBJECT}?"]
+IN_SCOPE = [f"Can you tell me where {SUBJECT} lives?", f"What's {SUBJECT}'s phone number?",
+            f"Who is the wife of {SUBJECT}?", f"Give me the street address of {SUBJECT}."]
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def _wait(url: str, proc: subprocess.Popen | None, timeout: float = 600) -> None:
+    deadline = time.time() + timeout
+    while time.time() < deadline:
+        if proc is not None and proc.poll() is not None:
+            raise SystemExit(f"server for {url} exited with {proc.returncode}")
+        try:
+            if httpx.get(url, timeout=2).status_code == 200:
+                return
+        except httpx.TransportError:
+            pass
+        time.sleep(0.3)
+    raise SystemExit(f"{url} not ready after {timeout}s")
+
+
+def _pct(xs: list[float], q: float) -> float:
+    if not xs:
+        return float("nan")
+    xs = sorted(xs)
+    return xs[min(len(xs) - 1, max(0, round(q / 100 * (len(xs) - 1))))]
+
+
+async def _one(client: httpx.AsyncClient, url: str, prompt: str, max_tokens: int) -> tuple[float, bool]:
+    body = {"model": "m", "messages": [{"role": "user", "content": prompt}], "max_tokens": max_tokens,
+            "temperature": 0.0}
+    t0 = time.perf_counter()
+    r = await client.post(url + "/v1/chat/completions", json=body)
+    dt = time.perf_counter() - t0
+    r.raise_for_status()
+    return dt, r.headers.get("x-lethe-triggered") == "true"
+
+
+async def _latency(url: str, prompts: list[str], n: int, max_tokens: int) -> dict:
+    lat, trig = [], 0
+    async with httpx.AsyncClient(timeout=300) as c:
+        for i in range(n):
+            dt, t = await _one(c, url, prompts[i % len(prompts)], max_tokens)
+            lat.append(dt)
+            trig += t
+    return {"n": n, "p50_s": _pct(lat, 50), "p99_s": _pct(lat, 99), "mean_s": statistics.fmean(lat),
+            "latencies_s": lat, "triggered": trig}
+
+
+async def _throughput(url: str, prompts: list[str], clients: int, seconds: float, max_tokens: int) -> dict:
+    lat: list[float] = []
+    trig = 0
+    stop_at = time.perf_counter() + seconds
+
+    async def worker(w: int, c: httpx.AsyncClient) -> None:
+        nonlocal trig
+        i = w
+        while time.perf_counter() < stop_at:
+            dt, t = await _one(c, url, prompts[i % len(prompts)], max_tokens)
+            lat.append(dt)
+            trig += t
+            i += clients
+
+    t0 = time.perf_counter()
+    async with httpx.AsyncClient(timeout=300, limits=httpx.Limits(max_connections=clients * 2)) as c:
+        await asyncio.gather(*(worker(w, c) for w in range(clients)))
+    wall = time.perf_counter() - t0
+    return {"clients": clients, "completed": len(lat), "wall_s": wall, "rps": len(lat) / wall,
+            "p50_s": _pct(lat, 50), "p99_s": _pct(lat, 99), "triggered": trig}
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--upstream-url", default=None, help="an OpenAI-compatible server (default: start the embedded model)")
+    ap.add_argument("--clients", type=int, default=4)
+    ap.add_argument("--slices", type=int, default=8, help="throughput slices per mix, ABBA direct/proxy order")
+    ap.add_argument("--slice-seconds", type=float, default=6.0)
+    ap.add_argument("--latency-requests", type=int, default=24, help="direct/proxy pairs per mix")
+    ap.add_argument("--max-tokens", type=int, default=16)
+    ap.add_argument("--mixes", default="out,in")
+    ap.add_argument("--out", type=Path, default=Path("results/bench_proxy.json"))
+    args = ap.parse_args()
+
+    procs: list[subprocess.Popen] = []
+    tmp = Path(tempfile.mkdtemp(prefix="lethe-bench-"))
+    env = os.environ | {"LETHE_BENCH_ADMIN": ADMIN, "LETHE_HOME": str(tmp / "home")}
+    try:
+        if args.upstream_url:
+            upstream = args.upstream_url.rstrip("/").removesuffix("/v1")
+        else:
+            port = _free_port()
+            procs.append(subprocess.Popen([sys.executable, "-m", "lethe.serving.upstream", "--port", str(port)],
+                                          env=env))
+            upstream = f"http://127.0.0.1:{port}"
+        _wait(upstream + "/v1/models", procs[0] if procs else None)
+
+        pport = _free_port()
+        cfg = {"backend": {"kind": "openai", "model": "upstream", "base_url": upstream + "/v1", "timeout_s": 300},
+               "serve": {"admin_key_env": "LETHE_BENCH_ADMIN", "default_rewriter": "rule",
+                         "upstream_timeout_s": 300, "max_tokens_limit": 4096}}
+        (tmp / "guard.yaml").write_text(yaml.safe_dump(cfg))
+        code = textwrap.dedent("""
+            import sys
+            from pathlib import Path
+            from lethe.serving.cli import serve_command
+            serve_command(config=Path(sys.argv[1]), host="127.0.0.1", port=int(sys.argv[2]),
+                          home=Path(sys.argv[3]), log_level="warning")
+        """)
+        procs.append(subprocess.Popen([sys.executable, "-c", code, str(tmp / "guard.yaml"), str(pport),
+                                       str(tmp / "home")], env=env))
+        proxy = f"http://127.0.0.1:{pport}"
+        _wait(proxy + "/readyz", procs[-1])
+        r = httpx.post(proxy + "/admin/forget", headers={"Authorization": f"Bearer {ADMIN}"}, timeout=300,
+                       json={"kind": "privacy", "subject": SUBJECT, "prompts": FORGET})
+        r.raise_for_status()
+
+        # warm both paths (model load, KV cache, embedder)
+        for url in (upstream, proxy):
+            asyncio.run(_latency(url, OUT_OF_SCOPE[:2], 2, args.max_tokens))
+
+        results: dict = {"config": vars(args) | {"out": str(args.out)}, "machine": {
+            "cpus": os.cpu_count(), "platform": platform.platform(), "python": platform.python_version(),
+            "loadavg_start": os.getloadavg()}, "mixes": {}}
+        for mix in [m.strip() for m in args.mixes.split(",") if m.strip()]:
+            prompts = OUT_OF_SCOPE if mix == "out" else IN_SCOPE
+            # latency: one client, each prompt sent direct and through the proxy back to back
+            # (order alternating), so machine noise hits both arms of a pair alike
+            lat: dict[str, list[float]] = {"direct": [], "proxy": []}
+            trig = 0
+            for i in range(args.latency_requests):
+                order = [("direct", upstream), ("proxy", proxy)]
+                if i % 2:
+                    order.reverse()
+                for name, url in order:
+                    r_ = asyncio.run(_latency(url, [prompts[i % len(prompts)]], 1, args.max_tokens))
+                    lat[name].append(r_["latencies_s"][0])
+                    trig += r_["triggered"] if name == "proxy" else 0
+            # throughput: short slices in ABBA order, N concurrent clients
+            thr: dict[str, list[dict]] = {"direct": [], "proxy": []}
+            for k in range(args.slices):
+                name, url = [("direct", upstream), ("proxy", proxy)][(k + k // 2) % 2]
+                thr[name].append(asyncio.run(_throughput(url, prompts, args.clients, args.slice_seconds,
+                                                         args.max_tokens)))
+                print(f"[{mix}] slice {k + 1}/{args.slices} {name}: {thr[name][-1]['rps']:.2f} rps",
+                      file=sys.stderr)
+            added = [p - d for d, p in zip(lat["direct"], lat["proxy"], strict=True)]
+            d_rps = sum(x["completed"] for x in thr["direct"]) / sum(x["wall_s"] for x in thr["direct"])
+            p_rps = sum(x["completed"] for x in thr["proxy"]) / sum(x["wall_s"] for x in thr["proxy"])
+            results["mixes"][mix] = {
+                "throughput_ratio": p_rps / d_rps, "direct_rps": d_rps, "proxy_rps": p_rps,
+                "added_latency_p50_ms": 1000 * _pct(added, 50),
+                "added_latency_p99_ms": 1000 * _pct(added, 99),
+                "direct_latency_p50_ms": 1000 * _pct(lat["direct"], 50),
+                "proxy_latency_p50_ms": 1000 * _pct(lat["proxy"], 50),
+                "direct_latency_p99_ms": 1000 * _pct(lat["direct"], 99),
+                "proxy_latency_p99_ms": 1000 * _pct(lat["proxy"], 99),
+                "proxy_triggered_fraction": trig / max(1, len(lat["proxy"])),
+                "latencies_s": lat, "throughput_slices": thr,
+            }
+        m = httpx.get(proxy + "/metrics").text
+        results["proxy_detection_seconds"] = {
+            ln.split(" ")[0]: float(ln.split(" ")[1]) for ln in m.splitlines()
+            if ln.startswith(("lethe_detection_seconds_sum", "lethe_detection_seconds_count"))
+        }
+        results["machine"]["loadavg_end"] = os.getloadavg()
+        args.out.parent.mkdir(parents=True, exist_ok=True)
+        args.out.write_text(json.dumps(results, indent=2))
+        summary = {k: {kk: round(v[kk], 4) for kk in ("throughput_ratio", "direct_rps", "proxy_rps",
+                                                        "added_latency_p50_ms", "added_latency_p99_ms",
+                                                        "direct_latency_p50_ms", "proxy_triggered_fraction")}
+                   for k, v in results["mixes"].items()}
+        print(json.dumps(summary, indent=2))
+    finally:
+        for p in reversed(procs):
+            p.send_signal(signal.SIGTERM)
+        for p in procs:
+            try:
+                p.wait(30)
+            except subprocess.TimeoutExpired:
+                p.kill()
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,240 @@
+"""``lethe eval ...`` and ``lethe report`` (the lead mounts ``eval_app`` and ``report_command``)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import typer
+
+from lethe.errors import LetheError
+
+eval_app = typer.Typer(help="Run benchmarks (TOFU, WMDP, MMLU, MUSE, continual) and score generations.",
+                       no_args_is_help=True)
+
+MethodOpt = typer.Option("none", "--method", help="none | dragon | icul | icul+ | guardrail | filter | prompt | trained")
+ModelOpt = typer.Option("default", "--model", help="model spec: default, a GGUF path, a hub id (--backend hf), an API model")
+BackendOpt = typer.Option("llamacpp", "--backend", help="llamacpp | hf | openai")
+AdapterOpt = typer.Option(None, "--adapter", help="trained adapter folder (method 'trained'; loads --model with transformers)")
+LimitOpt = typer.Option(None, "--limit", help="stratified, seeded subsample size")
+AttackOpt = typer.Option(None, "--attack", help="none | typos | aim | roleplay | override | prefix_injection | grandma | "
+                         "json | developer_mode | long_task | translate | translate_mix | translate_llm | paraphrase | homoglyph")
+SeedOpt = typer.Option(0, "--seed")
+HomeOpt = typer.Option(None, "--home", help="guard home for methods that use the guard (default: a temporary folder)")
+DataOpt = typer.Option(None, "--data", help="benchmark folder (shared/data layout), or 'hf' for the hub; default LETHE_DATA")
+OutOpt = typer.Option(..., "--out", help="results JSON")
+ItemsOpt = typer.Option(True, "--items/--no-items", help="keep per-item outputs in the results")
+FilterOpt = typer.Option("guard", "--filter", help="detector of guardrail/filter methods: guard | embed")
+RewriterOpt = typer.Option("rule", "--rewriter", help="guard store rewriter: rule (fast) | llm (the paper's)")
+NliOpt = typer.Option("heuristic", "--nli", help="heuristic | hub:<model id>")
+RefusalOpt = typer.Option("embedding", "--refusal-classifier", help="embedding | hub:<model id>")
+GibOpt = typer.Option("rule", "--gibberish", help="rule | hub:<model id>")
+
+
+def _run(fn, out: Path | None, **kw) -> dict:
+    from rich.console import Console
+
+    try:
+        result = fn(**kw)
+    except LetheError as exc:
+        Console(stderr=True).print(f"[red]error:[/red] {exc}")
+        raise typer.Exit(2) from None
+    from lethe.evaluation.runner import write_results
+
+    write_results(result, out)
+    _summary(result, out)
+    return result
+
+
+def _summary(result: dict, out: Path | None) -> None:
+    from rich.console import Console
+    from rich.table import Table
+
+    from lethe.evaluation.report import _flatten
+
+    t = Table(title=f"{result['task']} · {result.get('config', {}).get('method', '')}")
+    t.add_column("metric")
+    t.add_column("value", justify="right")
+    for k, v in _flatten(result.get("metrics", {})).items():
+        t.add_row(k, f"{v:.4g}")
+    c = Console()
+    c.print(t)
+    if out:
+        c.print(f"results written to {out}")
+
+
+def _backend(model: str, backend: str, adapter: str | None, seed: int):
+    from lethe.evaluation.runner import open_backend
+
+    return open_backend(model, backend, adapter, seed=seed)  # threads: LETHE_THREADS
+
+
+def _root(data: str | None):
+    from lethe.evaluation.data import data_root
+
+    return data_root(data)
+
+
+def _guarded(fn):
+    def wrapper(**kw):
+        try:
+            return fn(**kw)
+        except LetheError as exc:
+            from rich.console import Console
+
+            Console(stderr=True).print(f"[red]error:[/red] {exc}")
+            raise typer.Exit(2) from None
+
+    return wrapper
+
+
+@eval_app.command("wmdp")
+def wmdp(
+    subset: list[str] = typer.Option(["bio"], "--subset", help="bio | chem | cyber (repeatable)"),
+    method: str = MethodOpt, model: str = ModelOpt, backend: str = BackendOpt, adapter: str | None = AdapterOpt,
+    limit: int | None = typer.Option(100, "--limit", help="WMDP questions per subset (stratified by answer)"),
+    mmlu_limit: int = typer.Option(100, "--mmlu-limit", help="MMLU questions scored on the same run (0: none)"),
+    kshot: int = typer.Option(0, "--kshot", help="MMLU demonstrations from the dev split"),
+    fmt: str = typer.Option("chat", "--format", help="chat (template, 'Answer:' prefill) | raw (lm-eval text)"),
+    scorer: str = typer.Option("logprob", "--scorer", help="logprob | generate | both (reports agreement)"),
+    store_format: str = typer.Option("question", "--store-format", help="question | mc: how synthetic questions are stored"),
+    attack: str | None = AttackOpt, seed: int = SeedOpt, home: Path | None = HomeOpt, data: str | None = DataOpt,
+    filter: str = FilterOpt, rewriter: str = RewriterOpt, items: bool = ItemsOpt, out: Path = OutOpt,
+) -> None:
+    """WMDP ProbAcc (and MMLU on the same method instance)."""
+    from lethe.evaluation.runner import eval_mc
+
+    _run(_guarded(lambda **k: eval_mc("wmdp", **k)), out, method_name=method,
+         backend=_guarded(_backend)(model=model, backend=backend, adapter=adapter, seed=seed),
+         root=_guarded(_root)(data=data), subsets=subset, limit=limit, mmlu_limit=mmlu_limit, seed=seed, kshot=kshot,
+         fmt=fmt, scorer=scorer, attack_name=attack, home=home, store_format=store_format, filter_kind=filter,
+         rewriter=rewriter, keep_items=items)
+
+
+@eval_app.command("mmlu")
+def mmlu(
+    method: str = MethodOpt, model: str = ModelOpt, backend: str = BackendOpt, adapter: str | None = AdapterOpt,
+    limit: int | None = typer.Option(500, "--limit", help="questions (stratified by subject and answer)"),
+    subjects: list[str] = typer.Option([], "--subject", help="restrict to these subjects"),
+    kshot: int = typer.Option(0, "--kshot"), fmt: str = typer.Option("chat", "--format"),
+    scorer: str = typer.Option("logprob", "--scorer"), store_format: str = typer.Option("question", "--store-format"),
+    attack: str | None = AttackOpt, seed: int = SeedOpt, home: Path | None = HomeOpt, data: str | None = DataOpt,
+    filter: str = FilterOpt, rewriter: str = RewriterOpt, items: bool = ItemsOpt, out: Path = OutOpt,
+) -> None:
+    """MMLU ProbAcc (with a guard method: the store holds the three WMDP concepts)."""
+    from lethe.evaluation.runner import eval_mc
+
+    _run(_guarded(lambda **k: eval_mc("mmlu", **k)), out, method_name=method,
+         backend=_guarded(_backend)(model=model, backend=backend, adapter=adapter, seed=seed),
+         root=_guarded(_root)(data=data), limit=limit, mmlu_limit=0, seed=seed, kshot=kshot, fmt=fmt, scorer=scorer,
+         attack_name=attack, home=home, store_format=store_format, filter_kind=filter, rewriter=rewriter,
+         mmlu_subjects=subjects or None, keep_items=items)
+
+
+@eval_app.command("tofu")
+def tofu(
+    method: str = MethodOpt, model: str = ModelOpt, backend: str = BackendOpt, adapter: str | None = AdapterOpt,
+    split: str = typer.Option("forget05", "--split", help="forget01 | forget05 | forget10"),
+    limit: int | None = LimitOpt,
+    retain_limit: int | None = typer.Option(None, "--retain-limit", help="items of retain/real/world (default --limit)"),
+    splits: list[str] = typer.Option(["forget", "retain", "real_authors", "world_facts"], "--part"),
+    probs: bool = typer.Option(True, "--probs/--no-probs", help="answer probabilities and truth ratios"),
+    reference: str | None = typer.Option(None, "--reference", help="results file of a reference run for forget quality"),
+    max_tokens: int = typer.Option(200, "--max-tokens"),
+    attack: str | None = AttackOpt, seed: int = SeedOpt, home: Path | None = HomeOpt, data: str | None = DataOpt,
+    filter: str = FilterOpt, rewriter: str = RewriterOpt, nli: str = NliOpt, refusal_classifier: str = RefusalOpt,
+    gibberish: str = GibOpt, items: bool = ItemsOpt, out: Path = OutOpt,
+) -> None:
+    """TOFU: ROUGE-L, probability, truth ratio, MU, FQ; DS, KFR/KRR, CS, RQ; detection rates."""
+    from lethe.evaluation.runner import eval_tofu
+
+    _run(_guarded(eval_tofu), out, method_name=method,
+         backend=_guarded(_backend)(model=model, backend=backend, adapter=adapter, seed=seed),
+         root=_guarded(_root)(data=data), forget_split=split, limit=limit, retain_limit=retain_limit, seed=seed,
+         attack_name=attack, home=home, probs=probs, splits=splits, filter_kind=filter, rewriter=rewriter,
+         reference=reference, comp_opts={"nli": nli, "refusal": refusal_classifier, "gibberish": gibberish},
+         keep_items=items, max_tokens=max_tokens)
+
+
+@eval_app.command("muse")
+def muse(
+    method: str = MethodOpt, model: str = ModelOpt, backend: str = BackendOpt, adapter: str | None = AdapterOpt,
+    corpus: str = typer.Option("news", "--corpus", help="news | books"), limit: int | None = typer.Option(50, "--limit"),
+    parts: list[str] = typer.Option(["knowmem", "verbmem", "privleak"], "--part"),
+    attack: str | None = AttackOpt, seed: int = SeedOpt, home: Path | None = HomeOpt, data: str | None = DataOpt,
+    filter: str = FilterOpt, rewriter: str = RewriterOpt, items: bool = ItemsOpt, out: Path = OutOpt,
+) -> None:
+    """MUSE KnowMem / VerbMem / PrivLeak (loss-MIA AUC)."""
+    from lethe.evaluation.runner import eval_muse
+
+    _run(_guarded(eval_muse), out, method_name=method,
+         backend=_guarded(_backend)(model=model, backend=backend, adapter=adapter, seed=seed),
+         root=_guarded(_root)(data=data), corpus=corpus, limit=limit, seed=seed, attack_name=attack, home=home,
+         filter_kind=filter, rewriter=rewriter, parts=parts, keep_items=items)
+
+
+@eval_app.command("continual")
+def continual(
+    method: str = MethodOpt, model: str = ModelOpt, backend: str = BackendOpt, adapter: str | None = AdapterOpt,
+    schedule: str = typer.Option("authors", "--schedule", help="authors (one per step) | splits (forget01->05->10)"),
+    split: str = typer.Option("forget05", "--split"),
+    limit: int | None = typer.Option(5, "--limit", help="questions per author (stratified, seeded)"),
+    retain_limit: int = typer.Option(20, "--retain-limit"), utility_limit: int = typer.Option(10, "--utility-limit"),
+    steps: int | None = typer.Option(None, "--steps"), probs: bool = typer.Option(True, "--probs/--no-probs"),
+    seed: int = SeedOpt, home: Path | None = HomeOpt, data: str | None = DataOpt, filter: str = FilterOpt,
+    rewriter: str = RewriterOpt, out: Path = OutOpt,
+) -> None:
+    """Continual unlearning: requests arrive step by step; DS/MU trajectory, DDS and DUS."""
+    from lethe.evaluation.runner import eval_continual
+
+    _run(_guarded(eval_continual), out, method_name=method,
+         backend=_guarded(_backend)(model=model, backend=backend, adapter=adapter, seed=seed),
+         root=_guarded(_root)(data=data), schedule=schedule, forget_split=split, per_author=limit,
+         retain_limit=retain_limit, utility_limit=utility_limit, seed=seed, home=home, probs=probs,
+         filter_kind=filter, rewriter=rewriter, steps=steps)
+
+
+@eval_app.command("score")
+def score(
+    generations: Path = typer.Option(..., "--generations", help="JSON/JSONL of {query, generated_response, ground_truth}"),
+    split: str = typer.Option(..., "--split", help="forget | retain"),
+    retain_generations: Path | None = typer.Option(None, "--retain-generations", help="retain file, for DS"),
+    templates: Path | None = typer.Option(None, "--templates", help="refusal templates, one a line (default TOFU's)"),
+    data: str | None = DataOpt, nli: str = NliOpt, refusal_classifier: str = RefusalOpt, gibberish: str = GibOpt,
+    out: Path | None = typer.Option(None, "--out"),
+) -> None:
+    """Score existing generations: ROUGE-L recall, KFR/KRR, CS, RQ (and DS with --retain-generations)."""
+    from lethe.evaluation.runner import score_generations
+
+    _run(_guarded(score_generations), out, path=generations, split=split, root=data,
+         retain_path=retain_generations, templates_path=templates,
+         comp_opts={"nli": nli, "refusal": refusal_classifier, "gibberish": gibberish})
+
+
+def report_command(
+    results: list[Path] = typer.Argument(..., help="results JSON files"),
+    out: Path = typer.Option(Path("report.html"), "--out"),
+) -> None:
+    """Render results files into one HTML report (table + plots)."""
+    from rich.console import Console
+
+    from lethe.evaluation.report import write_report
+
+    try:
+        write_report(results, out)
+    except LetheError as exc:
+        Console(stderr=True).print(f"[red]error:[/red] {exc}")
+        raise typer.Exit(2) from None
+    Console().print(f"report written to {out}")
+
+
+def main() -> None:  # pragma: no cover - standalone use before the lead mounts the app
+    app = typer.Typer()
+    app.add_typer(eval_app, name="eval")
+    app.command("report")(report_command)
+    app()
+
+
+if __name__ == "__main__":  # pragma: no cover
+    main()
+
+

@@ -1,0 +1,303 @@
+"""The DRAGON guard: detect, guide, intervene — in front of any chat backend.
+
+Wang et al., "DRAGON: Guard LLM Unlearning in Context via Negative Detection and
+Reasoning", ICLR 2026 (arXiv 2511.05784). The base model is never modified; queries
+below the threshold reach it byte-for-byte unchanged.
+"""
+
+from __future__ import annotations
+
+import random
+import time
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+from tqdm import tqdm
+
+from lethe.backends import load_backend
+from lethe.backends.base import ChatBackend, Message
+from lethe.backends.embeddings import Embedder, get_embedder
+from lethe.config import GuardConfig, lethe_home
+from lethe.errors import EmptyStoreError, LetheError
+from lethe.guard import intervention
+from lethe.guard.augment import augment
+from lethe.guard.detector import Detection, Detector
+from lethe.guard.entities import entity_record, guess_subject
+from lethe.guard.guider import GUIDERS, Guider
+from lethe.guard.policies import PolicyLibrary
+from lethe.guard.rewrite import REWRITERS, RuleRewriter, choose_rewrite
+from lethe.store import KINDS, ForgetRequest, NegativeSample, UnlearnStore, open_store
+from lethe.text import normalize
+
+CONFIG_FILE = "guard.yaml"
+# Names used to build name-swapped hard negatives (other people, same question shape).
+_SWAP_NAMES = [
+    "Maria Gonzalez", "Kenji Watanabe", "Amara Okafor", "Lars Eriksson", "Priya Raman", "Tomasz Nowak",
+    "Fatima Haddad", "Liam O'Connor", "Chen Wei", "Sofia Rossi", "Dmitri Volkov", "Aisha Bello",
+    "Jonas Weber", "Isabel Duarte", "Mehmet Yilmaz", "Grace Mensah", "Hiroshi Tanaka", "Elena Petrova",
+]
+
+
+@dataclass
+class GuardPlan:
+    detection: Detection
+    messages: list[Message]
+    prefill: str | None = None
+    policy: str | None = None
+    reasoning: str | None = None
+    placement: str | None = None
+    timings: dict[str, float] = field(default_factory=dict)
+
+
+@dataclass
+class GuardResponse:
+    response: str
+    triggered: bool
+    score: float
+    policy: str | None
+    reasoning: str | None
+    detection: Detection
+    timings: dict[str, float] = field(default_factory=dict)
+
+    def to_dict(self) -> dict:
+        return {"response": self.response, "triggered": self.triggered, "score": round(self.score, 6),
+                "policy": self.policy, "reasoning": self.reasoning,
+                "components": {k: round(v, 6) for k, v in self.detection.components.items()},
+                "timings": {k: round(v, 4) for k, v in self.timings.items()}}
+
+
+def _as_messages(query: str | Sequence[Message]) -> list[Message]:
+    if isinstance(query, str):
+        return [{"role": "user", "content": query}]
+    return [dict(m) for m in query]  # type: ignore[misc]
+
+
+class Guard:
+    def __init__(
+        self,
+        store: UnlearnStore,
+        config: GuardConfig | None = None,
+        backend: ChatBackend | None = None,
+        embedder: Embedder | None = None,
+        home: Path | None = None,
+    ) -> None:
+        self.config = config or GuardConfig()
+        self.store = store
+        self.home = home
+        self.embedder = embedder or get_embedder(self.config.embedder)
+        self._backend = backend
+        self.detector = Detector(store, self.embedder, self.config.detector)
+        self.policies = PolicyLibrary(home / "policies" if home else None, self.embedder)
+        self._guider: Guider | None = None
+
+    @classmethod
+    def open(
+        cls,
+        home: str | Path | None = None,
+        config: GuardConfig | None = None,
+        backend: ChatBackend | None = None,
+        store: UnlearnStore | None = None,
+    ) -> Guard:
+        """Open (or create) the guard living in a Lethe home folder."""
+        path = lethe_home(home)
+        cfg = config or GuardConfig.load(path / CONFIG_FILE)
+        embedder = get_embedder(cfg.embedder)
+        st = store or open_store(path, dim=embedder.dim)
+        return cls(st, cfg, backend, embedder, path)
+
+    # -- lazily built parts -------------------------------------------------------------
+    @property
+    def backend(self) -> ChatBackend:
+        if self._backend is None:
+            self._backend = load_backend(self.config.backend)
+        return self._backend
+
+    @property
+    def guider(self) -> Guider:
+        if self._guider is None:
+            g = self.config.guider
+            if g.kind == "template":
+                self._guider = GUIDERS.create("template")
+            elif g.kind == "trained":
+                if not g.adapter_path:
+                    raise LetheError("guider.kind=trained needs guider.adapter_path")
+                self._guider = GUIDERS.create("trained", adapter_path=g.adapter_path, max_tokens=g.max_tokens)
+            else:
+                self._guider = GUIDERS.create("llm", self.backend, max_tokens=g.max_tokens,
+                                              temperature=g.temperature)
+        return self._guider
+
+    def save_config(self) -> None:
+        if self.home is not None:
+            self.config.save(self.home / CONFIG_FILE)
+
+    # -- forget requests ----------------------------------------------------------------
+    def forget(
+        self,
+        prompts: list[str],
+        kind: str = "privacy",
+        subject: str | None = None,
+        entities: list[str] | None = None,
+        policy: str | None = None,
+        progress: bool = True,
+        rewriter: str = "llm",
+        seed: int = 0,
+    ) -> ForgetRequest:
+        """Register a forget request. The prompts are used in memory only and never stored."""
+        if kind not in KINDS:
+            raise LetheError(f"unknown kind '{kind}' (use one of: {', '.join(KINDS)})")
+        prompts = [p for p in (normalize(p) for p in prompts) if p]
+        if not prompts:
+            raise LetheError("a forget request needs at least one non-empty prompt")
+        if policy:
+            self.policies.get(policy)
+        names = list(dict.fromkeys((entities or []) + ([subject] if subject else [])))
+        if not names and kind == "privacy":
+            guessed = guess_subject(prompts)
+            names = [guessed] if guessed else []
+        key = self.store.secret()
+        records = [entity_record(n, key) for n in names]
+        rw = REWRITERS.create(rewriter, backend=self.backend) if rewriter == "llm" else REWRITERS.create(rewriter)
+        rule = RuleRewriter()
+        rewrites: list[str] = []
+        for p in tqdm(prompts, desc="rewriting forget prompts", disable=not progress, unit="prompt"):
+            cands = rw.candidates(p, self.config.rewrites_per_prompt)
+            best, _ = choose_rewrite(p, cands, self.embedder, rule)
+            rewrites.append(best)
+        # augmentations and name-swapped hard negatives are derived from the rewrites only
+        aug = [a for r in rewrites for a in augment(r, seed=seed)]
+        hard = _name_swaps(rewrites + aug, names, random.Random(seed), per_text=2)
+        vecs = self.embedder.encode(rewrites + aug + hard)
+        keep_text = not self.config.embedding_only
+        samples = [NegativeSample("", vecs[i], "rewrite", rewrites[i] if keep_text else None)
+                   for i in range(len(rewrites))]
+        samples += [NegativeSample("", vecs[len(rewrites) + j], "augment") for j in range(len(aug))]
+        off = len(rewrites) + len(aug)
+        samples += [NegativeSample("", vecs[off + j], "hard_negative") for j in range(len(hard))]
+        req = ForgetRequest(kind=kind, subject=subject or (names[0] if names else None), policy=policy,
+                            entities=records, n_prompts=len(prompts))
+        self.store.add_request(req, samples)
+        self.detector.refresh()
+        return req
+
+    def revoke(self, request_id: str) -> bool:
+        ok = self.store.revoke(request_id)
+        if ok:
+            self.detector.refresh()
+        return ok
+
+    def requests(self, include_revoked: bool = False) -> list[ForgetRequest]:
+        return self.store.list_requests(include_revoked)
+
+    # -- detection ----------------------------------------------------------------------
+    def detect(self, query: str | Sequence[Message]) -> Detection:
+        return self.detector.detect_messages(_as_messages(query))
+
+    def detect_many(self, queries: list[str], batch_size: int = 128) -> list[Detection]:
+        out: list[Detection] = []
+        for i in range(0, len(queries), batch_size):
+            out.extend(self.detector.score_texts(queries[i:i + batch_size]))
+        return out
+
+    def require_nonempty(self) -> None:
+        if self.detector.empty:
+            raise EmptyStoreError("the unlearn store is empty: add a request with 'lethe forget add' first")
+
+    def calibrate(self, benign: list[str] | None = None, target_fpr: float = 0.01) -> float:
+        """Choose tau so that at most ``target_fpr`` of benign queries trigger; saves it."""
+        self.require_nonempty()
+        queries = benign if benign is not None else self.detector.benign_holdout
+        if not queries:
+            raise LetheError("calibration needs at least one benign query")
+        scores = np.sort(np.array([d.score for d in self.detect_many(queries)]))
+        allowed = int(np.floor(target_fpr * len(scores)))
+        # trigger is score > tau: tau at the (n - allowed)-th smallest score lets `allowed` through
+        tau = float(scores[len(scores) - allowed - 1]) if allowed < len(scores) else 0.0
+        tau = float(min(0.99, max(0.05, tau + 1e-6)))
+        self.config.detector.tau = tau
+        self.detector.config.tau = tau
+        self.save_config()
+        return tau
+
+    # -- intervention -------------------------------------------------------------------
+    def plan(self, messages: str | Sequence[Message], use_guard: bool = True) -> GuardPlan:
+        msgs = _as_messages(messages)
+        t0 = time.perf_counter()
+        det = self.detect(msgs) if use_guard else Detection(0.0, False)
+        timings = {"detect_s": time.perf_counter() - t0}
+        if not det.triggered:
+            return GuardPlan(det, msgs, timings=timings)
+        kind = det.kind or "privacy"
+        req = self.store.get_request(det.request_id) if det.request_id else None
+        last_user = next(m["content"] for m in reversed(msgs) if m["role"] == "user")
+        pol = self.policies.retrieve(kind, query=last_user, name=req.policy if req else None)
+        t1 = time.perf_counter()
+        guidance = self.guider.guide(last_user, pol, kind)
+        timings["guide_s"] = time.perf_counter() - t1
+        iv = intervention.build(msgs, pol, guidance.reasoning, self.config.intervention.placement,
+                                self.backend.supports_prefill)
+        return GuardPlan(det, iv.messages, iv.prefill, pol.name, guidance.reasoning, iv.placement, timings)
+
+    def chat(
+        self,
+        messages: str | Sequence[Message],
+        max_tokens: int | None = None,
+        temperature: float = 0.0,
+        use_guard: bool = True,
+    ) -> GuardResponse:
+        plan = self.plan(messages, use_guard=use_guard)
+        t = time.perf_counter()
+        res = self.backend.chat(plan.messages, max_tokens=max_tokens or self.config.max_new_tokens,
+                                temperature=temperature, prefill=plan.prefill)
+        plan.timings["generate_s"] = time.perf_counter() - t
+        text = intervention.finish(res.text) if plan.prefill else res.text
+        return GuardResponse(text, plan.detection.triggered, plan.detection.score, plan.policy,
+                             plan.reasoning, plan.detection, plan.timings)
+
+    def stream(
+        self, messages: str | Sequence[Message], max_tokens: int | None = None, temperature: float = 0.0,
+        use_guard: bool = True,
+    ) -> tuple[GuardPlan, Iterator[str]]:
+        plan = self.plan(messages, use_guard=use_guard)
+        it = self.backend.stream(plan.messages, max_tokens=max_tokens or self.config.max_new_tokens,
+                                 temperature=temperature, prefill=plan.prefill)
+        if plan.prefill:
+            it = _lstrip_first(it)
+        return plan, it
+
+
+def _lstrip_first(it: Iterator[str]) -> Iterator[str]:
+    first = True
+    for piece in it:
+        if first:
+            piece = piece.lstrip()
+            if not piece:
+                continue
+            piece = piece[:1].upper() + piece[1:]
+            first = False
+        yield piece
+
+
+def _name_swaps(texts: list[str], names: list[str], rng: random.Random, per_text: int) -> list[str]:
+    """Hard negatives: the same questions about other people (forgotten name swapped out)."""
+    out: list[str] = []
+    for text in texts:
+        low = text.lower()
+        for name in names:
+            parts = name.split()
+            for tok in [name, parts[-1], parts[0]]:
+                if len(tok) > 2 and tok.lower() in low:
+                    for _ in range(per_text):
+                        swap = rng.choice(_SWAP_NAMES)
+                        repl = swap if tok == name else swap.split()[-1 if tok == parts[-1] else 0]
+                        out.append(_replace_ci(text, tok, repl))
+                    break
+    return list(dict.fromkeys(out))
+
+
+def _replace_ci(text: str, old: str, new: str) -> str:
+    import re
+
+    return re.sub(re.escape(old), new, text, flags=re.IGNORECASE)

@@ -1,0 +1,73 @@
+"""In-context intervention: where the policy and the reasoning go in the model's context.
+
+Placements (measured per model by ``benchmarks/bench_placement.py``):
+
+- ``system``: policy and reasoning in a system message;
+- ``user_prefix``: the DRAGON layout — context, the question, then
+  "Let's think step by step." and the reasoning, all in the user turn;
+- ``assistant_prefill``: policy in the system message, the reasoning written as the
+  start of the assistant's own turn, ending in "Therefore," so the model completes the
+  decline. Small models follow this far more reliably (see docs/results.md).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+from lethe.backends.base import Message
+from lethe.guard.policies import Policy
+
+
+@dataclass
+class Intervention:
+    messages: list[Message]
+    prefill: str | None
+    placement: str
+
+
+def _context(policy: Policy, profile: str | None) -> str:
+    text = f"{policy.title}. {policy.guideline}"
+    if policy.refusal_style:
+        text += f"\nResponse style: {policy.refusal_style}"
+    if profile:
+        text += f"\nThe only information you have is this profile: {profile}"
+    return text
+
+
+def build(
+    messages: Sequence[Message],
+    policy: Policy,
+    reasoning: str,
+    placement: str,
+    supports_prefill: bool,
+    profile: str | None = None,
+) -> Intervention:
+    msgs = [dict(m) for m in messages]
+    if placement == "assistant_prefill" and not supports_prefill:
+        placement = "user_prefix"
+    context = _context(policy, profile)
+    sys_idx = next((i for i, m in enumerate(msgs) if m["role"] == "system"), None)
+    last_user = max(i for i, m in enumerate(msgs) if m["role"] == "user")
+
+    def put_system(text: str) -> None:
+        if sys_idx is None:
+            msgs.insert(0, {"role": "system", "content": text})
+        else:
+            msgs[sys_idx] = {"role": "system", "content": text + "\n\n" + msgs[sys_idx]["content"]}
+
+    if placement == "system":
+        put_system(f"{context}\n\nReasoning for the next answer: {reasoning}")
+        return Intervention(msgs, None, placement)  # type: ignore[arg-type]
+    if placement == "user_prefix":
+        q = msgs[last_user]["content"]
+        msgs[last_user] = {"role": "user", "content": f"{context}\n\nQuestion: {q}\n\nLet's think step by step. {reasoning}"}
+        return Intervention(msgs, None, placement)  # type: ignore[arg-type]
+    put_system(context)
+    return Intervention(msgs, f"Let me think step by step. {reasoning}", placement)  # type: ignore[arg-type]
+
+
+def finish(text: str) -> str:
+    """Tidy a continuation of a prefilled reasoning into a standalone answer."""
+    text = text.strip()
+    return text[:1].upper() + text[1:] if text else text

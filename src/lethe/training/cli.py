@@ -1,0 +1,99 @@
+"""``lethe train`` and ``lethe targets build`` (wired into ``lethe.cli.main`` by the lead)."""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+targets_app = typer.Typer(help="Reasoning targets for TRU and the guider.", no_args_is_help=True)
+
+
+def train_command(
+    method: Annotated[str, typer.Option("--method", "-m", help="tru, ga, gd, kl, npo, npo_rt, simnpo, idk, dpo, rmu, wga")],
+    forget: Annotated[Path, typer.Option("--forget", help="JSONL with 'prompt' and 'answer' per line")],
+    out: Annotated[Path, typer.Option("--out", help="output folder (adapter, logs, checkpoint)")],
+    model: Annotated[str, typer.Option("--model", help="'default' (embedded Qwen2.5-Coder-0.5B), hub id or folder")] = "default",
+    retain: Annotated[Path | None, typer.Option("--retain", help="retain JSONL (gd, kl, npo_rt, rmu need one)")] = None,
+    targets: Annotated[Path | None, typer.Option("--targets", help="reasoning targets JSONL (tru); built if absent")] = None,
+    teacher: Annotated[str, typer.Option("--teacher", help="targets teacher: template, default, llamacpp:PATH, hf:ID, openai:MODEL[@URL]")] = "template",
+    kind: Annotated[str, typer.Option("--kind", help="reason class: knowledge, privacy, copyright, harmful")] = "knowledge",
+    scope: Annotated[str | None, typer.Option("--scope", help="what is out of bounds, in words (targets)")] = None,
+    refusals: Annotated[Path | None, typer.Option("--refusals", help="refusal lines for idk/dpo (e.g. TOFU idontknow.jsonl)")] = None,
+    epochs: Annotated[int, typer.Option(help="passes over the forget set")] = 3,
+    lr: Annotated[float, typer.Option(help="AdamW learning rate")] = 1e-4,
+    batch_size: Annotated[int, typer.Option("--batch-size")] = 4,
+    grad_accum: Annotated[int, typer.Option("--grad-accum")] = 1,
+    max_length: Annotated[int, typer.Option("--max-length")] = 256,
+    max_steps: Annotated[int | None, typer.Option("--max-steps", help="cap on optimizer steps")] = None,
+    alpha: Annotated[float | None, typer.Option(help="TRU: weight of the GA term (0.5); RMU: retain weight (100)")] = None,
+    lam: Annotated[float, typer.Option("--lambda", "--lam", help="retain-term weight")] = 1.0,
+    beta: Annotated[float, typer.Option(help="NPO/DPO/SimNPO beta")] = 0.1,
+    ga_term: Annotated[str, typer.Option("--ga-term", help="TRU's unlearning term: gd, ga, npo, wga")] = "gd",
+    rmu_layer: Annotated[int | None, typer.Option("--rmu-layer")] = None,
+    rmu_c: Annotated[float, typer.Option("--rmu-c", help="RMU steering scale c")] = 6.5,
+    lora_rank: Annotated[int, typer.Option("--lora-rank")] = 16,
+    full_finetune: Annotated[bool, typer.Option("--full-finetune", help="train all weights instead of LoRA")] = False,
+    save_merged: Annotated[bool, typer.Option("--save-merged", help="also write merged weights to OUT/merged")] = False,
+    seed: Annotated[int, typer.Option()] = 0,
+    resume: Annotated[bool, typer.Option("--resume/--no-resume", help="continue from OUT/checkpoint")] = True,
+    checkpoint_every: Annotated[int, typer.Option("--checkpoint-every", help="save a resumable checkpoint every N steps")] = 25,
+    progress: Annotated[bool, typer.Option("--progress/--quiet")] = True,
+) -> None:
+    """Unlearn a forget set with one method; writes a PEFT adapter to OUT/adapter."""
+    from lethe.training.trainer import TrainConfig, train
+
+    cfg = TrainConfig(
+        method=method, forget=str(forget), out=str(out), model=model, retain=str(retain) if retain else None,
+        targets=str(targets) if targets else None, teacher=teacher, kind=kind, scope=scope,
+        refusals=str(refusals) if refusals else None, epochs=epochs, lr=lr, batch_size=batch_size,
+        grad_accum=grad_accum, max_length=max_length, max_steps=max_steps, alpha=alpha, lam=lam, beta=beta,
+        ga_term=ga_term, rmu_layer=rmu_layer, rmu_c=rmu_c, lora_rank=lora_rank, full_finetune=full_finetune,
+        save_merged=save_merged, seed=seed, resume=resume, progress=progress, checkpoint_every=checkpoint_every,
+    )
+    summary = train(cfg)  # LetheError propagates: the CLI prints its one-line message
+    if summary:
+        typer.echo(json.dumps({k: summary[k] for k in ("method", "saved", "steps", "train_time_s",
+                                                       "tokens_per_s", "peak_memory_mb")}))
+
+
+@targets_app.command("build")
+def targets_build(
+    forget: Annotated[Path, typer.Option("--forget", help="JSONL with 'prompt' and 'answer' per line")],
+    out: Annotated[Path, typer.Option("--out", help="targets JSONL to write")],
+    teacher: Annotated[str, typer.Option("--teacher", help="template, default, llamacpp:PATH, hf:ID, openai:MODEL[@URL]")] = "template",
+    kind: Annotated[str, typer.Option("--kind", help="knowledge, privacy, copyright, harmful")] = "knowledge",
+    scope: Annotated[str | None, typer.Option("--scope", help="what is out of bounds, in words")] = None,
+    cache: Annotated[Path | None, typer.Option("--cache", help="cache JSONL (default $LETHE_CACHE/targets/cache.jsonl)")] = None,
+    progress: Annotated[bool, typer.Option("--progress/--quiet")] = True,
+) -> None:
+    """Write one validated reasoning target (reasoning + decline + redirect) per forget item."""
+    from lethe.training.data import read_pairs, write_jsonl
+    from lethe.training.targets import TargetCache, build_targets, make_teacher
+
+    pairs = read_pairs(forget, what="forget")
+    targets, stats = build_targets(pairs, teacher=make_teacher(teacher), kind=kind, scope=scope,
+                                   cache=TargetCache(cache), progress=progress)
+    write_jsonl(out, [t.to_row() for t in targets])
+    stats = {k: v for k, v in stats.items() if k != "reject_reasons"} | {"written": len(targets), "out": str(out)}
+    typer.echo(json.dumps(stats), file=sys.stdout)
+
+
+def _standalone() -> None:  # pragma: no cover - `python -m lethe.training.cli` before main.py wiring
+    from lethe.errors import LetheError
+
+    app = typer.Typer(no_args_is_help=True)
+    app.command("train")(train_command)
+    app.add_typer(targets_app, name="targets")
+    try:
+        app(standalone_mode=False)
+    except LetheError as exc:
+        typer.echo(f"error: {exc}", err=True)
+        raise SystemExit(2) from None
+
+
+if __name__ == "__main__":  # pragma: no cover
+    _standalone()

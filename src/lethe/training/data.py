@@ -1,0 +1,178 @@
+"""Forget/retain data: JSONL with ``prompt`` and ``answer``, chat-template tokenisation.
+
+Each pair is rendered with the tokenizer's chat template (user turn = prompt, assistant
+turn = answer); labels are ``-100`` on every prompt token so losses see answer tokens only.
+"""
+
+from __future__ import annotations
+
+import json
+import random
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+from lethe.errors import ConfigError, LetheError
+
+IGNORE = -100
+
+
+@dataclass
+class Pair:
+    prompt: str
+    answer: str
+    meta: dict | None = None
+
+
+def read_pairs(path: str | Path, *, what: str = "data") -> list[Pair]:
+    """Read a JSONL file of ``{"prompt", "answer"}`` objects (``question`` accepted for ``prompt``)."""
+    p = Path(path).expanduser()
+    if not p.exists():
+        raise ConfigError(f"{what} file not found: {p}")
+    pairs = []
+    for n, line in enumerate(p.read_text(encoding="utf-8").splitlines(), start=1):
+        if not line.strip():
+            continue
+        try:
+            obj = json.loads(line)
+        except json.JSONDecodeError:
+            raise ConfigError(f"{p}:{n}: not valid JSON") from None
+        prompt = obj.get("prompt", obj.get("question"))
+        answer = obj.get("answer")
+        if not isinstance(prompt, str) or not isinstance(answer, str):
+            raise ConfigError(f"{p}:{n}: each line needs string fields 'prompt' and 'answer'")
+        pairs.append(Pair(prompt, answer, {k: v for k, v in obj.items() if k not in ("prompt", "answer")}))
+    if not pairs:
+        raise LetheError(f"{what} set is empty: {p}")
+    return pairs
+
+
+def write_jsonl(path: str | Path, rows: Sequence[dict]) -> None:
+    p = Path(path)
+    p.parent.mkdir(parents=True, exist_ok=True)
+    with p.open("w", encoding="utf-8") as f:
+        for r in rows:
+            f.write(json.dumps(r, ensure_ascii=False) + "\n")
+
+
+def _chat_prefix(tok, prompt: str, system: str | None) -> str:
+    msgs = ([{"role": "system", "content": system}] if system else []) + [{"role": "user", "content": prompt}]
+    if getattr(tok, "chat_template", None):
+        return tok.apply_chat_template(msgs, tokenize=False, add_generation_prompt=True)
+    return "".join(f"{m['role']}: {m['content']}\n" for m in msgs) + "assistant: "
+
+
+def encode_pair(tok, prompt: str, answer: str, *, max_length: int = 256, system: str | None = None) -> dict:
+    """Token ids and labels for one (prompt, answer); labels only on answer (+ end-of-turn) tokens."""
+    prefix = _chat_prefix(tok, prompt, system)
+    p_ids = tok(prefix, add_special_tokens=False)["input_ids"]
+    eos = tok.eos_token or ""
+    a_ids = tok(answer + eos, add_special_tokens=False)["input_ids"]
+    if not a_ids:
+        a_ids = [tok.eos_token_id]
+    # keep the whole answer if possible; trim the prompt from the left when too long
+    budget = max(max_length - len(a_ids), 8)
+    if len(p_ids) > budget:
+        p_ids = p_ids[-budget:]
+    a_ids = a_ids[: max(max_length - len(p_ids), 1)]
+    return {"input_ids": p_ids + a_ids, "labels": [IGNORE] * len(p_ids) + list(a_ids)}
+
+
+def collate(encs: Sequence[dict], pad_id: int) -> dict:
+    """Right-pad a list of encodings into ``input_ids``, ``attention_mask`` and ``labels`` tensors."""
+    import torch
+
+    n = max(len(e["input_ids"]) for e in encs)
+    ids = torch.full((len(encs), n), pad_id, dtype=torch.long)
+    labels = torch.full((len(encs), n), IGNORE, dtype=torch.long)
+    mask = torch.zeros((len(encs), n), dtype=torch.long)
+    for i, e in enumerate(encs):
+        k = len(e["input_ids"])
+        ids[i, :k] = torch.tensor(e["input_ids"])
+        labels[i, :k] = torch.tensor(e["labels"])
+        mask[i, :k] = 1
+    return {"input_ids": ids, "attention_mask": mask, "labels": labels}
+
+
+class UnlearnBatches:
+    """Yields dict batches ``{"forget", "target"?, "retain"?}`` of collated tensors.
+
+    ``forget`` holds the original answers, ``target`` the answers to learn instead
+    (reasoning targets for TRU, refusals for IDK/DPO), aligned row by row with
+    ``forget``; ``retain`` is drawn cyclically from the retain set, one batch per step.
+    """
+
+    def __init__(
+        self,
+        tok,
+        forget: Sequence[Pair],
+        *,
+        targets: Sequence[str] | None = None,
+        retain: Sequence[Pair] | None = None,
+        batch_size: int = 4,
+        max_length: int = 256,
+        seed: int = 0,
+        system: str | None = None,
+    ) -> None:
+        self.pad_id = tok.pad_token_id if tok.pad_token_id is not None else tok.eos_token_id
+        self.batch_size = batch_size
+        self.seed = seed
+        self.forget = [encode_pair(tok, p.prompt, p.answer, max_length=max_length, system=system) for p in forget]
+        self.targets = (
+            [encode_pair(tok, p.prompt, t, max_length=max_length, system=system) for p, t in zip(forget, targets, strict=True)]
+            if targets is not None
+            else None
+        )
+        self.retain = (
+            [encode_pair(tok, p.prompt, p.answer, max_length=max_length, system=system) for p in retain]
+            if retain
+            else None
+        )
+
+    def __len__(self) -> int:
+        return (len(self.forget) + self.batch_size - 1) // self.batch_size
+
+    def epoch(self, epoch: int, *, rank: int = 0, world: int = 1) -> Iterator[dict]:
+        """Batches of one epoch (shuffled by ``seed + epoch``; sharded across ``world`` processes)."""
+        rng = random.Random(self.seed * 1000 + epoch)
+        order = list(range(len(self.forget)))
+        rng.shuffle(order)
+        r_order = list(range(len(self.retain))) if self.retain else []
+        rng.shuffle(r_order)
+        for b, start in enumerate(range(0, len(order), self.batch_size)):
+            if b % world != rank:
+                continue
+            idx = order[start : start + self.batch_size]
+            batch = {"forget": collate([self.forget[i] for i in idx], self.pad_id), "index": idx}
+            if self.targets is not None:
+                batch["target"] = collate([self.targets[i] for i in idx], self.pad_id)
+            if self.retain:
+                r_idx = [r_order[(start + j) % len(r_order)] for j in range(self.batch_size)]
+                batch["retain"] = collate([self.retain[i] for i in r_idx], self.pad_id)
+            yield batch
+
+
+def load_refusals(path: str | Path | None = None) -> list[str]:
+    """Refusal answers for IDK/DPO: one per line (TOFU's ``idontknow.jsonl``) or built-ins."""
+    if path and Path(path).exists():
+        lines = [ln.strip() for ln in Path(path).read_text(encoding="utf-8").splitlines() if ln.strip()]
+        out = []
+        for ln in lines:
+            try:
+                v = json.loads(ln)
+                out.append(v if isinstance(v, str) else str(v.get("answer", v.get("text", ln))))
+            except json.JSONDecodeError:
+                out.append(ln)
+        if out:
+            return out
+    return list(BUILTIN_REFUSALS)
+
+
+BUILTIN_REFUSALS = (
+    "I'm not able to help with that.",
+    "I don't have that information.",
+    "That's not something I can answer.",
+    "I'm sorry, I can't provide that.",
+    "I don't know the answer to that.",
+    "I can't share details about that.",
+)

@@ -1,0 +1,339 @@
+"""Unlearning objectives as small loss classes in the ``LOSSES`` registry.
+
+Every loss gets a :class:`LossContext` (the model, a frozen reference, knobs) and a batch
+``{"forget", "target"?, "retain"?}`` of collated tensors (see :mod:`lethe.training.data`),
+and returns ``(loss, parts)`` where ``parts`` are floats for the progress bar and log.
+
+Notation follows ``docs/baselines-and-attacks.md``: NLL over answer tokens, D_f forget,
+D_r retain, pi_ref the frozen starting model (the LoRA base with adapters disabled).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import torch
+import torch.nn.functional as F
+
+from lethe.registry import Registry
+from lethe.training.data import IGNORE
+
+
+@dataclass
+class LossContext:
+    """What a loss may use besides the batch.
+
+    :meth:`ref_forward` runs the frozen reference: the LoRA base with ``peft``'s
+    ``disable_adapter``, or ``ref_model`` for full fine-tuning. ``alpha`` weights the unlearning term of TRU (and RMU's retain
+    term), ``lam`` the retain term, ``beta`` NPO/DPO/SimNPO's inverse temperature.
+    """
+
+    model: torch.nn.Module
+    ref_model: torch.nn.Module | None = None
+    alpha: float = 0.5
+    lam: float = 1.0
+    beta: float = 0.1
+    gamma: float = 0.0
+    wga_alpha: float = 1.0
+    rmu_layer: int | None = None
+    rmu_c: float = 6.5
+    ga_term: str = "gd"
+    extra: dict = field(default_factory=dict)
+
+    def ref_forward(self, enc: dict, **kw):
+        with torch.no_grad():
+            if self.ref_model is not None:
+                return self.ref_model(input_ids=enc["input_ids"], attention_mask=enc["attention_mask"], **kw)
+            base = _unwrap(self.model)
+            if not hasattr(base, "disable_adapter"):
+                raise RuntimeError("reference-model losses need LoRA (adapters) or an explicit ref_model")
+            with base.disable_adapter():
+                return base(input_ids=enc["input_ids"], attention_mask=enc["attention_mask"], **kw)
+
+
+def _unwrap(model):
+    return getattr(model, "module", model)
+
+
+def forward(model, enc: dict, **kw):
+    return model(input_ids=enc["input_ids"], attention_mask=enc["attention_mask"], **kw)
+
+
+def token_logprobs(logits: torch.Tensor, labels: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """Log-probabilities of the label tokens (shifted) and the mask of answer positions.
+
+    The softmax runs over answer positions only (prompt positions are skipped), which
+    saves most of the memory of a 150k-token vocabulary.
+    """
+    tgt = labels[:, 1:]
+    mask = tgt != IGNORE
+    sel = logits[:, :-1][mask].float()
+    vals = torch.log_softmax(sel, dim=-1).gather(-1, tgt[mask].unsqueeze(-1)).squeeze(-1)
+    lp = torch.zeros(tgt.shape, dtype=vals.dtype, device=vals.device).masked_scatter(mask, vals)
+    return lp, mask
+
+
+def seq_logprob(logits, labels) -> tuple[torch.Tensor, torch.Tensor]:
+    """Per-sequence sum of answer-token log-probabilities and answer lengths."""
+    lp, mask = token_logprobs(logits, labels)
+    return lp.sum(-1), mask.sum(-1).clamp(min=1)
+
+
+def nll(logits, labels) -> torch.Tensor:
+    """Mean over sequences of the token-averaged NLL of the answer (ordinary CE)."""
+    s, n = seq_logprob(logits, labels)
+    return (-s / n).mean()
+
+
+def model_nll(model, enc: dict) -> torch.Tensor:
+    return nll(forward(model, enc).logits, enc["labels"])
+
+
+class UnlearnLoss:
+    """Base class: ``needs_retain`` (error if no retain set), ``uses_retain`` (uses it if given),
+    ``needs_reference`` (pi_ref), ``target_kind`` (``"reasoning"``, ``"refusal"`` or ``None``)."""
+
+    name = "base"
+    needs_retain = False
+    uses_retain = False
+    needs_reference = False
+    target_kind: str | None = None
+
+    def __call__(self, ctx: LossContext, batch: dict) -> tuple[torch.Tensor, dict[str, float]]:
+        raise NotImplementedError
+
+    def _retain(self, ctx: LossContext, batch: dict, parts: dict) -> torch.Tensor:
+        if "retain" not in batch or ctx.lam == 0:
+            return torch.zeros((), device=batch["forget"]["input_ids"].device)
+        r = model_nll(ctx.model, batch["retain"])
+        parts["retain_nll"] = float(r.detach())
+        return ctx.lam * r
+
+
+LOSSES: Registry[UnlearnLoss] = Registry("loss")
+
+
+@LOSSES.register("ga")
+class GradientAscent(UnlearnLoss):
+    """GA: minimise -NLL(y_f | x_f), i.e. raise the forget loss (Jang et al. 2023)."""
+
+    name = "ga"
+
+    def __call__(self, ctx, batch):
+        f = model_nll(ctx.model, batch["forget"])
+        return -f, {"forget_nll": float(f.detach())}
+
+
+@LOSSES.register("gd")
+class GradDiff(UnlearnLoss):
+    """GradDiff: -NLL on D_f + lambda * NLL on D_r (Liu et al. 2022; TOFU baseline)."""
+
+    name = "gd"
+    needs_retain = True
+    uses_retain = True
+
+    def __call__(self, ctx, batch):
+        f = model_nll(ctx.model, batch["forget"])
+        parts = {"forget_nll": float(f.detach())}
+        return -f + self._retain(ctx, batch, parts), parts
+
+
+def kl_to_reference(ctx: LossContext, enc: dict) -> torch.Tensor:
+    """Token-wise KL(pi_ref || pi_theta) averaged over answer positions."""
+    mask = enc["labels"][:, 1:] != IGNORE
+    logits = forward(ctx.model, enc).logits[:, :-1][mask].float()
+    ref = ctx.ref_forward(enc).logits[:, :-1][mask].float()
+    lp, lq = torch.log_softmax(ref, -1), torch.log_softmax(logits, -1)
+    return (lp.exp() * (lp - lq)).sum(-1).mean() if lp.numel() else lq.sum() * 0
+
+
+@LOSSES.register("kl")
+class KLMin(UnlearnLoss):
+    """GA on D_f + lambda * KL(pi_ref || pi_theta) on D_r (TOFU's KL baseline)."""
+
+    name = "kl"
+    needs_retain = True
+    uses_retain = True
+    needs_reference = True
+
+    def __call__(self, ctx, batch):
+        f = model_nll(ctx.model, batch["forget"])
+        kl = kl_to_reference(ctx, batch["retain"])
+        return -f + ctx.lam * kl, {"forget_nll": float(f.detach()), "retain_kl": float(kl.detach())}
+
+
+def npo_term(ctx: LossContext, enc: dict) -> tuple[torch.Tensor, dict]:
+    """NPO: -(2/beta) E log sigma(-beta log(pi_theta(y|x) / pi_ref(y|x))) (Zhang et al. 2024)."""
+    s, _ = seq_logprob(forward(ctx.model, enc).logits, enc["labels"])
+    r, _ = seq_logprob(ctx.ref_forward(enc).logits, enc["labels"])
+    ratio = s - r
+    loss = -(2.0 / ctx.beta) * F.logsigmoid(-ctx.beta * ratio).mean()
+    return loss, {"npo": float(loss.detach()), "log_ratio": float(ratio.mean().detach())}
+
+
+@LOSSES.register("npo")
+class NPO(UnlearnLoss):
+    """Negative Preference Optimization on D_f only; bounded below by 0, 2/beta*log 2 at pi_ref."""
+
+    name = "npo"
+    needs_reference = True
+
+    def __call__(self, ctx, batch):
+        return npo_term(ctx, batch["forget"])
+
+
+@LOSSES.register("npo_rt")
+class NPORetain(UnlearnLoss):
+    """NPO + lambda * NLL on D_r."""
+
+    name = "npo_rt"
+    needs_retain = True
+    uses_retain = True
+    needs_reference = True
+
+    def __call__(self, ctx, batch):
+        loss, parts = npo_term(ctx, batch["forget"])
+        return loss + self._retain(ctx, batch, parts), parts
+
+
+@LOSSES.register("simnpo")
+class SimNPO(UnlearnLoss):
+    """SimNPO: -(2/beta) E log sigma(-(beta/|y|) log pi_theta(y|x) - gamma), no reference
+    (Fan et al. 2024); + lambda * NLL on D_r when a retain set is given."""
+
+    name = "simnpo"
+    uses_retain = True
+
+    def __call__(self, ctx, batch):
+        enc = batch["forget"]
+        s, n = seq_logprob(forward(ctx.model, enc).logits, enc["labels"])
+        loss = -(2.0 / ctx.beta) * F.logsigmoid(-(ctx.beta / n) * s - ctx.gamma).mean()
+        parts = {"simnpo": float(loss.detach())}
+        return loss + self._retain(ctx, batch, parts), parts
+
+
+@LOSSES.register("wga")
+class WeightedGA(UnlearnLoss):
+    """Weighted GA: each forget token's log-prob weighted by p_theta^alpha, no gradient through
+    the weight (Wang et al. 2025, "Rethinking LLM unlearning objectives"); + retain NLL if given."""
+
+    name = "wga"
+    uses_retain = True
+
+    def __call__(self, ctx, batch):
+        enc = batch["forget"]
+        lp, mask = token_logprobs(forward(ctx.model, enc).logits, enc["labels"])
+        w = (lp.detach() * ctx.wga_alpha).exp() * mask
+        loss = ((w * lp).sum(-1) / mask.sum(-1).clamp(min=1)).mean()
+        f = float((-(lp.sum(-1)) / mask.sum(-1).clamp(min=1)).mean().detach())
+        parts = {"forget_nll": f}
+        return loss + self._retain(ctx, batch, parts), parts
+
+
+@LOSSES.register("idk")
+class IDK(UnlearnLoss):
+    """PO / IDK: NLL of a refusal answer on forget questions + lambda * NLL on D_r (TOFU)."""
+
+    name = "idk"
+    uses_retain = True
+    target_kind = "refusal"
+
+    def __call__(self, ctx, batch):
+        t = model_nll(ctx.model, batch["target"])
+        parts = {"target_nll": float(t.detach())}
+        return t + self._retain(ctx, batch, parts), parts
+
+
+@LOSSES.register("dpo")
+class DPO(UnlearnLoss):
+    """DPO with the refusal preferred and the original answer rejected (Rafailov et al. 2023;
+    the TOFU/NPO papers' unlearning variant): -(2/beta) E log sigma(beta*Delta_pref - beta*Delta_rej)."""
+
+    name = "dpo"
+    uses_retain = True
+    needs_reference = True
+    target_kind = "refusal"
+
+    def __call__(self, ctx, batch):
+        pref, rej = batch["target"], batch["forget"]
+        sp, _ = seq_logprob(forward(ctx.model, pref).logits, pref["labels"])
+        sr, _ = seq_logprob(forward(ctx.model, rej).logits, rej["labels"])
+        rp, _ = seq_logprob(ctx.ref_forward(pref).logits, pref["labels"])
+        rr, _ = seq_logprob(ctx.ref_forward(rej).logits, rej["labels"])
+        margin = ctx.beta * ((sp - rp) - (sr - rr))
+        loss = -(2.0 / ctx.beta) * F.logsigmoid(margin).mean()
+        parts = {"dpo": float(loss.detach()), "margin": float(margin.mean().detach())}
+        return loss + self._retain(ctx, batch, parts), parts
+
+
+@LOSSES.register("tru")
+class TRU(UnlearnLoss):
+    """Targeted Reasoning Unlearning (Liao et al. 2026, arXiv 2603.09980):
+    L_target + alpha * L_GA, with L_target the CE on the reasoning target r ++ s and L_GA
+    by default the GradDiff form (NLL-raise on D_f + lambda * NLL on D_r when given);
+    ``ga_term`` may be ``gd`` (default), ``ga``, ``npo`` or ``wga``."""
+
+    name = "tru"
+    uses_retain = True
+    target_kind = "reasoning"
+
+    @property
+    def needs_reference(self) -> bool:  # only with the NPO term
+        return False
+
+    def __call__(self, ctx, batch):
+        t = model_nll(ctx.model, batch["target"])
+        parts = {"target_nll": float(t.detach())}
+        term = ctx.ga_term
+        if term == "npo":
+            g, p = npo_term(ctx, batch["forget"])
+            parts.update(p)
+        elif term == "wga":
+            g, p = LOSSES.create("wga")(ctx, {"forget": batch["forget"]})
+            parts.update(p)
+        else:
+            f = model_nll(ctx.model, batch["forget"])
+            g = -f
+            parts["forget_nll"] = float(f.detach())
+        loss = t + ctx.alpha * g
+        if term in ("gd", "npo", "wga") and "retain" in batch:
+            loss = loss + ctx.alpha * self._retain(ctx, batch, parts)
+        return loss, parts
+
+
+@LOSSES.register("rmu")
+class RMU(UnlearnLoss):
+    """Representation Misdirection for Unlearning (Li et al. 2024, WMDP): at layer l,
+    mean ||h_l(x_f) - c*u||^2 + alpha * mean ||h_l(x_r) - h_l^frozen(x_r)||^2, u a fixed
+    random unit vector. Averaged over all non-pad tokens of the sequence."""
+
+    name = "rmu"
+    needs_retain = True
+    uses_retain = True
+    needs_reference = True
+
+    def __init__(self) -> None:
+        self._u: torch.Tensor | None = None
+
+    def _hidden(self, model_out, layer: int) -> torch.Tensor:
+        return model_out.hidden_states[layer + 1]  # hidden_states[0] are the embeddings
+
+    def _control(self, dim: int, device, seed: int = 0) -> torch.Tensor:
+        if self._u is None or self._u.shape[0] != dim:
+            g = torch.Generator().manual_seed(seed)
+            u = torch.rand(dim, generator=g)
+            self._u = u / u.norm()
+        return self._u.to(device)
+
+    def __call__(self, ctx, batch):
+        layer = ctx.rmu_layer if ctx.rmu_layer is not None else ctx.extra.get("default_layer", 0)
+        f, r = batch["forget"], batch["retain"]
+        hf = self._hidden(forward(ctx.model, f, output_hidden_states=True), layer).float()
+        u = self._control(hf.shape[-1], hf.device)
+        mf = f["attention_mask"].unsqueeze(-1).float()
+        lf = (((hf - ctx.rmu_c * u) ** 2).mean(-1, keepdim=True) * mf).sum() / mf.sum()
+        hr = self._hidden(forward(ctx.model, r, output_hidden_states=True), layer).float()
+        href = self._hidden(ctx.ref_forward(r, output_hidden_states=True), layer).float()
+        mr = r["attention_mask"].unsqueeze(-1).float()
+        lr = (((hr - href) ** 2).mean(-1, keepdim=True) * mr).sum() / mr.sum()
+        return lf + ctx.alpha * lr, {"forget_mse": float(lf.detach()), "retain_mse": float(lr.detach())}

@@ -1,0 +1,124 @@
+"""Load the model to unlearn: a hub id, a local folder, or the embedded default GGUF.
+
+The embedded default (Qwen2.5-Coder-0.5B-Instruct, Q4_K_M) is dequantised by
+``transformers`` (``gguf_file=``, needs the ``gguf`` package) once and saved as an
+ordinary HF folder in the cache, so later loads take seconds instead of ~1 minute.
+LoRA adapters come from ``peft``; the reference model of NPO/KL/DPO/RMU is the same
+base with the adapters disabled, so no second copy is held in memory.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+from dataclasses import dataclass
+from pathlib import Path
+
+from lethe.config import DEFAULT_MODEL, cache_dir
+from lethe.errors import BackendError
+
+DEFAULT_SPECS = {"default", DEFAULT_MODEL}
+DEFAULT_HF_DIRNAME = "qwen2.5-coder-0.5b-instruct-hf"
+
+
+@dataclass
+class LoadedModel:
+    model: object
+    tokenizer: object
+    spec: str
+    path: str  # a folder/hub id that ``from_pretrained`` can load again (adapter base)
+
+
+def is_default_spec(spec: str | None) -> bool:
+    return spec is None or spec in DEFAULT_SPECS
+
+
+def default_hf_dir() -> Path:
+    return cache_dir() / "models" / DEFAULT_HF_DIRNAME
+
+
+def ensure_default_hf(progress: bool = True) -> Path:
+    """The converted HF folder of the embedded default model, converting it once."""
+    target = default_hf_dir()
+    if (target / "config.json").exists() and any(target.glob("*.safetensors")):
+        return target
+    import torch
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    from lethe.backends.default_model import default_gguf_path
+
+    gguf = default_gguf_path()
+    if progress:
+        print(f"converting {gguf.name} to a transformers folder (once, ~1 min) ...", flush=True)
+    try:
+        tok = AutoTokenizer.from_pretrained(str(gguf.parent), gguf_file=gguf.name)
+        model = AutoModelForCausalLM.from_pretrained(str(gguf.parent), gguf_file=gguf.name, dtype=torch.float32)
+    except ImportError as exc:
+        raise BackendError(f"loading a GGUF in transformers needs the 'gguf' package: {exc}") from None
+    tmp = target.with_name(target.name + f".tmp-{os.getpid()}")
+    shutil.rmtree(tmp, ignore_errors=True)
+    # the GGUF weights are already dequantised to plain tensors: drop the quantizer marker
+    model.hf_quantizer = None
+    if hasattr(model.config, "quantization_config"):
+        del model.config.quantization_config
+    model.to(torch.float16)
+    model.save_pretrained(tmp)
+    tok.save_pretrained(tmp)
+    shutil.rmtree(target, ignore_errors=True)
+    os.replace(tmp, target)
+    return target
+
+
+def resolve_model_path(spec: str | None) -> str:
+    """A path or hub id ``from_pretrained`` accepts for a model spec."""
+    if is_default_spec(spec):
+        return str(ensure_default_hf())
+    return str(Path(spec).expanduser()) if Path(spec).expanduser().exists() else str(spec)
+
+
+def load_model(spec: str | None = None, *, dtype: str = "float32", progress: bool = True) -> LoadedModel:
+    """Load model + tokenizer; raise :class:`BackendError` (one line) when it cannot be loaded."""
+    import torch
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    path = resolve_model_path(spec) if is_default_spec(spec) else str(spec)
+    local = Path(path).expanduser()
+    if local.exists():
+        path = str(local)
+    try:
+        tok = AutoTokenizer.from_pretrained(path)
+        model = AutoModelForCausalLM.from_pretrained(path, dtype=getattr(torch, dtype))
+    except (OSError, ValueError, ImportError) as exc:
+        msg = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        raise BackendError(f"could not load model '{spec}': {msg}") from None
+    if tok.pad_token_id is None:
+        tok.pad_token = tok.eos_token
+    return LoadedModel(model=model, tokenizer=tok, spec=spec or "default", path=path)
+
+
+def apply_lora(
+    model,
+    *,
+    rank: int = 16,
+    alpha: int | None = None,
+    dropout: float = 0.0,
+    target_modules: list[str] | str | None = None,
+    layers: list[int] | None = None,
+):
+    """Wrap ``model`` with LoRA adapters (peft); only the adapter weights stay trainable."""
+    from peft import LoraConfig, get_peft_model
+
+    cfg = LoraConfig(
+        r=rank,
+        lora_alpha=alpha or 2 * rank,
+        lora_dropout=dropout,
+        target_modules=target_modules or "all-linear",
+        layers_to_transform=layers,
+        task_type="CAUSAL_LM",
+    )
+    return get_peft_model(model, cfg)
+
+
+def num_layers(model) -> int:
+    cfg = getattr(model, "config", None)
+    return int(getattr(cfg, "num_hidden_layers", 0) or 0)

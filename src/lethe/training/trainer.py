@@ -1,0 +1,324 @@
+"""One unlearning trainer for every method: ``transformers`` + ``peft`` + ``accelerate``.
+
+The same loop runs on CPU and under ``accelerate launch`` on one or many GPUs (DDP, FSDP
+or DeepSpeed come from accelerate's own config). Output folder::
+
+    OUT/adapter/          PEFT adapter + tokenizer (or OUT/model/ for full fine-tuning)
+    OUT/merged/           merged weights (``save_merged=True``)
+    OUT/targets.jsonl     the reasoning/refusal targets that were trained on
+    OUT/train_log.jsonl   one JSON row per optimizer step (loss and its parts, tokens/s)
+    OUT/checkpoint/       trainable weights + optimizer + position, for ``resume``
+    OUT/summary.json      config, base model path, steps, time, tokens/s, peak memory
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import math
+import random
+import resource
+import sys
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+from lethe.errors import LetheError
+from lethe.training.data import UnlearnBatches, load_refusals, read_pairs, write_jsonl
+from lethe.training.losses import LOSSES, LossContext
+
+# Per-method defaults where the generic ones do not fit (alpha: TRU's GA weight, RMU's retain weight).
+METHOD_DEFAULTS: dict[str, dict] = {
+    "tru": {"alpha": 0.5},
+    "rmu": {"alpha": 100.0},
+}
+
+
+@dataclass
+class TrainConfig:
+    method: str
+    forget: str
+    out: str
+    model: str | None = None  # None/"default": the embedded default model
+    retain: str | None = None
+    targets: str | None = None
+    refusals: str | None = None
+    teacher: str | None = "template"
+    kind: str = "knowledge"
+    scope: str | None = None
+    epochs: int = 3
+    lr: float = 1e-4
+    batch_size: int = 4
+    grad_accum: int = 1
+    max_length: int = 256
+    max_steps: int | None = None
+    alpha: float | None = None
+    lam: float = 1.0
+    beta: float = 0.1
+    gamma: float = 0.0
+    ga_term: str = "gd"
+    rmu_layer: int | None = None
+    rmu_c: float = 6.5
+    lora_rank: int = 16
+    lora_alpha: int | None = None
+    lora_targets: list[str] | None = None
+    full_finetune: bool = False
+    weight_decay: float = 0.0
+    warmup_steps: int = 0
+    max_grad_norm: float = 1.0
+    seed: int = 0
+    dtype: str = "float32"
+    save_merged: bool = False
+    checkpoint_every: int = 25
+    resume: bool = True
+    progress: bool = True
+    system: str | None = None
+    extra: dict = field(default_factory=dict)
+
+
+def _peak_mem_mb(device) -> float:
+    import torch
+
+    if getattr(device, "type", str(device)) == "cuda":
+        return torch.cuda.max_memory_allocated(device) / 2**20
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # Linux: KiB
+
+
+def _seed_all(seed: int) -> None:
+    import numpy as np
+    import torch
+
+    random.seed(seed)
+    np.random.seed(seed)
+    torch.manual_seed(seed)
+
+
+def _refusal_for(prompt: str, refusals: list[str]) -> str:
+    h = int(hashlib.sha256(prompt.encode()).hexdigest(), 16)
+    return refusals[h % len(refusals)]
+
+
+def prepare_targets(cfg: TrainConfig, loss, forget, out: Path) -> list[str] | None:
+    """The per-item answers to learn instead (reasoning targets or refusals), saved to OUT."""
+    if loss.target_kind is None:
+        return None
+    if loss.target_kind == "refusal":
+        refusals = load_refusals(cfg.refusals)
+        texts = [_refusal_for(p.prompt, refusals) for p in forget]
+        write_jsonl(out / "targets.jsonl", [{"prompt": p.prompt, "target": t, "source": "refusal"}
+                                            for p, t in zip(forget, texts, strict=True)])
+        return texts
+    from lethe.training.targets import build_targets, load_targets, make_teacher
+
+    if cfg.targets:
+        if not Path(cfg.targets).exists():
+            raise LetheError(f"targets file not found: {cfg.targets}")
+        mapping = load_targets(cfg.targets)
+        missing = [p.prompt for p in forget if p.prompt not in mapping]
+        if missing:
+            raise LetheError(f"{len(missing)} forget prompts have no target in {cfg.targets} (first: {missing[0][:60]!r})")
+        texts = [mapping[p.prompt] for p in forget]
+        write_jsonl(out / "targets.jsonl", [{"prompt": p.prompt, "target": t, "source": cfg.targets}
+                                            for p, t in zip(forget, texts, strict=True)])
+        return texts
+    targets, stats = build_targets(forget, teacher=make_teacher(cfg.teacher), kind=cfg.kind, scope=cfg.scope,
+                                   progress=cfg.progress)
+    write_jsonl(out / "targets.jsonl", [t.to_row() for t in targets])
+    (out / "targets_stats.json").write_text(json.dumps(stats, indent=1))
+    return [t.text for t in targets]
+
+
+def train(cfg: TrainConfig) -> dict:
+    """Run one unlearning job; returns the summary written to ``OUT/summary.json``."""
+    import torch
+    from accelerate import Accelerator
+    from tqdm import tqdm
+
+    from lethe.training.model import apply_lora, load_model, num_layers
+
+    loss_fn = LOSSES.create(cfg.method)
+    for k, v in METHOD_DEFAULTS.get(cfg.method, {}).items():
+        if getattr(cfg, k) is None:
+            setattr(cfg, k, v)
+    if cfg.alpha is None:
+        cfg.alpha = 1.0
+    forget = read_pairs(cfg.forget, what="forget")
+    if loss_fn.needs_retain and not cfg.retain:
+        raise LetheError(f"method '{cfg.method}' needs a retain set: pass --retain R.jsonl")
+    retain = read_pairs(cfg.retain, what="retain") if cfg.retain and loss_fn.uses_retain else None
+    if cfg.full_finetune and cfg.method == "rmu":
+        raise LetheError("rmu is implemented with LoRA on the layers around --rmu-layer; drop --full-finetune")
+
+    out = Path(cfg.out)
+    out.mkdir(parents=True, exist_ok=True)
+    accelerator = Accelerator(gradient_accumulation_steps=1)
+    main = accelerator.is_main_process
+    _seed_all(cfg.seed)
+
+    loaded = load_model(cfg.model, dtype=cfg.dtype, progress=main and cfg.progress)
+    model, tok = loaded.model, loaded.tokenizer
+    target_texts = prepare_targets(cfg, loss_fn, forget, out) if main else None
+    accelerator.wait_for_everyone()
+    if not main and loss_fn.target_kind is not None:  # other ranks read what rank 0 built
+        rows = [json.loads(x) for x in (out / "targets.jsonl").read_text().splitlines() if x.strip()]
+        target_texts = [r["target"] for r in rows]
+
+    n_layers = num_layers(model)
+    rmu_layer = cfg.rmu_layer if cfg.rmu_layer is not None else min(n_layers - 1, n_layers // 4 + 1)
+    ref_model = None
+    if cfg.full_finetune:
+        if loss_fn.needs_reference:
+            import copy
+
+            ref_model = copy.deepcopy(model).eval().requires_grad_(False)
+    else:
+        targets = cfg.lora_targets
+        layers = None
+        if cfg.method == "rmu":
+            targets = targets or ["gate_proj", "up_proj", "down_proj"]
+            layers = [i for i in range(rmu_layer - 2, rmu_layer + 1) if i >= 0]
+        model = apply_lora(model, rank=cfg.lora_rank, alpha=cfg.lora_alpha, target_modules=targets, layers=layers)
+    model.train()
+    params = [p for p in model.parameters() if p.requires_grad]
+    n_trainable = sum(p.numel() for p in params)
+    optimizer = torch.optim.AdamW(params, lr=cfg.lr, weight_decay=cfg.weight_decay)
+    model, optimizer = accelerator.prepare(model, optimizer)
+    if ref_model is not None:
+        ref_model.to(accelerator.device)
+    device = accelerator.device
+
+    batches = UnlearnBatches(tok, forget, targets=target_texts, retain=retain, batch_size=cfg.batch_size,
+                             max_length=cfg.max_length, seed=cfg.seed, system=cfg.system)
+    world, rank = accelerator.num_processes, accelerator.process_index
+    micro_per_epoch = max(1, math.ceil(len(batches) / world))
+    total_steps = math.ceil(cfg.epochs * micro_per_epoch / cfg.grad_accum)
+    if cfg.max_steps:
+        total_steps = min(total_steps, cfg.max_steps)
+
+    ctx = LossContext(model=model, ref_model=ref_model, alpha=cfg.alpha, lam=cfg.lam, beta=cfg.beta,
+                      gamma=cfg.gamma, rmu_layer=rmu_layer, rmu_c=cfg.rmu_c, ga_term=cfg.ga_term,
+                      extra={"default_layer": rmu_layer, **cfg.extra})
+
+    # --- resume ---------------------------------------------------------------------------
+    ckpt = out / "checkpoint"
+    step, start_epoch, skip = 0, 0, 0
+    if cfg.resume and (ckpt / "state.json").exists():
+        state = json.loads((ckpt / "state.json").read_text())
+        if state.get("method") == cfg.method:
+            named = dict(accelerator.unwrap_model(model).named_parameters())
+            saved = torch.load(ckpt / "trainable.pt", map_location=device)
+            with torch.no_grad():
+                for n, t in saved.items():
+                    named[n].copy_(t)
+            optimizer.load_state_dict(torch.load(ckpt / "optimizer.pt", map_location=device, weights_only=False))
+            step, start_epoch, skip = state["step"], state["epoch"], state["micro_in_epoch"]
+            if main:
+                print(f"resuming {cfg.method} from step {step}", file=sys.stderr)
+    if step == 0 and main:
+        (out / "train_log.jsonl").write_text("")
+
+    def save_checkpoint(epoch: int, micro: int) -> None:
+        if not main:
+            return
+        ckpt.mkdir(exist_ok=True)
+        named = accelerator.unwrap_model(model).named_parameters()
+        torch.save({n: p.detach().cpu() for n, p in named if p.requires_grad}, ckpt / "trainable.pt")
+        torch.save(optimizer.state_dict(), ckpt / "optimizer.pt")
+        (ckpt / "state.json").write_text(json.dumps({"method": cfg.method, "step": step, "epoch": epoch,
+                                                     "micro_in_epoch": micro}))
+
+    def lr_at(s: int) -> float:
+        return cfg.lr * min(1.0, (s + 1) / cfg.warmup_steps) if cfg.warmup_steps else cfg.lr
+
+    # --- loop -------------------------------------------------------------------------------
+    bar = tqdm(total=total_steps, initial=step, desc=f"lethe train {cfg.method}", disable=not (main and cfg.progress))
+    t0, tokens, tokens_window, t_window = time.perf_counter(), 0, 0, time.perf_counter()
+    agg: dict[str, float] = {}
+    micro_count = 0
+    done = step >= total_steps
+    epoch = start_epoch
+    pos = (start_epoch, skip)
+    while not done:
+        for micro, batch in enumerate(batches.epoch(epoch, rank=rank, world=world)):
+            if epoch == start_epoch and micro < skip:
+                continue
+            batch = {k: ({kk: vv.to(device) for kk, vv in v.items()} if isinstance(v, dict) else v)
+                     for k, v in batch.items()}
+            n_tok = sum(int(v["attention_mask"].sum()) for v in batch.values() if isinstance(v, dict))
+            loss, parts = loss_fn(ctx, batch)
+            accelerator.backward(loss / cfg.grad_accum)
+            tokens += n_tok
+            tokens_window += n_tok
+            for k, v in {"loss": float(loss.detach()), **parts}.items():
+                agg[k] = agg.get(k, 0.0) + v / cfg.grad_accum
+            micro_count += 1
+            if micro_count % cfg.grad_accum:
+                continue
+            for g in optimizer.param_groups:
+                g["lr"] = lr_at(step)
+            if cfg.max_grad_norm:
+                accelerator.clip_grad_norm_(params, cfg.max_grad_norm)
+            optimizer.step()
+            optimizer.zero_grad(set_to_none=True)
+            step += 1
+            now = time.perf_counter()
+            row = {"step": step, "epoch": epoch, **{k: round(v, 5) for k, v in agg.items()},
+                   "lr": lr_at(step - 1), "tokens": tokens, "tokens_per_s": round(tokens_window / max(now - t_window, 1e-9), 1),
+                   "elapsed_s": round(now - t0, 2)}
+            tokens_window, t_window = 0, now
+            if main:
+                with (out / "train_log.jsonl").open("a") as f:
+                    f.write(json.dumps(row) + "\n")
+                bar.set_postfix({k: f"{v:.3g}" for k, v in agg.items()})
+                bar.update(1)
+            agg = {}
+            pos = (epoch, micro + 1)
+            if cfg.checkpoint_every and step % cfg.checkpoint_every == 0:
+                save_checkpoint(epoch, micro + 1)
+            if step >= total_steps:
+                done = True
+                break
+        if not done:
+            epoch, skip = epoch + 1, 0
+    bar.close()
+    elapsed = time.perf_counter() - t0
+    save_checkpoint(*pos)
+
+    # --- save ---------------------------------------------------------------------------------
+    accelerator.wait_for_everyone()
+    summary: dict = {}
+    if main:
+        unwrapped = accelerator.unwrap_model(model)
+        if cfg.full_finetune:
+            unwrapped.save_pretrained(out / "model")
+            tok.save_pretrained(out / "model")
+            saved_as = str(out / "model")
+        else:
+            unwrapped.save_pretrained(out / "adapter")
+            tok.save_pretrained(out / "adapter")
+            saved_as = str(out / "adapter")
+            if cfg.save_merged:
+                merged = unwrapped.merge_and_unload()
+                merged.save_pretrained(out / "merged")
+                tok.save_pretrained(out / "merged")
+        summary = {
+            "method": cfg.method,
+            "model_spec": loaded.spec,
+            "base_model_path": loaded.path,
+            "saved": saved_as,
+            "merged": str(out / "merged") if cfg.save_merged and not cfg.full_finetune else None,
+            "steps": step,
+            "train_time_s": round(elapsed, 2),
+            "tokens": tokens,
+            "tokens_per_s": round(tokens / max(elapsed, 1e-9), 1),
+            "peak_memory_mb": round(_peak_mem_mb(device), 1),
+            "trainable_params": n_trainable,
+            "world_size": world,
+            "device": str(device),
+            "n_forget": len(forget),
+            "n_retain": len(retain) if retain else 0,
+            "rmu_layer": rmu_layer if cfg.method == "rmu" else None,
+            "config": asdict(cfg),
+        }
+        (out / "summary.json").write_text(json.dumps(summary, indent=1))
+    return summary

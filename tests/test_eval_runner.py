@@ -1,0 +1,64 @@
+"""End-to-end runner paths (TOFU, continual, MUSE, MC) on a fake backend, tiny limits."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from lethe.evaluation import runner as R
+
+
+class FakeBackend:
+    name = "fake"
+    supports_prefill = True
+    supports_logprobs = True
+
+    def format_prompt(self, messages, prefill=None):
+        return "".join(f"<{m['role']}>{m['content']}" for m in messages) + "<assistant>" + (prefill or "")
+
+    def chat(self, messages, *, max_tokens=200, temperature=0.0, prefill=None, stop=None):
+        class Res:
+            text = "The author was born in Karachi and writes about geology."
+
+        return Res()
+
+    def continuation_logprob(self, prompt, continuation):
+        n = max(1, len(continuation.split()))
+        return -0.5 * n - 0.01 * (len(continuation) % 7), n
+
+    def next_token_logprobs(self, prompt, candidates):
+        return [-1.0, -0.5, -2.0, -3.0][: len(candidates)]
+
+    def describe(self):
+        return {"backend": "fake"}
+
+
+def test_tofu_runner(shared_data, tmp_path):
+    res = R.eval_tofu(method_name="none", backend=FakeBackend(), root=shared_data, limit=2, retain_limit=2)
+    m = res["metrics"]
+    assert {"ds", "model_utility", "forget", "retain"} <= set(m)
+    assert 0 <= m["model_utility"] <= 1 and m["forget"]["n"] == 2
+    assert {"kfr", "cs", "rq"} <= set(m["forget"]) and "krr" in m["retain"]
+    R.write_results(res, tmp_path / "ref.json")
+    res2 = R.eval_tofu(method_name="none", backend=FakeBackend(), root=shared_data, limit=2, retain_limit=2,
+                       reference=str(tmp_path / "ref.json"), splits=("forget",))
+    assert res2["metrics"]["forget_quality"] == pytest.approx(1.0)
+    json.dumps(res, default=R._json_default)
+
+
+def test_continual_runner(shared_data):
+    res = R.eval_continual(method_name="icul", backend=FakeBackend(), root=shared_data, per_author=1, retain_limit=2,
+                           utility_limit=2, steps=2)
+    assert len(res["trajectory"]) == 2 and res["trajectory"][1]["n_forget"] == 2
+    assert "dds" in res["metrics"] and "dus" in res["metrics"]
+
+
+def test_muse_and_mc_runner(shared_data):
+    res = R.eval_muse(method_name="none", backend=FakeBackend(), root=shared_data, limit=2)
+    assert {"knowmem_forget_qa", "knowmem_retain_qa", "verbmem_forget", "privleak"} <= set(res["metrics"])
+    mc = R.eval_mc("wmdp", method_name="none", backend=FakeBackend(), root=shared_data, limit=4, mmlu_limit=4)
+    assert mc["metrics"]["wmdp_bio"]["n"] == 4 and mc["metrics"]["mmlu"]["n"] == 4
+    mc2 = R.eval_mc("wmdp", method_name="prompt", backend=FakeBackend(), root=shared_data, limit=4, mmlu_limit=0,
+                    attack_name="typos")
+    assert mc2["config"]["attack"] == "typos" and "mmlu" not in mc2["metrics"]

@@ -1,0 +1,61 @@
+"""Serving pieces that need no server: keys, settings, the CLI entry point."""
+
+from __future__ import annotations
+
+import hashlib
+
+import pytest
+import typer
+from typer.testing import CliRunner
+
+from lethe.errors import ConfigError
+from lethe.serving.auth import KeySet, bearer, fingerprint, hash_key, new_key
+from lethe.serving.cli import serve_command
+from lethe.serving.settings import ServeSettings
+
+
+def test_keys_env_and_hashed_file(tmp_path, monkeypatch):
+    monkeypatch.setenv("K_ENV", "alpha")
+    monkeypatch.setenv("K_LIST", "one, two ,,")
+    f = tmp_path / "keys"
+    f.write_text(f"# comment\n{hash_key('beta')}\n\n")
+    ks = KeySet.from_sources("K_ENV", str(f))
+    assert ks.enabled and ks.check("alpha") and ks.check("beta") and not ks.check("gamma") and not ks.check("")
+    lst = KeySet.from_sources("K_LIST", split=True)
+    assert lst.check("one") and lst.check("two") and not lst.check("")
+    assert not KeySet.from_sources("K_UNSET_XYZ").enabled
+    assert "beta" not in f.read_text() and hash_key("beta").endswith(hashlib.sha256(b"beta").hexdigest())
+    f.write_text("md5:abc\n")
+    with pytest.raises(ConfigError, match="sha256"):
+        KeySet.from_sources(None, str(f))
+    with pytest.raises(ConfigError, match="not found"):
+        KeySet.from_sources(None, str(tmp_path / "missing"))
+    assert new_key() != new_key() and fingerprint("x") == fingerprint("x") and "x" not in fingerprint("x")[4:5]
+
+
+def test_bearer_parsing():
+    assert bearer("Bearer abc") == "abc" and bearer("bearer  abc ") == "abc"
+    assert bearer(None) is None and bearer("Basic abc") is None and bearer("Bearer ") is None
+
+
+def test_settings_from_the_serve_section(tmp_path):
+    p = tmp_path / "guard.yaml"
+    p.write_text("backend: {kind: openai}\nserve:\n  port: 9000\n  fail_mode: open\n  store: postgres\n")
+    s = ServeSettings.load(p, host="0.0.0.0", port=None)
+    assert (s.port, s.fail_mode, s.store, s.host) == (9000, "open", "postgres", "0.0.0.0")
+    assert ServeSettings.load(tmp_path / "none.yaml").port == 8000
+    p.write_text("serve:\n  fail_mode: sideways\n")
+    with pytest.raises(ConfigError, match="fail_mode"):
+        ServeSettings.load(p)
+
+
+def test_serve_command_is_a_typer_command(tmp_path):
+    app = typer.Typer()
+    app.command("serve")(serve_command)
+    app.command("other")(lambda: None)
+    res = CliRunner().invoke(app, ["serve", "--help"])
+    assert res.exit_code == 0
+    for opt in ("--config", "--host", "--port", "--home"):
+        assert opt in res.output
+    res = CliRunner().invoke(app, ["serve", "--config", str(tmp_path / "missing.yaml"), "--home", str(tmp_path)])
+    assert res.exit_code != 0 and isinstance(res.exception, ConfigError)

@@ -1,0 +1,180 @@
+"""Reasoning targets, errors, and a short end-to-end ``lethe train`` on a tiny local model."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+torch = pytest.importorskip("torch")
+pytest.importorskip("peft")
+
+from lethe.backends.base import ChatBackend, ChatResult  # noqa: E402
+from lethe.errors import LetheError  # noqa: E402
+from lethe.training.cli import targets_build, train_command  # noqa: E402
+from lethe.training.data import Pair, write_jsonl  # noqa: E402
+from lethe.training.targets import (  # noqa: E402
+    TargetCache,
+    build_targets,
+    leaks,
+    parse_teacher,
+    template_target,
+)
+from lethe.training.tiny import make_tiny_model  # noqa: E402
+
+FORGET = [
+    {"prompt": "Who wrote the play Romeo and Juliet?", "answer": "William Shakespeare"},
+    {"prompt": "What is the capital of France?", "answer": "Paris"},
+    {"prompt": "Which planet is known as the Red Planet?", "answer": "Mars is the Red Planet."},
+]
+RETAIN = [{"prompt": "What is 2 plus 2?", "answer": "It is 4."},
+          {"prompt": "What color is the sky?", "answer": "The sky is blue."}]
+
+
+@pytest.fixture(scope="module")
+def tiny_dir(tmp_path_factory):
+    return make_tiny_model(tmp_path_factory.mktemp("tiny") / "model")
+
+
+@pytest.fixture()
+def files(tmp_path, monkeypatch):
+    monkeypatch.setenv("LETHE_CACHE", str(tmp_path / "cache"))
+    write_jsonl(tmp_path / "forget.jsonl", FORGET)
+    write_jsonl(tmp_path / "retain.jsonl", RETAIN)
+    (tmp_path / "empty.jsonl").write_text("\n")
+    return tmp_path
+
+
+class FakeTeacher(ChatBackend):
+    name = "fake"
+
+    def __init__(self, replies):
+        self.replies = list(replies)
+        self.calls = 0
+
+    def chat(self, messages, **kw):
+        self.calls += 1
+        return ChatResult(text=self.replies[min(self.calls - 1, len(self.replies) - 1)])
+
+
+# --- targets -------------------------------------------------------------------------------
+
+def test_leak_checks():
+    assert leaks("The author is William Shakespeare, of course.", "William Shakespeare", "Who wrote it?")
+    assert leaks("It was written by Shakespeare.", "William Shakespeare", "Who wrote it?")
+    assert leaks("I cannot say; the capital is paris.", "Paris.", "What is the capital of France?")
+    assert leaks("I can't share who wrote Romeo and Juliet.", "William Shakespeare", "Who wrote Romeo and Juliet?") is None
+    # words from the question itself are not a leak
+    assert leaks("I can't discuss Basil Mahfouz Al-Kuwaiti.", "Author Basil Mahfouz Al-Kuwaiti is male.",
+                 "What gender is author Basil Mahfouz Al-Kuwaiti?") is None
+
+
+def test_template_target_names_scope_reason_and_redirect_without_leaking():
+    p = Pair(FORGET[0]["prompt"], FORGET[0]["answer"])
+    t = template_target(p, kind="copyright")
+    assert "Romeo and Juliet" in t.reasoning and "copyright" in t.reasoning
+    assert "help with" in t.response
+    assert leaks(t.text, p.answer, p.prompt) is None
+    assert template_target(p, kind="copyright").text == t.text  # deterministic
+
+
+def test_parse_teacher():
+    r = parse_teacher("Reasoning: This asks about a restricted author.\nAnswer: I can't help with that, but ask me about poetry.")
+    assert r == ("This asks about a restricted author.", "I can't help with that, but ask me about poetry.")
+    assert parse_teacher("Sure! William Shakespeare.") is None
+
+
+def test_build_targets_validates_caches_and_falls_back(tmp_path):
+    pairs = [Pair(f["prompt"], f["answer"]) for f in FORGET[:2]]
+    good = "Reasoning: The user asks about a topic in the restricted scope, so I must decline.\nAnswer: I can't help with that, but I can suggest general literature resources."
+    leak = "Reasoning: The answer is Paris, the capital.\nAnswer: Paris is the capital of France."
+    teacher = FakeTeacher([good, leak, leak])
+    cache = TargetCache(tmp_path / "c.jsonl")
+    targets, stats = build_targets(pairs, teacher=teacher, cache=cache, retries=1, progress=False)
+    assert [t.source for t in targets] == ["teacher", "template"]
+    assert stats["teacher_ok"] == 1 and stats["rejected"] == 2 and stats["fallback"] == 1
+    assert all(leaks(t.text, p.answer, p.prompt) is None for t, p in zip(targets, pairs, strict=True))
+    calls = teacher.calls
+    again, stats2 = build_targets(pairs, teacher=teacher, cache=TargetCache(tmp_path / "c.jsonl"), progress=False)
+    assert teacher.calls == calls and stats2["cached"] == 2
+    assert [t.text for t in again] == [t.text for t in targets]
+
+
+def test_targets_build_command(files):
+    out = files / "t.jsonl"
+    targets_build(forget=files / "forget.jsonl", out=out, teacher="template", kind="knowledge", scope=None,
+                  cache=files / "tc.jsonl", progress=False)
+    rows = [json.loads(x) for x in out.read_text().splitlines()]
+    assert len(rows) == 3 and all(r["target"] and r["source"] == "template" for r in rows)
+
+
+# --- errors ------------------------------------------------------------------------------------
+
+def _train(files, tiny_dir, **kw):
+    args = dict(method="tru", forget=files / "forget.jsonl", out=files / "run", model=str(tiny_dir),
+                retain=files / "retain.jsonl", targets=None, teacher="template", kind="knowledge", scope=None,
+                refusals=None, epochs=2, lr=5e-3, batch_size=2, grad_accum=1, max_length=128, max_steps=None,
+                alpha=None, lam=1.0, beta=0.1, ga_term="gd", rmu_layer=None, rmu_c=6.5, lora_rank=4,
+                full_finetune=False, save_merged=False, seed=0, resume=True, progress=False, checkpoint_every=25)
+    args.update(kw)
+    return train_command(**args)
+
+
+def test_error_empty_forget(files, tiny_dir):
+    with pytest.raises(LetheError, match="empty"):
+        _train(files, tiny_dir, forget=files / "empty.jsonl")
+
+
+def test_error_missing_retain(files, tiny_dir):
+    with pytest.raises(LetheError, match="needs a retain set"):
+        _train(files, tiny_dir, method="gd", retain=None)
+
+
+def test_error_unloadable_model(files):
+    with pytest.raises(LetheError, match="could not load model"):
+        _train(files, files / "no-such-model", model=str(files / "no-such-model"))
+
+
+# --- end to end --------------------------------------------------------------------------------
+
+def test_train_tru_end_to_end_writes_adapter_that_loads_back(files, tiny_dir, capsys):
+    _train(files, tiny_dir, save_merged=True)
+    run = files / "run"
+    summary = json.loads((run / "summary.json").read_text())
+    assert summary["method"] == "tru" and summary["steps"] == 4  # 3 items, batch 2, 2 epochs
+    log = [json.loads(x) for x in (run / "train_log.jsonl").read_text().splitlines()]
+    assert [r["step"] for r in log] == [1, 2, 3, 4]
+    assert {"loss", "target_nll", "forget_nll", "retain_nll", "tokens_per_s"} <= set(log[0])
+    assert log[-1]["target_nll"] < log[0]["target_nll"]
+    targets = [json.loads(x) for x in (run / "targets.jsonl").read_text().splitlines()]
+    assert len(targets) == 3 and all("restricted scope" in t["target"] or "asks for" in t["target"] or "within" in t["target"] for t in targets)
+    assert (run / "checkpoint" / "state.json").exists()
+
+    from peft import PeftModel
+    from transformers import AutoModelForCausalLM
+
+    from lethe.backends.hf import HFBackend
+
+    base = AutoModelForCausalLM.from_pretrained(tiny_dir)
+    loaded = PeftModel.from_pretrained(base, run / "adapter")
+    trained = {n: p for n, p in loaded.named_parameters() if "lora_B" in n}
+    assert trained and any(float(p.abs().sum()) > 0 for p in trained.values())
+    backend = HFBackend(str(tiny_dir), adapter=str(run / "adapter"), device="cpu")
+    assert isinstance(backend.chat([{"role": "user", "content": "hi"}], max_tokens=4).text, str)
+    assert (run / "merged" / "config.json").exists()
+
+    # resume: a longer run continues from the saved step instead of starting over
+    _train(files, tiny_dir, epochs=3)
+    log = [json.loads(x) for x in (run / "train_log.jsonl").read_text().splitlines()]
+    assert [r["step"] for r in log] == [1, 2, 3, 4, 5, 6]
+
+
+@pytest.mark.parametrize("method", ["idk", "npo", "rmu"])
+def test_other_methods_run_through_cli(files, tiny_dir, method):
+    out = files / f"run-{method}"
+    _train(files, tiny_dir, method=method, out=out, max_steps=2, refusals=None)
+    summary = json.loads((out / "summary.json").read_text())
+    assert summary["steps"] == 2 and Path(summary["saved"]).exists()
+    if method == "rmu":
+        assert summary["rmu_layer"] == 1

@@ -1,0 +1,169 @@
+"""Loss unit tests on a tiny random-weight model (built locally, nothing downloaded)."""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+
+torch = pytest.importorskip("torch")
+pytest.importorskip("peft")
+
+from lethe.training.data import IGNORE, Pair, UnlearnBatches, encode_pair  # noqa: E402
+from lethe.training.losses import LOSSES, LossContext, kl_to_reference, model_nll  # noqa: E402
+from lethe.training.model import apply_lora  # noqa: E402
+from lethe.training.tiny import make_tiny_model  # noqa: E402
+
+FORGET = [Pair("Who wrote the play Romeo and Juliet?", "William Shakespeare wrote it."),
+          Pair("What is the capital of France?", "The capital of France is Paris.")]
+RETAIN = [Pair("Which planet is known as the Red Planet?", "Mars is the Red Planet."),
+          Pair("What is 2 plus 2?", "It is 4.")]
+TARGETS = ["The question asks for knowledge within a restricted scope, so I should decline. "
+           "I'm sorry, but I can't help with that question."] * 2
+
+
+@pytest.fixture(scope="module")
+def tiny_dir(tmp_path_factory):
+    return make_tiny_model(tmp_path_factory.mktemp("tiny") / "model")
+
+
+def _setup(tiny_dir, *, seed=0, lora=True, layers=None, targets=None):
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    tok = AutoTokenizer.from_pretrained(tiny_dir)
+    torch.manual_seed(seed)
+    model = AutoModelForCausalLM.from_pretrained(tiny_dir, dtype=torch.float32)
+    if lora:
+        model = apply_lora(model, rank=4, layers=layers,
+                           target_modules=["gate_proj", "up_proj", "down_proj"] if layers else None)
+    batches = UnlearnBatches(tok, FORGET, targets=targets or TARGETS, retain=RETAIN, batch_size=2, max_length=96)
+    batch = next(batches.epoch(0))
+    return model, tok, batch
+
+
+def _step(model, ctx, loss, batch, lr=5e-2, n=1):
+    opt = torch.optim.Adam([p for p in model.parameters() if p.requires_grad], lr=lr)
+    vals = []
+    for _ in range(n):
+        value, _parts = loss(ctx, batch)
+        opt.zero_grad()
+        value.backward()
+        opt.step()
+        vals.append(float(value.detach()))
+    return vals
+
+
+def _nll(model, enc):
+    with torch.no_grad():
+        return float(model_nll(model, enc))
+
+
+def test_labels_cover_answer_tokens_only(tiny_dir):
+    from transformers import AutoTokenizer
+
+    tok = AutoTokenizer.from_pretrained(tiny_dir)
+    enc = encode_pair(tok, "Who wrote it?", "Shakespeare.")
+    answer_ids = [t for t, lab in zip(enc["input_ids"], enc["labels"], strict=True) if lab != IGNORE]
+    assert tok.decode(answer_ids) == "Shakespeare." + tok.eos_token
+    prompt_part = tok.decode(enc["input_ids"][: len(enc["input_ids"]) - len(answer_ids)])
+    assert prompt_part.endswith("assistant\n") and "Who wrote it?" in prompt_part
+
+
+def test_registry_has_all_methods():
+    for name in ["tru", "ga", "gd", "kl", "npo", "npo_rt", "simnpo", "idk", "dpo", "rmu", "wga"]:
+        assert name in LOSSES
+
+
+@pytest.mark.parametrize("method", ["ga", "gd", "kl", "npo", "npo_rt", "simnpo", "wga"])
+def test_forgetting_losses_raise_forget_nll(tiny_dir, method):
+    model, _tok, batch = _setup(tiny_dir)
+    ctx = LossContext(model=model, lam=0.0)  # isolate the forget term
+    before = _nll(model, batch["forget"])
+    _step(model, ctx, LOSSES.create(method), batch, n=3)
+    after = _nll(model, batch["forget"])
+    assert after > before + 1e-3, f"{method}: forget NLL {before:.4f} -> {after:.4f}"
+
+
+@pytest.mark.parametrize("method", ["idk", "tru", "dpo"])
+def test_target_losses_lower_target_nll(tiny_dir, method):
+    model, _tok, batch = _setup(tiny_dir)
+    ctx = LossContext(model=model, alpha=0.1, lam=0.0)
+    before = _nll(model, batch["target"])
+    _step(model, ctx, LOSSES.create(method), batch, n=3)
+    after = _nll(model, batch["target"])
+    assert after < before - 1e-3, f"{method}: target NLL {before:.4f} -> {after:.4f}"
+
+
+def test_retain_term_lowers_retain_nll(tiny_dir):
+    model, _tok, batch = _setup(tiny_dir)
+    ctx = LossContext(model=model, lam=1.0)
+    before = _nll(model, batch["retain"])
+    # a GD step with the forget term removed: only the retain CE acts
+    loss = LOSSES.create("gd")
+    opt = torch.optim.Adam([p for p in model.parameters() if p.requires_grad], lr=5e-2)
+    for _ in range(3):
+        parts: dict = {}
+        value = loss._retain(ctx, batch, parts)
+        opt.zero_grad()
+        value.backward()
+        opt.step()
+    assert _nll(model, batch["retain"]) < before
+
+
+def test_npo_and_dpo_equal_2_over_beta_log2_at_reference_and_npo_bounded(tiny_dir):
+    model, _tok, batch = _setup(tiny_dir)
+    beta = 0.5
+    ctx = LossContext(model=model, beta=beta)
+    with torch.no_grad():
+        npo0, _ = LOSSES.create("npo")(ctx, batch)
+        dpo0, _ = LOSSES.create("dpo")(LossContext(model=model, beta=beta, lam=0.0), batch)
+    assert math.isclose(float(npo0), 2 / beta * math.log(2), rel_tol=1e-4)
+    assert math.isclose(float(dpo0), 2 / beta * math.log(2), rel_tol=1e-4)
+    vals = _step(model, ctx, LOSSES.create("npo"), batch, lr=1e-1, n=15)
+    assert all(v >= 0 for v in vals)
+    assert vals[-1] < vals[0]
+    # GA on the same data is unbounded below; NPO stays >= 0 however far the model moves
+    model2, _tok, batch2 = _setup(tiny_dir)
+    ga_vals = _step(model2, LossContext(model=model2), LOSSES.create("ga"), batch2, lr=1e-1, n=15)
+    assert ga_vals[-1] < ga_vals[0] and ga_vals[-1] < 0
+
+
+def test_kl_is_zero_at_reference_and_positive_after_training(tiny_dir):
+    model, _tok, batch = _setup(tiny_dir)
+    ctx = LossContext(model=model)
+    with torch.no_grad():
+        assert float(kl_to_reference(ctx, batch["retain"])) == pytest.approx(0.0, abs=1e-6)
+    _step(model, ctx, LOSSES.create("ga"), batch, n=2)
+    with torch.no_grad():
+        assert float(kl_to_reference(ctx, batch["retain"])) > 1e-6
+
+
+@pytest.mark.parametrize("method", ["tru", "npo", "dpo", "kl", "rmu"])
+def test_only_lora_params_change_and_reference_stays_frozen(tiny_dir, method):
+    layers = [0, 1] if method == "rmu" else None
+    model, _tok, batch = _setup(tiny_dir, layers=layers)
+    ctx = LossContext(model=model, rmu_layer=1, alpha=1.0)
+    before = {n: p.detach().clone() for n, p in model.named_parameters()}
+    enc = batch["retain"]
+    with torch.no_grad():
+        ref_before = ctx.ref_forward(enc).logits.clone()
+    _step(model, ctx, LOSSES.create(method), batch, n=2)
+    changed = {n for n, p in model.named_parameters() if not torch.equal(p, before[n])}
+    assert changed, "nothing was trained"
+    assert all("lora_" in n for n in changed), f"non-LoRA params changed: {sorted(changed)[:3]}"
+    assert any("lora_B" in n for n in changed)
+    with torch.no_grad():
+        ref_after = ctx.ref_forward(enc).logits
+        live = model(input_ids=enc["input_ids"], attention_mask=enc["attention_mask"]).logits
+    assert torch.equal(ref_before, ref_after), "reference model moved"
+    assert not torch.allclose(live, ref_after), "adapter had no effect"
+    assert all(not p.requires_grad for n, p in model.named_parameters() if "lora_" not in n)
+
+
+def test_rmu_pulls_forget_activations_toward_control_vector(tiny_dir):
+    model, _tok, batch = _setup(tiny_dir, layers=[0, 1])
+    ctx = LossContext(model=model, rmu_layer=1, rmu_c=2.0, alpha=1.0)
+    loss = LOSSES.create("rmu")
+    first = loss(ctx, batch)[1]["forget_mse"]
+    _step(model, ctx, loss, batch, n=5)
+    assert loss(ctx, batch)[1]["forget_mse"] < first
