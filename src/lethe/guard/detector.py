@@ -7,7 +7,8 @@ the same signals but grades them (fuzzy, whole-name-weighted entity score; simil
 mapped linearly between a floor and a ceiling) and fuses them with a noisy-OR, so no
 single weak signal (one shared first name) decides and any strong one does.
 
-    confidence = 1 - (1 - entity)(1 - sim)(1 - scorer)(1 - concept)
+    confidence = 1 - (1 - entity)(1 - sim)(1 - scorer')(1 - concept),
+    scorer' = clip((p_F - tau_1) / (1 - tau_1), 0, 1)   (tau_1 = 0.9 by default)
 
 ``concept`` = max(BERTScore-mapped, ROUGE-L F1) against the nearest stored rewrites of
 harmful/copyright requests (text must be stored for it).
@@ -150,7 +151,9 @@ class Detector:
                 comps["bertscore"], comps["rougeL"] = bs, rl
                 concept = max(float(np.clip((bs - 0.6) / 0.3, 0, 1)), float(np.clip((rl - 0.3) / 0.5, 0, 1)))
                 comps["concept"] = concept
-            parts = {"entity": ent, "similarity": comps["similarity"], "scorer": comps["scorer"], "concept": concept}
+            t1 = self.config.scorer_threshold
+            scorer_part = float(np.clip((comps["scorer"] - t1) / max(1e-6, 1 - t1), 0.0, 1.0))
+            parts = {"entity": ent, "similarity": comps["similarity"], "scorer": scorer_part, "concept": concept}
             score = 1.0 - float(np.prod([1.0 - v for v in parts.values()]))
             triggered = score > self.config.tau
             fired = [k for k, v in sorted(parts.items(), key=lambda kv: -kv[1]) if v >= 0.5]

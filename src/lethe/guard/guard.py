@@ -104,7 +104,7 @@ class Guard:
         path = lethe_home(home)
         cfg = config or GuardConfig.load(path / CONFIG_FILE)
         embedder = get_embedder(cfg.embedder)
-        st = store or open_store(path, dim=embedder.dim)
+        st = store if store is not None else open_store(path, dim=embedder.dim)
         return cls(st, cfg, backend, embedder, path)
 
     # -- lazily built parts -------------------------------------------------------------

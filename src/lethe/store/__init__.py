@@ -5,6 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from lethe.store.base import KINDS, STORES, ForgetRequest, Match, NegativeSample, UnlearnStore
+from lethe.store.postgres import PostgresStore  # registers "postgres" (psycopg imported lazily)
 from lethe.store.sqlite import SQLiteStore
 
 
@@ -13,4 +14,4 @@ def open_store(home: Path, dim: int = 384) -> UnlearnStore:
     return SQLiteStore(Path(home) / "store.db", dim=dim)
 
 
-__all__ = ["KINDS", "STORES", "ForgetRequest", "Match", "NegativeSample", "UnlearnStore", "SQLiteStore", "open_store"]
+__all__ = ["KINDS", "STORES", "ForgetRequest", "Match", "NegativeSample", "UnlearnStore", "SQLiteStore", "PostgresStore", "open_store"]
