@@ -43,7 +43,8 @@ class Embedder:
             self.model = SentenceTransformer(self.path, device=device)
         except Exception as exc:
             raise BackendError(f"cannot load embedder '{spec}' ({self.path}): {str(exc).splitlines()[0]}") from None
-        self.dim = int(self.model.get_sentence_embedding_dimension())
+        getdim = getattr(self.model, "get_embedding_dimension", None) or self.model.get_sentence_embedding_dimension
+        self.dim = int(getdim())
 
     def encode(self, texts: list[str], batch_size: int = 64) -> np.ndarray:
         if not texts:

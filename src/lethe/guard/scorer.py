@@ -30,6 +30,14 @@ class Scorer(ABC):
     def predict(self, embeddings: np.ndarray) -> np.ndarray: ...
 
 
+def _stack(scorer: LogRegScorer, positives: np.ndarray, negatives: np.ndarray) -> tuple[np.ndarray, np.ndarray] | None:
+    """Training matrix and labels; resets the scorer and returns None when there are no positives."""
+    if len(positives) == 0:
+        scorer.model, scorer.fitted = None, False
+        return None
+    return np.vstack([positives, negatives]), np.r_[np.ones(len(positives)), np.zeros(len(negatives))]
+
+
 @SCORERS.register("logreg")
 class LogRegScorer(Scorer):
     def __init__(self, C: float = 4.0, **_: object) -> None:
@@ -37,11 +45,10 @@ class LogRegScorer(Scorer):
         self.model: LogisticRegression | None = None
 
     def fit(self, positives: np.ndarray, negatives: np.ndarray) -> None:
-        if len(positives) == 0:
-            self.model, self.fitted = None, False
+        data = _stack(self, positives, negatives)
+        if data is None:
             return
-        X = np.vstack([positives, negatives])
-        y = np.r_[np.ones(len(positives)), np.zeros(len(negatives))]
+        X, y = data
         self.model = LogisticRegression(C=self.C, class_weight="balanced", max_iter=2000)
         self.model.fit(X, y)
         self.fitted = True
@@ -55,11 +62,10 @@ class LogRegScorer(Scorer):
 @SCORERS.register("mlp")
 class MLPScorer(LogRegScorer):
     def fit(self, positives: np.ndarray, negatives: np.ndarray) -> None:
-        if len(positives) == 0:
-            self.model, self.fitted = None, False
+        data = _stack(self, positives, negatives)
+        if data is None:
             return
-        X = np.vstack([positives, negatives])
-        y = np.r_[np.ones(len(positives)), np.zeros(len(negatives))]
+        X, y = data
         # balance classes by oversampling positives (MLPClassifier has no class_weight)
         reps = max(1, int(len(negatives) / max(1, len(positives))))
         X = np.vstack([X] + [positives] * (reps - 1))
