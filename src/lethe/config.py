@@ -56,7 +56,7 @@ class GuiderConfig(BaseModel):
 
 
 class InterventionConfig(BaseModel):
-    placement: Placement = "assistant_prefill"
+    placement: Placement = "user_prefix"
     fake_profile: bool = False
 
 

@@ -7,7 +7,12 @@ Placements (measured per model by ``benchmarks/bench_placement.py``):
   "Let's think step by step." and the reasoning, all in the user turn;
 - ``assistant_prefill``: policy in the system message, the reasoning written as the
   start of the assistant's own turn, ending in "Therefore," so the model completes the
-  decline. Small models follow this far more reliably (see docs/results.md).
+  decline.
+
+Measured on the embedded default (Qwen2.5-Coder-0.5B, TOFU forget05 paraphrases, n=20):
+refusal 100 % with ``user_prefix`` and ``assistant_prefill``, 15 % with ``system``; the
+``user_prefix`` answers are clean one-sentence declines and it works on backends that
+cannot prefill, so it is the default (docs/results.md).
 """
 
 from __future__ import annotations
