@@ -54,3 +54,11 @@ def test_guess_subject():
     qs = ["In which genre does Hina Ameen primarily write?", "What professions do Hina Ameen's parents hold?",
           "Where was Hina Ameen born?"]
     assert guess_subject(qs) == "Hina Ameen"
+
+
+def test_normalize_folds_homoglyphs_and_spacing():
+    from lethe.text import fold
+
+    assert fold("Hinа Аmeen") == "hina ameen"  # Cyrillic а/А inside Latin words
+    assert fold("Ｈｉｎａ\u200b Ameen") == "hina ameen"  # full-width + zero-width
+    assert fold("Москва") == "moskva"  # a real Cyrillic word is transliterated, not folded

@@ -12,6 +12,18 @@ import unicodedata
 
 from anyascii import anyascii
 
+# Look-alike letters (Unicode confusables, Cyrillic and Greek) folded to the Latin letter they
+# imitate; anyascii alone would transliterate them by sound (Cyrillic "с" -> "s", "х" -> "kh").
+_CONFUSABLES = str.maketrans({
+    "а": "a", "в": "B", "е": "e", "к": "k", "м": "M", "н": "H", "о": "o", "р": "p", "с": "c", "т": "T",
+    "у": "y", "х": "x", "і": "i", "ј": "j", "ѕ": "s", "ԁ": "d", "ԛ": "q", "ԝ": "w", "һ": "h",
+    "А": "A", "В": "B", "Е": "E", "К": "K", "М": "M", "Н": "H", "О": "O", "Р": "P", "С": "C", "Т": "T",
+    "Х": "X", "І": "I", "Ј": "J", "Ѕ": "S",
+    "α": "a", "ο": "o", "ρ": "p", "ν": "v", "ι": "i", "κ": "k", "τ": "t", "υ": "u",
+    "Α": "A", "Β": "B", "Ε": "E", "Η": "H", "Ι": "I", "Κ": "K", "Μ": "M", "Ν": "N", "Ο": "O", "Ρ": "P",
+    "Τ": "T", "Χ": "X", "Υ": "Y", "Ζ": "Z",
+})
+_LATIN = re.compile(r"[A-Za-z]")
 _ZERO_WIDTH = re.compile("[\u200b\u200c\u200d\u2060\ufeff\u00ad]")
 _SPACES = re.compile(r"\s+")
 _WORD = re.compile(r"[a-z0-9]+")
@@ -21,8 +33,18 @@ def normalize(text: str) -> str:
     """NFKC, drop zero-width characters, transliterate to ASCII, collapse whitespace."""
     text = unicodedata.normalize("NFKC", text)
     text = _ZERO_WIDTH.sub("", text)
+    text = _SPACES.sub(" ", text)
+    text = " ".join(_fold_homoglyphs(w) for w in text.split(" "))
     text = anyascii(text)
     return _SPACES.sub(" ", text).strip()
+
+
+def _fold_homoglyphs(word: str) -> str:
+    """Fold look-alikes only in words that mix them with Latin letters (real Cyrillic or
+    Greek words keep their letters and are transliterated by anyascii)."""
+    if _LATIN.search(word):
+        return word.translate(_CONFUSABLES)
+    return word
 
 
 def fold(text: str) -> str:
