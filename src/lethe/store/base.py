@@ -8,6 +8,7 @@ only). The original forget prompts and their answers are never passed to a store
 
 from __future__ import annotations
 
+import logging
 import time
 import uuid
 from abc import ABC, abstractmethod
@@ -89,12 +90,22 @@ class UnlearnStore(ABC):
     def secret(self) -> bytes:
         """Key for hashing entity names (stable for the store's lifetime)."""
 
+    _version: int = 0
+
     def version(self) -> int:
         """A number that changes whenever requests are added or revoked."""
-        return 0
+        return self._version
 
-    def subscribe(self, callback: Callable[[], None]) -> None:  # noqa: B027 - optional hook
-        """Call ``callback`` after any change (replicas use this to refresh)."""
+    def subscribe(self, callback: Callable[[], None]) -> None:
+        """Call ``callback`` after any change (the detector refits; replicas refresh)."""
+        self.__dict__.setdefault("_subscribers", []).append(callback)
+
+    def _notify(self) -> None:
+        for cb in list(self.__dict__.get("_subscribers", [])):
+            try:
+                cb()
+            except Exception:
+                logging.getLogger("lethe.store").exception("store subscriber failed")
 
     def close(self) -> None:  # noqa: B027 - optional hook
         pass

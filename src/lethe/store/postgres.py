@@ -421,18 +421,6 @@ class PostgresStore(UnlearnStore):
             cache = self._cache
             return [[Match(cache[key], score) for key, score in row if key in cache] for row in hits]
 
-    def version(self) -> int:
-        return self._version
-
-    def subscribe(self, callback: Callable[[], None]) -> None:
-        self._subscribers.append(callback)
-
-    def _notify(self) -> None:
-        for cb in list(self._subscribers):
-            try:
-                cb()
-            except Exception:
-                log.exception("store subscriber failed")
 
     def close(self) -> None:
         self._stop.set()

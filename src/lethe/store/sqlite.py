@@ -215,16 +215,6 @@ class SQLiteStore(UnlearnStore):
         by_id = self._samples_by_id(sorted({key for row in hits for key, _ in row}))
         return [[Match(by_id[key], score) for key, score in row if key in by_id] for row in hits]
 
-    def version(self) -> int:
-        return self._version
-
-    def subscribe(self, callback: Callable[[], None]) -> None:
-        self._subscribers.append(callback)
-
-    def _notify(self) -> None:
-        for cb in list(self._subscribers):
-            cb()
-
     def close(self) -> None:
         with self._lock:
             self._db.close()
