@@ -42,6 +42,7 @@ class DetectorConfig(BaseModel):
     tau: float = Field(0.7, ge=0.0, le=1.0, description="trigger when confidence > tau")
     scorer: str = "logreg"
     scorer_threshold: float = Field(0.9, ge=0.0, le=1.0, description="tau_1 of the paper")
+    concept_scorer_threshold: float = Field(0.5, ge=0.0, le=1.0, description="tau_1 in concept mode (harmful/copyright)")
     sim_floor: float = 0.55
     sim_ceiling: float = 0.85
     history_turns: int = 3

@@ -143,6 +143,20 @@ def calibrate(
     typer.echo(json.dumps({"tau": tau, "target_fpr": target_fpr}))
 
 
+benign_app = typer.Typer(help="In-domain benign queries the detector must not flag.", no_args_is_help=True)
+app.add_typer(benign_app, name="benign")
+
+
+@benign_app.command("add")
+def benign_add(
+    file: Annotated[Path, typer.Option("--file", help="JSONL, one object a line with 'prompt'")],
+    home: HomeOpt = None,
+) -> None:
+    """Add benign queries as extra scorer negatives (e.g. your users' everyday traffic)."""
+    n = _guard(home).add_benign([r["prompt"] for r in _read_jsonl(file)])
+    typer.echo(json.dumps({"added": n}))
+
+
 @app.command("demo")
 def demo(
     home: Annotated[str | None, typer.Option("--home", help="default: a fresh temporary folder")] = None,
@@ -167,6 +181,7 @@ for _mod, _attr, _kind, _name in [
     ("lethe.evaluation.cli", "report_command", "cmd", "report"),
     ("lethe.training.cli", "train_command", "cmd", "train"),
     ("lethe.training.cli", "targets_app", "typer", "targets"),
+    ("lethe.training.cli", "guider_app", "typer", "guider"),
     ("lethe.serving.cli", "serve_command", "cmd", "serve"),
 ]:
     _obj = _optional(_mod, _attr)

@@ -96,7 +96,8 @@ def wmdp(
     kshot: int = typer.Option(0, "--kshot", help="MMLU demonstrations from the dev split"),
     fmt: str = typer.Option("chat", "--format", help="chat (template, 'Answer:' prefill) | raw (lm-eval text)"),
     scorer: str = typer.Option("logprob", "--scorer", help="logprob | generate | both (reports agreement)"),
-    store_format: str = typer.Option("question", "--store-format", help="question | mc: how synthetic questions are stored"),
+    store_format: str = typer.Option("mc", "--store-format", help="mc | question: how synthetic questions are stored"),
+    benign: str = typer.Option("mmlu-dev", "--benign", help="mmlu-dev | none: in-domain benign scorer negatives"),
     attack: str | None = AttackOpt, seed: int = SeedOpt, home: Path | None = HomeOpt, data: str | None = DataOpt,
     filter: str = FilterOpt, rewriter: str = RewriterOpt, items: bool = ItemsOpt, out: Path = OutOpt,
 ) -> None:
@@ -106,7 +107,7 @@ def wmdp(
     _run(_guarded(lambda **k: eval_mc("wmdp", **k)), out, method_name=method,
          backend=_guarded(_backend)(model=model, backend=backend, adapter=adapter, seed=seed),
          root=_guarded(_root)(data=data), subsets=subset, limit=limit, mmlu_limit=mmlu_limit, seed=seed, kshot=kshot,
-         fmt=fmt, scorer=scorer, attack_name=attack, home=home, store_format=store_format, filter_kind=filter,
+         fmt=fmt, scorer=scorer, attack_name=attack, home=home, store_format=store_format, benign=benign, filter_kind=filter,
          rewriter=rewriter, keep_items=items)
 
 
@@ -116,7 +117,8 @@ def mmlu(
     limit: int | None = typer.Option(500, "--limit", help="questions (stratified by subject and answer)"),
     subjects: list[str] = typer.Option([], "--subject", help="restrict to these subjects"),
     kshot: int = typer.Option(0, "--kshot"), fmt: str = typer.Option("chat", "--format"),
-    scorer: str = typer.Option("logprob", "--scorer"), store_format: str = typer.Option("question", "--store-format"),
+    scorer: str = typer.Option("logprob", "--scorer"), store_format: str = typer.Option("mc", "--store-format"),
+    benign: str = typer.Option("mmlu-dev", "--benign", help="mmlu-dev | none: in-domain benign scorer negatives"),
     attack: str | None = AttackOpt, seed: int = SeedOpt, home: Path | None = HomeOpt, data: str | None = DataOpt,
     filter: str = FilterOpt, rewriter: str = RewriterOpt, items: bool = ItemsOpt, out: Path = OutOpt,
 ) -> None:
@@ -126,7 +128,7 @@ def mmlu(
     _run(_guarded(lambda **k: eval_mc("mmlu", **k)), out, method_name=method,
          backend=_guarded(_backend)(model=model, backend=backend, adapter=adapter, seed=seed),
          root=_guarded(_root)(data=data), limit=limit, mmlu_limit=0, seed=seed, kshot=kshot, fmt=fmt, scorer=scorer,
-         attack_name=attack, home=home, store_format=store_format, filter_kind=filter, rewriter=rewriter,
+         attack_name=attack, home=home, store_format=store_format, benign=benign, filter_kind=filter, rewriter=rewriter,
          mmlu_subjects=subjects or None, keep_items=items)
 
 

@@ -225,20 +225,26 @@ class PromptingMethod(Method):
 @METHODS.register("icul")
 class ICULMethod(Method):
     """ICUL: K forget examples with wrong answers, then L = 6 retain examples with correct answers,
-    as earlier chat turns before the query (drawn per item with a seeded RNG), on every query."""
+    as earlier chat turns before the query, on every query.
+
+    Pawelczyk et al. draw the context per query; by default Lethe draws it once per run (seeded), so
+    every query shares the same prefix and the backend's prefix KV cache makes ICUL cost about as
+    much as ``none`` (per-query contexts made WMDP runs ~10x slower on CPU). ``per_item=True``
+    restores per-query draws."""
 
     name = "icul"
     oracle = False
 
-    def __init__(self, backend: ChatBackend, *, k_forget: int = 4, l_retain: int = 6, **kw) -> None:
+    def __init__(self, backend: ChatBackend, *, k_forget: int = 4, l_retain: int = 6, per_item: bool = False,
+                 **kw) -> None:
         super().__init__(backend, **kw)
-        self.k_forget, self.l_retain = k_forget, l_retain
+        self.k_forget, self.l_retain, self.per_item = k_forget, l_retain, per_item
 
     def plan(self, messages: Sequence[Message], index: int = 0, is_forget: bool | None = None) -> Plan:
         msgs = [dict(m) for m in messages]
         if self.oracle and not is_forget:
             return Plan(msgs)  # type: ignore[arg-type]
-        rng = random.Random(f"{self.seed}:icul:{index}")
+        rng = random.Random(f"{self.seed}:icul:{index}" if self.per_item else f"{self.seed}:icul")
         forget = [e for t in self.targets for e in t.forget_examples]
         retain = [e for t in self.targets for e in t.retain_examples]
         query = msgs[-1]["content"]

@@ -114,6 +114,12 @@ def wmdp_targets(subsets: Sequence[str], root, seed: int = 0, store_format: str 
     return targets
 
 
+def mmlu_dev_benign(root) -> list[str]:
+    """MMLU dev questions in the evaluation's MC user-turn format: in-domain benign negatives for the
+    guard's scorer (the dev split is the few-shot split, disjoint from the test questions scored)."""
+    return [MC.split_answer_cue(MC.format_mc_prompt(d)) for d in D.load_mmlu("dev", root=root)]
+
+
 def mmlu_retain_examples(root, n: int = 30, seed: int = 0) -> list[tuple[str, str]]:
     """ICUL's correctly-labelled examples: MMLU dev questions (never the test split)."""
     dev = D.stratified_sample(D.load_mmlu("dev", root=root), n, seed)
@@ -204,7 +210,7 @@ def mmlu_shots(root, k: int, subjects: Iterable[str]) -> dict[str, list[dict]]:
 def eval_mc(task: str, *, method_name: str, backend: ChatBackend, root, subsets: Sequence[str] = ("bio",),
             limit: int | None = 100, mmlu_limit: int | None = 100, seed: int = 0, kshot: int = 0,
             fmt: str = "chat", scorer: str = "logprob", attack_name: str | None = None, home=None,
-            store_format: str = "question", filter_kind: str = "guard", rewriter: str = "rule",
+            store_format: str = "mc", filter_kind: str = "guard", rewriter: str = "rule", benign: str = "mmlu-dev",
             mmlu_subjects: Sequence[str] | None = None, keep_items: bool = True, config: dict | None = None) -> dict:
     """``task='wmdp'``: WMDP subsets (+ MMLU on the same method instance); ``task='mmlu'``: MMLU only.
 
@@ -216,12 +222,15 @@ def eval_mc(task: str, *, method_name: str, backend: ChatBackend, root, subsets:
                            rewriter=rewriter)
     store_subsets = list(subsets) if task == "wmdp" else list(D.WMDP_SUBSETS)
     if method_name != "none" and method_name != "trained":
+        guard = getattr(method, "_ensure_guard", None)
+        if benign == "mmlu-dev" and guard is not None and not (filter_kind == "embed" and method_name != "dragon"):
+            guard().add_benign(mmlu_dev_benign(root))
         method.setup(wmdp_targets(store_subsets, root, seed, store_format, mmlu_retain_examples(root, 30, seed)))
     t_setup = time.perf_counter() - t0
     attack = make_attack(attack_name, seed, root, backend) if attack_name and attack_name != "none" else None
     cfg = {"task": task, "method": method_name, "subsets": list(subsets), "limit": limit, "mmlu_limit": mmlu_limit,
            "seed": seed, "kshot": kshot, "format": fmt, "scorer": scorer, "attack": attack_name,
-           "store_format": store_format, "filter": filter_kind, "rewriter": rewriter, **(config or {})}
+           "store_format": store_format, "benign": benign, "filter": filter_kind, "rewriter": rewriter, **(config or {})}
     result = _base_result(task, cfg, method, backend)
     items_out: list[dict] = []
     t1 = time.perf_counter()
@@ -245,6 +254,8 @@ def eval_mc(task: str, *, method_name: str, backend: ChatBackend, root, subsets:
         result["metrics"]["mmlu"] = mc_aggregate(recs)
         result["metrics"]["mmlu"]["fpr"] = result["metrics"]["mmlu"]["trigger_rate"]
         items_out += recs
+    if MC._CACHE is not None:
+        result["logprob_cache"] = {"hits": MC._CACHE.hits, "misses": MC._CACHE.misses}
     result["timing"] = {"setup_s": round(t_setup, 1), "forget_s": round(t_forget, 1),
                         "total_s": round(time.perf_counter() - t0, 1)}
     if keep_items:

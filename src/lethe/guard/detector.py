@@ -12,11 +12,23 @@ single weak signal (one shared first name) decides and any strong one does.
 
 ``concept`` = max(BERTScore-mapped, ROUGE-L F1) against the nearest stored rewrites of
 harmful/copyright requests (text must be stored for it).
+
+Concept mode (the nearest sample belongs to a harmful/copyright request) follows the paper's
+"scorer primary, BERTScore/ROUGE-L secondary": raw similarity is not a component there (academic
+questions sit close to hazardous ones in embedding space), the scorer uses the concept threshold
+``concept_scorer_threshold`` and the concept signal only counts as far as the scorer agrees
+(``concept * p_F``). Measured on WMDP vs MMLU this raised TPR at 2 % FPR from 0.09 to 0.5
+(bio) over plain noisy-OR; see benchmarks/bench_detection_wmdp.py.
+
+In-domain benign queries (``<home>/benign.jsonl``, one ``{"prompt": ...}`` a line, added with
+``Guard.add_benign`` / ``lethe benign add``) join the shipped benign set as scorer negatives: the
+cheapest fix for a false-positive-prone domain, and never forget-side data.
 """
 
 from __future__ import annotations
 
 import random
+import re
 from dataclasses import dataclass, field
 from importlib import resources
 from pathlib import Path
@@ -78,7 +90,8 @@ def benign_split(rows: list[dict], seed: int = 0, holdout: float = 0.2) -> tuple
 
 
 class Detector:
-    def __init__(self, store: UnlearnStore, embedder: Embedder, config: DetectorConfig | None = None) -> None:
+    def __init__(self, store: UnlearnStore, embedder: Embedder, config: DetectorConfig | None = None,
+                 extra_benign: list[str] | None = None) -> None:
         self.store = store
         self.embedder = embedder
         self.config = config or DetectorConfig()
@@ -86,6 +99,7 @@ class Detector:
         self.scorer: Scorer = SCORERS.create(self.config.scorer)
         self._rouge = rouge_scorer.RougeScorer(["rougeL"], use_stemmer=True)
         self._benign_train, self.benign_holdout = benign_split(load_benign())
+        self._benign_train = self._benign_train + list(extra_benign or [])
         self._benign_emb: np.ndarray | None = None
         self._kinds: dict[str, str] = {}
         self._version = -1
@@ -111,6 +125,12 @@ class Detector:
             neg = np.vstack([neg, np.stack(hard)])
         self.scorer.fit(np.stack(pos) if pos else np.zeros((0, self.embedder.dim), np.float32), neg)
         self._version = self.store.version()
+
+    def add_benign(self, prompts: list[str]) -> None:
+        """Extra scorer negatives (in-domain benign queries); refits the scorer."""
+        self._benign_train = self._benign_train + list(prompts)
+        self._benign_emb = None
+        self.refresh()
 
     @property
     def empty(self) -> bool:
@@ -151,9 +171,14 @@ class Detector:
                 comps["bertscore"], comps["rougeL"] = bs, rl
                 concept = max(float(np.clip((bs - 0.6) / 0.3, 0, 1)), float(np.clip((rl - 0.3) / 0.5, 0, 1)))
                 comps["concept"] = concept
-            t1 = self.config.scorer_threshold
+            concept_mode = best is not None and self._kinds.get(best.sample.request_id) in ("harmful", "copyright")
+            t1 = self.config.concept_scorer_threshold if concept_mode else self.config.scorer_threshold
             scorer_part = float(np.clip((comps["scorer"] - t1) / max(1e-6, 1 - t1), 0.0, 1.0))
-            parts = {"entity": ent, "similarity": comps["similarity"], "scorer": scorer_part, "concept": concept}
+            if concept_mode:  # scorer primary; lexical/BERTScore evidence only where the scorer agrees
+                concept = concept * comps["scorer"]
+                comps["concept"] = concept
+            sim_part = 0.0 if concept_mode else comps["similarity"]
+            parts = {"entity": ent, "similarity": sim_part, "scorer": scorer_part, "concept": concept}
             score = 1.0 - float(np.prod([1.0 - v for v in parts.values()]))
             triggered = score > self.config.tau
             fired = [k for k, v in sorted(parts.items(), key=lambda kv: -kv[1]) if v >= 0.5]
@@ -172,7 +197,9 @@ class Detector:
         return out
 
     def detect_messages(self, messages: list[dict]) -> Detection:
-        """Score the last user turn and the last few user turns joined; the higher wins."""
+        """Score the last user turn, the last few user turns joined and, for a long last turn, each of
+        its segments (lines / sentences); the highest wins. Segments defeat dilution: a forget question
+        wrapped in a role-play preamble or buried in a list of tasks is scored on its own too."""
         users = [m["content"] for m in messages if m.get("role") == "user" and isinstance(m.get("content"), str)]
         if not users:
             return Detection(0.0, False)
@@ -180,5 +207,17 @@ class Detector:
         n = self.config.history_turns
         if len(users) > 1 and n > 1:
             texts.append(" ".join(users[-n:]))
+        texts += segments(users[-1])
         dets = self.score_texts(texts)
         return max(dets, key=lambda d: d.score)
+
+
+_SEGMENT = re.compile(r"(?<=[.?!])\s+|\n+")
+
+
+def segments(text: str, min_words: int = 4, max_segments: int = 12, long_words: int = 25) -> list[str]:
+    """Sentence/line segments of a long message (none for a short one, which is scored whole)."""
+    if len(text.split()) <= long_words:
+        return []
+    parts = [p.strip() for p in _SEGMENT.split(text) if len(p.split()) >= min_words]
+    return parts[:max_segments] if len(parts) > 1 else []

@@ -25,7 +25,7 @@ from lethe.guard import intervention
 from lethe.guard.augment import augment
 from lethe.guard.detector import Detection, Detector
 from lethe.guard.entities import entity_record, guess_subject
-from lethe.guard.guider import GUIDERS, Guider
+from lethe.guard.guider import Guider, guider_from_config
 from lethe.guard.policies import PolicyLibrary
 from lethe.guard.rewrite import REWRITERS, RuleRewriter, choose_rewrite
 from lethe.store import KINDS, ForgetRequest, NegativeSample, UnlearnStore, open_store
@@ -88,7 +88,7 @@ class Guard:
         self.home = home
         self.embedder = embedder or get_embedder(self.config.embedder)
         self._backend = backend
-        self.detector = Detector(store, self.embedder, self.config.detector)
+        self.detector = Detector(store, self.embedder, self.config.detector, extra_benign=self._read_benign())
         self.policies = PolicyLibrary(home / "policies" if home else None, self.embedder)
         self._guider: Guider | None = None
 
@@ -107,6 +107,31 @@ class Guard:
         st = store if store is not None else open_store(path, dim=embedder.dim)
         return cls(st, cfg, backend, embedder, path)
 
+    # -- in-domain benign queries (scorer negatives) -------------------------------------
+    BENIGN_FILE = "benign.jsonl"
+
+    def _read_benign(self) -> list[str]:
+        import json
+
+        path = self.home / self.BENIGN_FILE if self.home else None
+        if path is None or not path.exists():
+            return []
+        return [json.loads(line)["prompt"] for line in path.read_text(encoding="utf-8").splitlines() if line.strip()]
+
+    def add_benign(self, prompts: Sequence[str]) -> int:
+        """Register in-domain benign queries as extra scorer negatives (kept in ``<home>/benign.jsonl``)."""
+        import json
+
+        prompts = [p for p in prompts if isinstance(p, str) and p.strip()]
+        if not prompts:
+            raise LetheError("no benign prompts given")
+        if self.home is not None:
+            with open(self.home / self.BENIGN_FILE, "a", encoding="utf-8") as f:
+                for p in prompts:
+                    f.write(json.dumps({"prompt": p}, ensure_ascii=False) + "\n")
+        self.detector.add_benign(list(prompts))
+        return len(prompts)
+
     # -- lazily built parts -------------------------------------------------------------
     @property
     def backend(self) -> ChatBackend:
@@ -117,16 +142,7 @@ class Guard:
     @property
     def guider(self) -> Guider:
         if self._guider is None:
-            g = self.config.guider
-            if g.kind == "template":
-                self._guider = GUIDERS.create("template")
-            elif g.kind == "trained":
-                if not g.adapter_path:
-                    raise LetheError("guider.kind=trained needs guider.adapter_path")
-                self._guider = GUIDERS.create("trained", adapter_path=g.adapter_path, max_tokens=g.max_tokens)
-            else:
-                self._guider = GUIDERS.create("llm", self.backend, max_tokens=g.max_tokens,
-                                              temperature=g.temperature)
+            self._guider = guider_from_config(self.config.guider, lambda: self.backend, self.home)
         return self._guider
 
     def save_config(self) -> None:
@@ -196,9 +212,22 @@ class Guard:
         return self.detector.detect_messages(_as_messages(query))
 
     def detect_many(self, queries: list[str], batch_size: int = 128) -> list[Detection]:
+        """Batched ``detect`` of single-turn queries (each scored whole and, if long, per segment)."""
+        from lethe.guard.detector import segments
+
         out: list[Detection] = []
         for i in range(0, len(queries), batch_size):
-            out.extend(self.detector.score_texts(queries[i:i + batch_size]))
+            chunk = queries[i:i + batch_size]
+            texts, owner = [], []
+            for j, q in enumerate(chunk):
+                for t in [q, *segments(q)]:
+                    texts.append(t)
+                    owner.append(j)
+            best: dict[int, Detection] = {}
+            for j, d in zip(owner, self.detector.score_texts(texts), strict=True):
+                if j not in best or d.score > best[j].score:
+                    best[j] = d
+            out.extend(best[j] for j in range(len(chunk)))
         return out
 
     def require_nonempty(self) -> None:

@@ -15,11 +15,18 @@ from __future__ import annotations
 import json
 import re
 from abc import ABC, abstractmethod
+from collections.abc import Callable
 from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING
 
 from lethe.backends.base import ChatBackend
+from lethe.errors import ConfigError
 from lethe.guard.policies import Policy
 from lethe.registry import Registry
+
+if TYPE_CHECKING:
+    from lethe.config import GuiderConfig
 
 GUIDERS: Registry[Guider] = Registry("guider")
 
@@ -73,6 +80,16 @@ Reply with only a JSON object: {{"requires_refusal": true or false, "cot_instruc
 
 Query: {query}"""
 
+# The assistant turn of the LLM/trained guider starts with this (when the backend can prefill);
+# the trained guider's targets start with the same text (see ``guider_training.guider_target``).
+GUIDER_PREFILL = '{"requires_refusal": true, "cot_instruction": "'
+
+
+def guider_prompt(query: str, policy: Policy) -> str:
+    """The user message the LLM and trained guiders get (training data uses the same text)."""
+    return GUIDER_PROMPT.format(guideline=policy.guideline, reason=policy.reason, redirect=policy.redirect,
+                                query=query)
+
 
 def parse_guidance(text: str) -> tuple[bool, str] | None:
     m = re.search(r"\{.*\}", text, flags=re.S)
@@ -90,33 +107,62 @@ def parse_guidance(text: str) -> tuple[bool, str] | None:
 
 @GUIDERS.register("llm")
 class LLMGuider(Guider):
+    source = "llm"
+
     def __init__(self, backend: ChatBackend, max_tokens: int = 160, temperature: float = 0.0, **_: object) -> None:
         self.backend = backend
         self.max_tokens = max_tokens
         self.temperature = temperature
 
+    def ask(self, query: str, policy: Policy, temperature: float | None = None) -> tuple[bool, str] | None:
+        """One guider call: ``(requires_refusal, cot_instruction)``, or ``None`` when it does not parse."""
+        kw = {"prefill": GUIDER_PREFILL} if self.backend.supports_prefill else {}
+        out = self.backend.chat([{"role": "user", "content": guider_prompt(query, policy)}],
+                                max_tokens=self.max_tokens,
+                                temperature=self.temperature if temperature is None else temperature, **kw).text
+        return parse_guidance((kw.get("prefill") or "") + out)
+
     def guide(self, query: str, policy: Policy, kind: str) -> Guidance:
-        prompt = GUIDER_PROMPT.format(guideline=policy.guideline, reason=policy.reason,
-                                      redirect=policy.redirect, query=query)
-        kw = {"prefill": '{"requires_refusal": true, "cot_instruction": "'} if self.backend.supports_prefill else {}
-        out = self.backend.chat([{"role": "user", "content": prompt}], max_tokens=self.max_tokens,
-                                temperature=self.temperature, **kw).text
-        parsed = parse_guidance((kw.get("prefill") or "") + out)
+        parsed = self.ask(query, policy)
         if parsed is None:
             return Guidance(True, template_reasoning(policy, kind), "template-fallback")
         refuse, instr = parsed
         if not instr.rstrip().endswith("Therefore,"):
             instr = instr.rstrip() + " So I must decline. Therefore,"
-        return Guidance(refuse, instr, "llm")
+        return Guidance(refuse, instr, self.source)
 
 
 @GUIDERS.register("trained")
 class TrainedGuider(LLMGuider):
-    """A fine-tuned guider adapter served through the transformers backend."""
+    """A fine-tuned guider adapter (``lethe guider train``) served through the transformers backend."""
 
-    def __init__(self, adapter_path: str, base_model: str | None = None, **kw: object) -> None:
+    source = "trained"
+
+    def __init__(self, adapter_path: str, base_model: str | None = None, device: str | None = None,
+                 **kw: object) -> None:
         from lethe.backends.hf import HFBackend
 
-        with open(f"{adapter_path}/adapter_config.json") as f:
-            base = base_model or json.load(f)["base_model_name_or_path"]
-        super().__init__(HFBackend(base, adapter=adapter_path), **kw)  # type: ignore[arg-type]
+        cfg = Path(adapter_path).expanduser() / "adapter_config.json"
+        if not cfg.exists():
+            raise ConfigError(f"no guider adapter at {adapter_path} (adapter_config.json missing; "
+                              "train one with `lethe guider train`)")
+        base = base_model or json.loads(cfg.read_text())["base_model_name_or_path"]
+        super().__init__(HFBackend(base, adapter=str(cfg.parent), device=device), **kw)  # type: ignore[arg-type]
+
+
+def guider_from_config(cfg: GuiderConfig, backend: Callable[[], ChatBackend], home: Path | None = None) -> Guider:
+    """The guider a ``guard.yaml`` ``guider:`` section asks for; ``backend`` is called only for ``llm``.
+
+    A relative ``adapter_path`` is looked up in the working directory, then in the home folder.
+    """
+    if cfg.kind == "template":
+        return GUIDERS.create("template")
+    if cfg.kind == "trained":
+        if not cfg.adapter_path:
+            raise ConfigError("guider.kind=trained needs guider.adapter_path")
+        path = Path(cfg.adapter_path).expanduser()
+        if not path.is_absolute() and not path.exists() and home is not None and (home / path).exists():
+            path = home / path
+        return GUIDERS.create("trained", adapter_path=str(path), max_tokens=cfg.max_tokens,
+                              temperature=cfg.temperature)
+    return GUIDERS.create("llm", backend(), max_tokens=cfg.max_tokens, temperature=cfg.temperature)

@@ -1,4 +1,4 @@
-"""``lethe train`` and ``lethe targets build`` (wired into ``lethe.cli.main`` by the lead)."""
+"""``lethe train``, ``lethe targets build`` and ``lethe guider data|train`` (wired into ``lethe.cli.main`` by the lead)."""
 
 from __future__ import annotations
 
@@ -10,10 +10,20 @@ from typing import Annotated
 import typer
 
 targets_app = typer.Typer(help="Reasoning targets for TRU and the guider.", no_args_is_help=True)
+guider_app = typer.Typer(help="Build data for and LoRA-fine-tune the dedicated CoT guider (DRAGON).",
+                         no_args_is_help=True)
+HomeOpt = Annotated[str | None, typer.Option("--home", envvar="LETHE_HOME",
+                                             help="Lethe home whose policies/ folder adds custom policies")]
+
+
+def _policies(home: str | None):
+    from lethe.guard.policies import PolicyLibrary
+
+    return PolicyLibrary(Path(home).expanduser() / "policies" if home else None)
 
 
 def train_command(
-    method: Annotated[str, typer.Option("--method", "-m", help="tru, ga, gd, kl, npo, npo_rt, simnpo, idk, dpo, rmu, wga")],
+    method: Annotated[str, typer.Option("--method", "-m", help="tru, ga, gd, kl, npo, npo_rt, simnpo, idk, dpo, rmu, wga, sft")],
     forget: Annotated[Path, typer.Option("--forget", help="JSONL with 'prompt' and 'answer' per line")],
     out: Annotated[Path, typer.Option("--out", help="output folder (adapter, logs, checkpoint)")],
     model: Annotated[str, typer.Option("--model", help="'default' (embedded Qwen2.5-Coder-0.5B), hub id or folder")] = "default",
@@ -82,12 +92,59 @@ def targets_build(
     typer.echo(json.dumps(stats), file=sys.stdout)
 
 
+@guider_app.command("data")
+def guider_data(
+    queries: Annotated[Path, typer.Option("--queries", help="JSONL: 'prompt' (+ 'kind', 'policy', 'answer'); or DRAGON's cot_tofu_generation file")],
+    out: Annotated[Path, typer.Option("--out", help="guider data JSONL to write")],
+    teacher: Annotated[str, typer.Option("--teacher", help="template, default, llamacpp:PATH, hf:ID, openai:MODEL[@URL]")] = "template",
+    kind: Annotated[str, typer.Option("--kind", help="reason class for rows without one: privacy, copyright, harmful")] = "privacy",
+    on_reject: Annotated[str, typer.Option("--on-reject", help="a rejected teacher reply: skip the query, or use the template")] = "skip",
+    home: HomeOpt = None,
+    progress: Annotated[bool, typer.Option("--progress/--quiet")] = True,
+) -> None:
+    """Write guider training rows {query, kind, policy, reasoning, requires_refusal}."""
+    from lethe.guard.guider_training import build_guider_data
+
+    _, stats = build_guider_data(queries, teacher, _policies(home), out, kind=kind, on_reject=on_reject,
+                                 progress=progress)
+    typer.echo(json.dumps(stats))
+
+
+@guider_app.command("train")
+def guider_train(
+    data: Annotated[Path, typer.Option("--data", help="JSONL from `lethe guider data` (or DRAGON's cot_tofu_generation file)")],
+    out: Annotated[Path, typer.Option("--out", help="output folder (adapter, logs, checkpoint)")],
+    model: Annotated[str, typer.Option("--model", help="'default' (embedded Qwen2.5-Coder-0.5B), hub id or folder")] = "default",
+    epochs: Annotated[int, typer.Option(help="passes over the data")] = 3,
+    lr: Annotated[float, typer.Option(help="AdamW learning rate")] = 2e-4,
+    lora_rank: Annotated[int, typer.Option("--lora-rank")] = 16,
+    max_length: Annotated[int, typer.Option("--max-length", help="tokens per example (prompt trimmed from the left)")] = 512,
+    batch_size: Annotated[int, typer.Option("--batch-size")] = 4,
+    max_steps: Annotated[int | None, typer.Option("--max-steps", help="cap on optimizer steps")] = None,
+    seed: Annotated[int, typer.Option()] = 0,
+    resume: Annotated[bool, typer.Option("--resume/--no-resume", help="continue from OUT/checkpoint")] = True,
+    home: HomeOpt = None,
+    progress: Annotated[bool, typer.Option("--progress/--quiet")] = True,
+) -> None:
+    """Fine-tune a guider with LoRA (CE on the JSON target, prompt masked); writes OUT/adapter."""
+    from lethe.guard.guider_training import train_guider
+
+    s = train_guider(data, out, model, epochs=epochs, lr=lr, lora_rank=lora_rank, max_length=max_length,
+                     batch_size=batch_size, seed=seed, max_steps=max_steps, resume=resume, progress=progress,
+                     policies=_policies(home))
+    if s:
+        typer.echo(json.dumps({"adapter": s["adapter"], "rows": s["rows"], "steps": s["steps"],
+                               "loss_first": s["loss_first"], "loss_last": s["loss_last"],
+                               "train_time_s": s["train_time_s"], "enable": f"add to guard.yaml: {s['enable']}"}))
+
+
 def _standalone() -> None:  # pragma: no cover - `python -m lethe.training.cli` before main.py wiring
     from lethe.errors import LetheError
 
     app = typer.Typer(no_args_is_help=True)
     app.command("train")(train_command)
     app.add_typer(targets_app, name="targets")
+    app.add_typer(guider_app, name="guider")
     try:
         app(standalone_mode=False)
     except LetheError as exc:

@@ -113,6 +113,20 @@ class UnlearnLoss:
 LOSSES: Registry[UnlearnLoss] = Registry("loss")
 
 
+@LOSSES.register("sft")
+class SFT(UnlearnLoss):
+    """Plain supervised fine-tuning: NLL of the answer tokens, prompt masked (no unlearning term).
+
+    The batch's ``forget`` slot simply holds the (prompt, answer) pairs to learn; ``lethe guider
+    train`` uses it to teach the guider its JSON output."""
+
+    name = "sft"
+
+    def __call__(self, ctx, batch):
+        t = model_nll(ctx.model, batch["forget"])
+        return t, {"nll": float(t.detach())}
+
+
 @LOSSES.register("ga")
 class GradientAscent(UnlearnLoss):
     """GA: minimise -NLL(y_f | x_f), i.e. raise the forget loss (Jang et al. 2023)."""

@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import re
 from collections.abc import Sequence
+from pathlib import Path
 
 import numpy as np
 
@@ -73,7 +74,64 @@ def chat_messages(prompt: str) -> list[Message]:
     return [{"role": "user", "content": split_answer_cue(prompt)}]
 
 
+class LogprobCache:
+    """Disk memo of letter log-probabilities keyed by (backend description, exact prompt).
+
+    Scoring is deterministic at temperature 0 (the llama.cpp backend decodes in aligned chunks),
+    so an untriggered query of a guard-backed method — whose prompt is byte-for-byte the one
+    ``none`` scored — costs nothing the second time. Enable with ``LETHE_MC_CACHE=1`` or
+    ``--cache``; hits are counted in the results so a run says how much it reused."""
+
+    def __init__(self, path: str | Path) -> None:
+        import sqlite3
+
+        Path(path).parent.mkdir(parents=True, exist_ok=True)
+        self.db = sqlite3.connect(str(path))
+        self.db.execute("CREATE TABLE IF NOT EXISTS lp (key TEXT PRIMARY KEY, value TEXT)")
+        self.hits = self.misses = 0
+
+    @staticmethod
+    def key(backend: ChatBackend, raw_prompt: str) -> str:
+        import hashlib
+        import json
+
+        ident = json.dumps(backend.describe(), sort_keys=True, default=str)
+        return hashlib.sha256(f"{ident}\0{raw_prompt}".encode()).hexdigest()
+
+    def get_or_compute(self, backend: ChatBackend, raw_prompt: str) -> list[float]:
+        import json
+
+        k = self.key(backend, raw_prompt)
+        row = self.db.execute("SELECT value FROM lp WHERE key = ?", (k,)).fetchone()
+        if row is not None:
+            self.hits += 1
+            return json.loads(row[0])
+        self.misses += 1
+        value = backend.next_token_logprobs(raw_prompt, list(CANDIDATES))
+        self.db.execute("INSERT OR REPLACE INTO lp VALUES (?, ?)", (k, json.dumps(value)))
+        self.db.commit()
+        return value
+
+
+_CACHE: LogprobCache | None = None
+
+
+def enable_cache(path: str | Path | None = None) -> LogprobCache:
+    global _CACHE
+    if _CACHE is None:
+        from lethe.config import cache_dir
+
+        _CACHE = LogprobCache(path or cache_dir() / "mc_logprobs.sqlite")
+    return _CACHE
+
+
 def letter_logprobs(backend: ChatBackend, raw_prompt: str) -> list[float]:
+    import os
+
+    if _CACHE is None and os.environ.get("LETHE_MC_CACHE") == "1":
+        enable_cache()
+    if _CACHE is not None:
+        return _CACHE.get_or_compute(backend, raw_prompt)
     return backend.next_token_logprobs(raw_prompt, list(CANDIDATES))
 
 
