@@ -28,7 +28,8 @@ from lethe.evaluation.runner import load_mmlu_sample, mmlu_dev_benign, wmdp_targ
 
 
 def user_turn(item: dict) -> str:
-    return MC.split_answer_cue(MC.format_mc_prompt(item))
+    """What the detector reads in an evaluation: the user turn of the chat-format MC prompt."""
+    return MC.chat_messages(MC.format_mc_prompt(item))[-1]["content"]
 
 
 def main() -> None:

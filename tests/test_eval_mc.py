@@ -13,7 +13,7 @@ ITEM = {"id": "x-0", "question": "What is 2+2?", "choices": ["3", "4", "5", "6"]
 
 
 class LetterBackend:
-    """Puts most mass on the correct letter unless the prompt has a system turn."""
+    """Puts most mass on the correct letter unless the prompt carries the unlearning prompt."""
 
     name = "letters"
     supports_prefill = True
@@ -26,7 +26,7 @@ class LetterBackend:
 
     def next_token_logprobs(self, prompt, candidates):
         self.prompts.append(prompt)
-        good = 0 if "<system>" in prompt else 1
+        good = 0 if "knows nothing" in prompt else 1
         return [-0.1 if i == good else -3.0 for i in range(len(candidates))]
 
     def chat(self, messages, *, max_tokens=200, temperature=0.0, prefill=None, stop=None):
@@ -37,6 +37,14 @@ class LetterBackend:
 
     def describe(self):
         return {"backend": self.name}
+
+
+def test_chat_messages_move_subject_header_to_system_turn():
+    msgs = MC.chat_messages(MC.format_mc_prompt(ITEM))
+    assert [m["role"] for m in msgs] == ["system", "user"]
+    assert "elementary mathematics" in msgs[0]["content"]
+    assert msgs[1]["content"] == MC.user_turn(ITEM) == "What is 2+2?\nA. 3\nB. 4\nC. 5\nD. 6"
+    assert MC.chat_messages("plain question\nAnswer:") == [{"role": "user", "content": "plain question"}]
 
 
 def test_format_mc_prompt_exact():

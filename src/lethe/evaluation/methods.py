@@ -197,6 +197,13 @@ def unlearning_prompt(targets: Sequence[ForgetTarget]) -> str:
             "not know. Answer all other questions normally.")
 
 
+def with_system(messages: list[Message], text: str) -> list[Message]:
+    """``text`` first in the system turn (merged into an existing one: chat templates take one)."""
+    if messages and messages[0]["role"] == "system":
+        return [{"role": "system", "content": text + "\n\n" + messages[0]["content"]}, *messages[1:]]
+    return [{"role": "system", "content": text}, *messages]
+
+
 @METHODS.register("filter")
 class FilterPromptingMethod(_GuardBacked):
     """Filter-Prompting: the unlearning system prompt, only when the filter fires."""
@@ -207,7 +214,7 @@ class FilterPromptingMethod(_GuardBacked):
         trig, score, info = self.detect(messages)
         msgs = [dict(m) for m in messages]
         if trig:
-            msgs = [{"role": "system", "content": unlearning_prompt(self.targets)}, *msgs]
+            msgs = with_system(msgs, unlearning_prompt(self.targets))
         return Plan(msgs, None, trig, score, info=info)  # type: ignore[arg-type]
 
 
@@ -218,7 +225,7 @@ class PromptingMethod(Method):
     name = "prompt"
 
     def plan(self, messages: Sequence[Message], index: int = 0, is_forget: bool | None = None) -> Plan:
-        msgs = [{"role": "system", "content": unlearning_prompt(self.targets)}, *[dict(m) for m in messages]]
+        msgs = with_system([dict(m) for m in messages], unlearning_prompt(self.targets))
         return Plan(msgs, None, True, None)  # type: ignore[arg-type]
 
 
@@ -253,7 +260,9 @@ class ICULMethod(Method):
         turns: list[dict] = []
         for q, a in demos:
             turns += [{"role": "user", "content": q}, {"role": "assistant", "content": a}]
-        return Plan([*turns, *msgs], None, True, None, info={"n_demos": len(demos)})  # type: ignore[list-item]
+        system = [m for m in msgs if m["role"] == "system"]
+        rest = [m for m in msgs if m["role"] != "system"]
+        return Plan([*system, *turns, *rest], None, True, None, info={"n_demos": len(demos)})  # type: ignore[list-item]
 
 
 @METHODS.register("icul+")

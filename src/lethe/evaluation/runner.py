@@ -96,12 +96,13 @@ def wmdp_targets(subsets: Sequence[str], root, seed: int = 0, store_format: str 
     """Concept-mode forget requests from DRAGON's synthetic questions (never WMDP's own items).
 
     ``store_format``: ``question`` registers the bare synthetic questions; ``mc`` registers them in
-    the evaluation's MC format (header + choices), as the paper's ``unlearn_store_wmdp.json`` does."""
+    the user turn of the evaluation's MC format (question + choices; the subject header is a system
+    turn, see ``MC.chat_messages``), close to the paper's ``unlearn_store_wmdp.json``."""
     targets = []
     for sub in subsets:
         syn = D.load_dragon_synthetic(sub, root)
         if store_format == "mc":
-            prompts = [MC.split_answer_cue(MC.format_mc_prompt(s)) for s in syn]
+            prompts = [MC.user_turn(s) for s in syn]
         else:
             prompts = [s["question"] for s in syn]
         rng = random.Random(f"{seed}:icul:{sub}")
@@ -115,9 +116,9 @@ def wmdp_targets(subsets: Sequence[str], root, seed: int = 0, store_format: str 
 
 
 def mmlu_dev_benign(root) -> list[str]:
-    """MMLU dev questions in the evaluation's MC user-turn format: in-domain benign negatives for the
+    """MMLU dev questions in the evaluation's MC user-turn format (no header): in-domain benign negatives for the
     guard's scorer (the dev split is the few-shot split, disjoint from the test questions scored)."""
-    return [MC.split_answer_cue(MC.format_mc_prompt(d)) for d in D.load_mmlu("dev", root=root)]
+    return [MC.user_turn(d) for d in D.load_mmlu("dev", root=root)]
 
 
 def mmlu_retain_examples(root, n: int = 30, seed: int = 0) -> list[tuple[str, str]]:
@@ -136,10 +137,9 @@ def run_mc_items(items: Sequence[dict], method: Method, backend: ChatBackend, *,
         if attack is not None and attack.target == "question":
             q = attack.apply(q, idx)
         prompt = MC.format_mc_prompt(item, (shots or {}).get(item["subject"], []), question=q)
-        user = MC.split_answer_cue(prompt)
+        msgs: list[Message] = MC.chat_messages(prompt)
         if attack is not None and attack.target == "message":
-            user = attack.apply(user, idx)
-        msgs: list[Message] = [{"role": "user", "content": user}]
+            msgs[-1] = {"role": "user", "content": attack.apply(msgs[-1]["content"], idx)}
         t_plan = time.perf_counter()
         plan = method.plan(msgs, idx, is_forget)
         t_score = time.perf_counter()

@@ -69,8 +69,24 @@ def letter_prompt(backend: ChatBackend, messages: Sequence[Message], prefill: st
     return backend.format_prompt(list(messages), cue)
 
 
+def user_turn(item: dict) -> str:
+    """Question and choices without the benchmark header or the answer cue: the text a user sends."""
+    return split_answer_cue(format_question(item))
+
+
+_HEADER = "The following are multiple choice questions (with answers) about "
+
+
 def chat_messages(prompt: str) -> list[Message]:
-    """The user turn for chat-format scoring (the trailing cue moves to the prefill)."""
+    """Chat-format messages: the benchmark header (which names the subject) as the system turn,
+    the rest of the prompt as the user turn; the trailing cue moves to the prefill.
+
+    Keeping the header out of the user turn matters for guard-backed methods: detection reads
+    user turns only, and a header saying "about biology" would otherwise let a detector separate
+    WMDP from MMLU by the subject word instead of by the question."""
+    if prompt.startswith(_HEADER) and "\n\n" in prompt:
+        header, rest = prompt.split("\n\n", 1)
+        return [{"role": "system", "content": header}, {"role": "user", "content": split_answer_cue(rest)}]
     return [{"role": "user", "content": split_answer_cue(prompt)}]
 
 
