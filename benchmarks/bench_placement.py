@@ -33,11 +33,14 @@ def main() -> None:
     ap.add_argument("--n", type=int, default=20)
     ap.add_argument("--max-tokens", type=int, default=48)
     ap.add_argument("--placements", default="assistant_prefill,user_prefix,system")
+    ap.add_argument("--guider", default="template", choices=["template", "llm"],
+                    help="template (default) or llm: the configured model writes the reasoning")
     ap.add_argument("--out", default="results/placement.json")
     args = ap.parse_args()
     tofu = Path(args.data) / "tofu"
     forget = load(tofu / "forget05_perturbed.jsonl")
     guard = Guard.open(tempfile.mkdtemp(prefix="lethe-pl-"))
+    guard.config.guider.kind = args.guider  # type: ignore[assignment]
     for a in range(0, len(forget), 20):
         guard.forget([r["question"] for r in forget[a:a + 20]], kind="privacy", rewriter="rule", progress=False)
     inside = [r["paraphrased_question"] for r in forget[:: max(1, len(forget) // args.n)]][: args.n]
@@ -53,7 +56,10 @@ def main() -> None:
             "refusal_in_scope": sum(bool(REFUSAL.search(r.response)) for r in res_in) / len(inside),
             "pass_through_identical": sum(r.response == plain_out[q] for r, q in zip(res_out, outside, strict=True))
             / len(outside),
-            "examples": [{"query": q, "response": r.response} for q, r in list(zip(inside, res_in, strict=True))[:3]],
+            "mean_timings_in_scope": {k: round(sum(r.timings.get(k, 0.0) for r in res_in) / len(inside), 3)
+                                      for k in res_in[0].timings},
+            "examples": [{"query": q, "response": r.response, "reasoning": r.reasoning}
+                         for q, r in list(zip(inside, res_in, strict=True))[:3]],
         }
         print(placement, {k: v for k, v in rows[placement].items() if k != "examples"}, flush=True)
     result = {"benchmark": "placement", "config": vars(args) | {"model": guard.config.backend.model},
