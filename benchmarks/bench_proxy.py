@@ -6,8 +6,9 @@ in front of it (SQLite store in a temp home, a few forget requests added through
 admin API with the rule rewriter). Direct and proxy are interleaved so that noise from
 other work on the machine hits both arms alike:
 
-- ``latency``: one client; each prompt goes direct and through the proxy back to back
-  (alternating order); added latency = proxy - direct per pair, p50/p99 over pairs;
+- ``latency``: one client; requests alternate direct/proxy, each prompt goes through both
+  arms but never twice in a row (llama.cpp's prompt cache would favour the repeat); added
+  latency = proxy - direct per prompt, p50/p99 over prompts;
 - ``throughput``: ``--clients`` concurrent clients in ``--slices`` short slices in ABBA
   order; requests/s of the proxy slices over the direct slices.
 
@@ -179,18 +180,22 @@ def main() -> None:
             "loadavg_start": os.getloadavg()}, "mixes": {}}
         for mix in [m.strip() for m in args.mixes.split(",") if m.strip()]:
             prompts = OUT_OF_SCOPE if mix == "out" else IN_SCOPE
-            # latency: one client, each prompt sent direct and through the proxy back to back
-            # (order alternating), so machine noise hits both arms of a pair alike
-            lat: dict[str, list[float]] = {"direct": [], "proxy": []}
+            # latency: one client, requests alternate direct/proxy; every prompt goes through both arms,
+            # but never twice in a row: llama.cpp reuses the KV cache of the previous prompt, so a
+            # back-to-back repeat would skip prefill and bias whichever arm goes second
+            n_lat = args.latency_requests
+            lat: dict[str, list[float]] = {"direct": [0.0] * n_lat, "proxy": [0.0] * n_lat}
             trig = 0
-            for i in range(args.latency_requests):
-                order = [("direct", upstream), ("proxy", proxy)]
-                if i % 2:
-                    order.reverse()
-                for name, url in order:
-                    r_ = asyncio.run(_latency(url, [prompts[i % len(prompts)]], 1, args.max_tokens))
-                    lat[name].append(r_["latencies_s"][0])
-                    trig += r_["triggered"] if name == "proxy" else 0
+            schedule = []
+            for j in range(2 * n_lat + 2):
+                k = j // 2 if j % 2 == 0 else j // 2 + 2
+                if 0 <= k < n_lat:
+                    schedule.append(("direct", k) if j % 2 == 0 else ("proxy", k))
+            for name, k in schedule:
+                url = upstream if name == "direct" else proxy
+                r_ = asyncio.run(_latency(url, [prompts[k % len(prompts)]], 1, args.max_tokens))
+                lat[name][k] = r_["latencies_s"][0]
+                trig += r_["triggered"] if name == "proxy" else 0
             # throughput: short slices in ABBA order, N concurrent clients
             thr: dict[str, list[dict]] = {"direct": [], "proxy": []}
             for k in range(args.slices):

@@ -35,6 +35,12 @@ def test_in_scope_and_out_of_scope(guard):
     assert not any(d.triggered for d in guard.detect_many(outside)), [d.explain() for d in guard.detect_many(outside)]
 
 
+def test_another_person_sharing_a_first_name_is_damped(guard):
+    other = guard.detect("What genre does Marisol Garcia write?")
+    assert other.components.get("other_name") == 1.0 and not other.triggered, other.explain()
+    assert "other_name" not in guard.detect("What genre does Marisol Quintero-Hale write?").components
+
+
 def test_detection_reads_earlier_turns(guard):
     msgs = [{"role": "user", "content": "I want to ask about Marisol Quintero-Hale."},
             {"role": "assistant", "content": "Sure."}, {"role": "user", "content": "Where was she born?"}]

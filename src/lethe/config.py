@@ -47,6 +47,10 @@ class DetectorConfig(BaseModel):
     sim_ceiling: float = 0.85
     history_turns: int = 3
     fuzzy: bool = True
+    other_name_damping: float = Field(
+        0.5, ge=0.0, le=1.0,
+        description="privacy mode: factor on similarity and scorer when the query names a person whose "
+                    "name shares only a first name with a forgotten one")
 
 
 class GuiderConfig(BaseModel):
