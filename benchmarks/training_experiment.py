@@ -152,6 +152,41 @@ class Gen:
         return preds
 
 
+class GuardedGen:
+    """The same questions through the DRAGON guard (one ``knowledge`` forget request holding the
+    forget prompts, rule rewriter, default config) in front of the base or the trained model
+    (llama.cpp with the GGUF LoRA). MMLU letters are read from the underlying model: the guard
+    changes only the messages of triggered queries, and a few MMLU items trigger."""
+
+    def __init__(self, gen: Gen, run: Path | None, forget: list[dict], res: Path, args) -> None:
+        import shutil
+
+        from lethe import Guard
+        from lethe.backends.llamacpp import LlamaCppBackend
+
+        home = res / "guard_home"
+        shutil.rmtree(home, ignore_errors=True)
+        backend = LlamaCppBackend(n_threads=2, adapter=str(run / "adapter") if run else None)
+        backend.llm = gen.llm  # one llama.cpp instance for both paths
+        self.guard = Guard.open(home, backend=backend)
+        self.guard.forget([r["prompt"] for r in forget], kind="knowledge", rewriter="rule", progress=False)
+        self.gen, self.fired = gen, {}
+
+    def generate(self, qs: list[str], max_new: int, bs: int = 16) -> list[str]:
+        out = []
+        for q in qs:
+            r = self.guard.chat([{"role": "user", "content": q}], max_tokens=max_new, temperature=0.0)
+            self.fired[q] = r.triggered
+            out.append(r.response.strip())
+        return out
+
+    def mc_letters(self, qs: list[str], bs: int = 8) -> list[int]:
+        return self.gen.mc_letters(qs, bs)
+
+    def trigger_rates(self) -> dict:
+        return {"guard_fired": sum(self.fired.values()), "guard_queries": len(self.fired)}
+
+
 # --- build ---------------------------------------------------------------------------------------
 
 def paraphrases(q: str) -> list[tuple[str, str]]:
@@ -201,6 +236,7 @@ def cmd_build(args) -> None:
     known_f = known_f[top_up:]
     half = len(known_f) // 2
     retain_train, retain_eval_f = known_f[:half], known_f[half:]
+    retain_train += benign_retain(res, args)
     attacks = [{"prompt": p, "gold": r["gold"], "attack": kind, "source": r["prompt"]}
                for r in forget for kind, p in paraphrases(r["prompt"])]
     retain_eval = [dict(r, group="world_facts") for r in retain_eval_f] + [dict(r, group="authors_rest") for r in rest_a]
@@ -214,9 +250,35 @@ def cmd_build(args) -> None:
     dump("retain_eval.jsonl", retain_eval)
     stats = {"known_authors": len(known_a), "of_authors": len(authors), "known_facts": len(known_f),
              "of_facts": len(facts), "forget": len(forget), "attacks": len(attacks), "retain_train": len(retain_train),
+             "retain_train_benign": sum(r.get("group") == "benign" for r in retain_train),
              "retain_eval": len(retain_eval)}
     (res / "build.json").write_text(json.dumps(stats, indent=1))
     print(json.dumps(stats))
+
+
+def benign_retain(res: Path, args) -> list[dict]:
+    """Self-distilled retain rows: the base model's own answers to ``--benign-retain`` everyday,
+    technical and literary questions from the package's benign set (cached). They keep the
+    model's general behaviour anchored while it learns to decline the forget set."""
+    if args.benign_retain <= 0:
+        return []
+    from importlib.resources import files
+
+    rows = [json.loads(x) for x in files("lethe.resources").joinpath("benign_queries.jsonl").read_text().splitlines()
+            if x.strip()]
+    rows = [r for r in rows if r.get("category") != "multilingual"]
+    random.Random(args.seed).shuffle(rows)
+    qs = [r["prompt"] for r in rows[: args.benign_retain]]
+    cached = res / "benign_replies.jsonl"
+    have = {}
+    if cached.exists():
+        have = {d["q"]: d["reply"] for d in map(json.loads, cached.read_text().splitlines()) if d}
+    todo = [q for q in qs if q not in have]
+    if todo:
+        gen = Gen(None, args.engine)
+        have.update(zip(todo, gen.generate(todo, max_new=64), strict=True))
+        cached.write_text("".join(json.dumps({"q": q, "reply": have[q]}, ensure_ascii=False) + "\n" for q in have))
+    return [{"prompt": q, "answer": have[q], "gold": "", "group": "benign"} for q in qs if have[q]]
 
 
 # --- eval ----------------------------------------------------------------------------------------
@@ -242,6 +304,8 @@ def cmd_eval(args) -> None:
     res = Path(args.results)
     run = None if args.run == "base" else res / "runs" / args.run
     gen = Gen(run, args.engine)
+    if args.guard:
+        gen = GuardedGen(gen, run, load_jsonl(res / "forget.jsonl"), res, args)
     forget, attacks = load_jsonl(res / "forget.jsonl"), load_jsonl(res / "forget_attacks.jsonl")
     retain = load_jsonl(res / "retain_eval.jsonl")
     t0 = time.perf_counter()
@@ -250,7 +314,8 @@ def cmd_eval(args) -> None:
     r_rep = gen.generate([r["prompt"] for r in retain], args.max_new_retain)
     mm = mmlu_subset(Path(args.data), args.mmlu_per_subject, args.seed)
     preds = gen.mc_letters([m["q"] for m in mm])
-    out = {"run": args.run, "eval_time_s": round(time.perf_counter() - t0, 1)}
+    name = f"guard+{args.run}" if args.guard else args.run
+    out = {"run": name, "eval_time_s": round(time.perf_counter() - t0, 1)}
 
     def rate(xs):
         return round(sum(xs) / max(len(xs), 1), 3)
@@ -274,12 +339,17 @@ def cmd_eval(args) -> None:
         s = json.loads((run / "summary.json").read_text())
         out.update({"train_time_s": s["train_time_s"], "steps": s["steps"], "tokens_per_s": s["tokens_per_s"],
                     "peak_memory_mb": s["peak_memory_mb"]})
+    if args.guard:
+        out.update(gen.trigger_rates())
     samples = {"forget": [{"q": r["prompt"], "reply": x} for r, x in zip(forget, f_rep, strict=True)],
                "attacks": [{"q": r["prompt"], "reply": x} for r, x in zip(attacks, a_rep, strict=True)],
                "retain": [{"q": r["prompt"], "gold": r["gold"], "reply": x} for r, x in zip(retain, r_rep, strict=True)]}
     (res / "evals").mkdir(exist_ok=True)
-    (res / "evals" / f"{args.run}.json").write_text(json.dumps({"metrics": out, "samples": samples}, indent=1,
-                                                               ensure_ascii=False))
+    from lethe.evaluation.runner import versions
+
+    config = {k: v for k, v in vars(args).items() if k != "func"}
+    (res / "evals" / f"{name}.json").write_text(json.dumps({"config": config, "versions": versions(), "metrics": out,
+                                                           "samples": samples}, indent=1, ensure_ascii=False))
     print(json.dumps(out))
 
 
@@ -304,6 +374,8 @@ def main() -> None:
     b.add_argument("--n-forget", type=int, default=20)
     b.add_argument("--seed", type=int, default=0)
     b.add_argument("--engine", default="llamacpp", choices=["llamacpp", "hf"])
+    b.add_argument("--benign-retain", type=int, default=40,
+                   help="add the base model's own answers to N benign questions to retain-train")
     e = sub.add_parser("eval")
     e.add_argument("--data", default=str(Path(__file__).resolve().parents[2] / "shared" / "data"))
     e.add_argument("--results", required=True)
@@ -313,6 +385,7 @@ def main() -> None:
     e.add_argument("--mmlu-per-subject", type=int, default=2)
     e.add_argument("--seed", type=int, default=0)
     e.add_argument("--engine", default="llamacpp", choices=["llamacpp", "hf"])
+    e.add_argument("--guard", action="store_true", help="put the DRAGON guard in front of the model")
     t = sub.add_parser("table")
     t.add_argument("--results", required=True)
     args = ap.parse_args()

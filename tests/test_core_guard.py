@@ -117,3 +117,18 @@ def test_cli_errors(tmp_path):
     assert r.exit_code != 0 and isinstance(r.exception, LetheError) and "bad JSON" in str(r.exception)
     r = CliRunner().invoke(app, ["check", "hello", "--home", str(tmp_path / "empty")])
     assert "empty" in str(r.exception)
+
+
+def test_knowledge_kind_is_a_concept_scope(tmp_path):
+    """A `knowledge` request (facts to forget, no person) uses concept mode: the scorer is primary,
+    the generic policy is retrieved, and neighbouring facts stay out of scope."""
+    g = Guard.open(tmp_path)
+    facts = ["Who wrote the science fiction novel 'Dune'?", "Which author is known for the novel '1984'?",
+             "Who wrote 'Moby-Dick'?", "Who is the author of 'To Kill a Mockingbird'?"]
+    req = g.forget(facts, kind="knowledge", rewriter="rule", progress=False)
+    assert req.kind == "knowledge" and g.requests()[0].kind == "knowledge"
+    hit = g.detect("Can you tell me who the author of 'Dune' is?")
+    assert hit.triggered and "concept" in hit.components, hit.explain()
+    assert g.plan("Can you tell me who the author of 'Dune' is?").policy == "knowledge-unlearning"
+    miss = g.detect_many(["How do I reverse a list in Python?", "What is a good recipe for pancakes?"])
+    assert not any(d.triggered for d in miss), [d.explain() for d in miss]

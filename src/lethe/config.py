@@ -33,6 +33,11 @@ class BackendConfig(BaseModel):
     base_url: str | None = None
     api_key_env: str = "OPENAI_API_KEY"
     gguf_file: str | None = None
+    adapter: str | None = Field(
+        None,
+        description="a LoRA trained by `lethe train`: its PEFT folder (hf; llamacpp exports it to GGUF once) "
+        "or a GGUF LoRA file (llamacpp)",
+    )
     n_ctx: int = 4096
     seed: int = 0
     timeout_s: float = 60.0

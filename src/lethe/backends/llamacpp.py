@@ -10,12 +10,29 @@ from __future__ import annotations
 import os
 import threading
 from collections.abc import Iterator, Sequence
+from pathlib import Path
 
 import numpy as np
 
 from lethe.backends.base import BACKENDS, ChatBackend, ChatResult, Message, Timer
 from lethe.backends.default_model import resolve_gguf
 from lethe.errors import BackendError
+
+
+def _gguf_lora(adapter: str) -> Path:
+    """A GGUF LoRA file for ``adapter``: the file itself, or (for a PEFT folder written by
+    ``lethe train``) ``adapter.gguf`` beside it, exported once."""
+    path = Path(adapter).expanduser()
+    if path.is_file():
+        return path
+    if not (path / "adapter_config.json").exists():
+        raise BackendError(f"adapter not found: {adapter} (a GGUF LoRA file or a PEFT adapter folder)")
+    out = path.parent / f"{path.name}.gguf"
+    if not out.exists() or out.stat().st_mtime < (path / "adapter_config.json").stat().st_mtime:
+        from lethe.training.export import export_lora_gguf
+
+        export_lora_gguf(path, out)
+    return out
 
 
 @BACKENDS.register("llamacpp")
@@ -31,6 +48,7 @@ class LlamaCppBackend(ChatBackend):
         n_ctx: int = 4096,
         n_threads: int | None = None,
         seed: int = 0,
+        adapter: str | None = None,
         **_: object,
     ) -> None:
         try:
@@ -42,6 +60,7 @@ class LlamaCppBackend(ChatBackend):
         self.path = resolve_gguf(model)
         self.seed = seed
         self._lock = threading.Lock()
+        self.adapter = _gguf_lora(adapter) if adapter else None
         try:
             self.llm = Llama(
                 model_path=str(self.path),
@@ -49,6 +68,7 @@ class LlamaCppBackend(ChatBackend):
                 n_threads=n_threads or max(1, os.cpu_count() or 1),
                 seed=seed,
                 verbose=False,
+                **({"lora_path": str(self.adapter)} if self.adapter else {}),
             )
         except Exception as exc:
             raise BackendError(f"llama.cpp could not load {self.path}: {exc}") from exc
@@ -204,4 +224,5 @@ class LlamaCppBackend(ChatBackend):
         return float(first) + rest, len(cont)
 
     def describe(self) -> dict:
-        return {"backend": self.name, "model": self.model_spec, "path": str(self.path), "seed": self.seed}
+        return {"backend": self.name, "model": self.model_spec, "path": str(self.path), "seed": self.seed,
+                "adapter": str(self.adapter) if self.adapter else None}

@@ -51,7 +51,7 @@ def _read_jsonl(path: Path, field: str = "prompt") -> list[dict]:
 @forget_app.command("add")
 def forget_add(
     file: Annotated[Path, typer.Option("--file", help="JSONL, one {'prompt': ..., 'entities': [...]} a line")],
-    kind: Annotated[str, typer.Option(help="privacy | copyright | harmful")] = "privacy",
+    kind: Annotated[str, typer.Option(help="privacy | copyright | harmful | knowledge")] = "privacy",
     subject: Annotated[str | None, typer.Option(help="name or title this request is about")] = None,
     policy: Annotated[str | None, typer.Option(help="policy name (default: retrieved by kind)")] = None,
     rewriter: Annotated[str, typer.Option(help="llm (default model writes paraphrases) | rule")] = "llm",

@@ -41,7 +41,7 @@ from lethe.config import DetectorConfig
 from lethe.guard.bertscore import bertscore_f1_tokens
 from lethe.guard.entities import EntityMatcher
 from lethe.guard.scorer import SCORERS, Scorer
-from lethe.store.base import UnlearnStore
+from lethe.store.base import CONCEPT_KINDS, UnlearnStore
 from lethe.text import normalize
 
 
@@ -163,7 +163,7 @@ class Detector:
             comps["scorer"] = float(probs[i])
             concept = 0.0
             concept_matches = [m for m in matches[i][:3]
-                               if self._kinds.get(m.sample.request_id) in ("harmful", "copyright") and m.sample.text]
+                               if self._kinds.get(m.sample.request_id) in CONCEPT_KINDS and m.sample.text]
             if concept_matches:
                 toks = self.embedder.token_embeddings([text] + [m.sample.text or "" for m in concept_matches])
                 bs = max(bertscore_f1_tokens(toks[0], t) for t in toks[1:])
@@ -171,7 +171,7 @@ class Detector:
                 comps["bertscore"], comps["rougeL"] = bs, rl
                 concept = max(float(np.clip((bs - 0.6) / 0.3, 0, 1)), float(np.clip((rl - 0.3) / 0.5, 0, 1)))
                 comps["concept"] = concept
-            concept_mode = best is not None and self._kinds.get(best.sample.request_id) in ("harmful", "copyright")
+            concept_mode = best is not None and self._kinds.get(best.sample.request_id) in CONCEPT_KINDS
             t1 = self.config.concept_scorer_threshold if concept_mode else self.config.scorer_threshold
             scorer_part = float(np.clip((comps["scorer"] - t1) / max(1e-6, 1 - t1), 0.0, 1.0))
             if concept_mode:  # scorer primary; lexical/BERTScore evidence only where the scorer agrees

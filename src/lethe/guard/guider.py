@@ -34,6 +34,7 @@ _TOPIC = {
     "privacy": "a specific person whose personal information has been erased",
     "copyright": "a copyrighted work that is under a takedown request",
     "harmful": "hazardous knowledge that the usage policy prohibits",
+    "knowledge": "facts that are under an unlearning request",
 }
 
 

@@ -119,7 +119,7 @@ Name = Annotated[str, Field(min_length=1, max_length=200)]
 
 class ForgetIn(BaseModel):
     model_config = ConfigDict(extra="forbid")
-    kind: Literal["privacy", "copyright", "harmful"]
+    kind: Literal["privacy", "copyright", "harmful", "knowledge"]
     subject: Name | None = None
     prompts: list[Prompt] = Field(..., min_length=1, max_length=500)
     entities: list[Name] | None = Field(None, max_length=100)

@@ -20,8 +20,10 @@ import numpy as np
 
 from lethe.registry import Registry
 
-Kind = Literal["privacy", "copyright", "harmful"]
-KINDS: tuple[str, ...] = ("privacy", "copyright", "harmful")
+Kind = Literal["privacy", "copyright", "harmful", "knowledge"]
+# privacy: a person (entity matching); the others are concept scopes (scorer primary).
+KINDS: tuple[str, ...] = ("privacy", "copyright", "harmful", "knowledge")
+CONCEPT_KINDS: frozenset[str] = frozenset({"copyright", "harmful", "knowledge"})
 SampleRole = Literal["rewrite", "augment", "hard_negative"]
 
 
