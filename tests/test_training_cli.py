@@ -169,6 +169,17 @@ def test_train_tru_end_to_end_writes_adapter_that_loads_back(files, tiny_dir, ca
     log = [json.loads(x) for x in (run / "train_log.jsonl").read_text().splitlines()]
     assert [r["step"] for r in log] == [1, 2, 3, 4, 5, 6]
 
+    # llama.cpp backend: a PEFT folder given as `adapter` is exported once to a GGUF LoRA beside it
+    gguf = pytest.importorskip("gguf", reason="GGUF export needs the 'gguf' package")
+    from lethe.backends.llamacpp import _gguf_lora
+
+    path = _gguf_lora(str(run / "adapter"))
+    assert path == run / "adapter.gguf" and _gguf_lora(str(path)) == path
+    reader = gguf.GGUFReader(str(path))
+    names = {t.name for t in reader.tensors}
+    n_lora = sum("lora_B" in n for n in trained)
+    assert len(names) == 2 * n_lora and all(n.startswith("blk.") and n.endswith((".lora_a", ".lora_b")) for n in names)
+
 
 @pytest.mark.parametrize("method", ["idk", "npo", "rmu"])
 def test_other_methods_run_through_cli(files, tiny_dir, method):
