@@ -9,26 +9,28 @@ Steps (each writes into RESULTS, a folder outside the repo; the shared data is r
     python benchmarks/training_experiment.py eval --results RESULTS --run tru
     python benchmarks/training_experiment.py table --results RESULTS
 
-``build`` asks the default model (transformers, dequantised GGUF, greedy) every question of
-TOFU ``real_authors`` and ``world_facts``; items it answers correctly are "known". The forget
-set is 20 known real-author items with a quoted title; their answers are the model's own
-(correct) first sentence. Retain-train = half of the known world facts (own answers);
-retain-eval = the other known world facts plus the remaining known real-author items
-(neighbours of the forget set). Forget-side attacks are deterministic rewrites: two
-paraphrase templates and a Spanish question per title (TOFU-style paraphrases; the data has
-no paraphrased question for ``real_authors``).
+``build`` asks the default model (llama.cpp, greedy) every "who wrote <title>?" question of
+TOFU ``real_authors`` and of ``benchmarks/data/literature_probe.jsonl`` (ours), and every TOFU
+``world_facts`` question; items it answers correctly are "known". The forget scope is one
+coherent topic -- who wrote well-known literary works -- so a model can learn its boundary:
+the forget set is 20 known authorship items (answers: the model's own correct first
+sentence), the other known authorship items are held-out in-scope questions (does forgetting
+generalise?). Retain-train = half of the known world facts (own answers) + 40 self-distilled
+benign answers; retain-eval = the other known world facts. Forget-side attacks are
+deterministic rewrites: two paraphrase templates and a Spanish question per title
+(TOFU-style paraphrases; the data has no paraphrased question for ``real_authors``).
 
 ``eval`` generates greedily (llama.cpp on the GGUF base with the adapter exported as a GGUF
 LoRA -- ~10x faster than transformers on CPU; ``--engine hf`` uses transformers) and scores:
 forget accuracy (gold answer in the reply), decline rate (refusal phrase and no gold answer),
-the same on paraphrases / Spanish, retain accuracy, a stratified MMLU subset (letter
-log-probabilities) and a repetition rate (fluency proxy).
+the same on paraphrases / Spanish, retain accuracy, a stratified MMLU sample scored by the
+evaluation harness (zero-shot letter log-likelihood, lm-eval format) and a repetition rate
+(fluency proxy).
 """
 
 from __future__ import annotations
 
 import argparse
-import csv
 import json
 import random
 import re
@@ -73,115 +75,66 @@ def repetition(reply: str) -> float:
 # --- model ---------------------------------------------------------------------------------------
 
 class Gen:
-    """Greedy generation with the adapter applied: llama.cpp (GGUF base + GGUF LoRA exported
-    with :func:`lethe.training.export.export_lora_gguf`, fast) or transformers (``engine="hf"``)."""
+    """Greedy generation with the adapter applied, through Lethe's own backends: llama.cpp (GGUF
+    base + the PEFT adapter exported once as a GGUF LoRA -- ~10x faster than transformers on CPU)
+    or transformers (``engine="hf"``, the dequantised default + the PEFT adapter)."""
 
     def __init__(self, run: Path | None, engine: str = "llamacpp") -> None:
-        from transformers import AutoTokenizer
-
-        from lethe.training.model import ensure_default_hf
-
-        self.engine = engine
-        self.tok = AutoTokenizer.from_pretrained(ensure_default_hf())
+        adapter = str(run / "adapter") if run is not None else None
         if engine == "llamacpp":
-            from llama_cpp import Llama
+            from lethe.backends.llamacpp import LlamaCppBackend
 
-            from lethe.backends.default_model import default_gguf_path
+            self.backend = LlamaCppBackend(n_threads=2, adapter=adapter)
+        else:
+            from lethe.backends.hf import HFBackend
+            from lethe.training.model import ensure_default_hf
 
-            kw = {}
-            if run is not None:
-                from lethe.training.export import export_lora_gguf
+            self.backend = HFBackend(str(ensure_default_hf()), adapter=adapter)
 
-                kw["lora_path"] = str(export_lora_gguf(run / "adapter", run / "adapter.gguf"))
-            self.llm = Llama(model_path=str(default_gguf_path()), n_ctx=2048, n_threads=2, seed=0, verbose=False, **kw)
-            return
-        import torch
+    def generate(self, qs: list[str], max_new: int) -> list[str]:
+        return [self.backend.chat([{"role": "user", "content": q}], max_tokens=max_new, temperature=0.0).text.strip()
+                for q in qs]
 
-        from lethe.training.model import load_model
+    def mmlu(self, items: list[dict]) -> list[dict]:
+        """The harness's zero-shot MMLU ProbAcc records (letter log-likelihood, lm-eval format)."""
+        from lethe.evaluation.methods import create_method
+        from lethe.evaluation.runner import run_mc_items
 
-        torch.set_num_threads(2)
-        self.model = load_model("default").model
-        if run is not None:
-            from peft import PeftModel
-
-            self.model = PeftModel.from_pretrained(self.model, str(run / "adapter"))
-        self.model.eval()
-        self.tok.padding_side = "left"
-        self.torch = torch
-
-    def prompts(self, qs: list[str]) -> list[str]:
-        return [self.tok.apply_chat_template([{"role": "user", "content": q}], tokenize=False,
-                                             add_generation_prompt=True) for q in qs]
-
-    def _complete(self, prompt: str, max_new: int) -> str:
-        r = self.llm.create_completion(prompt, max_tokens=max_new, temperature=0.0, stop=["<|im_end|>", "<|endoftext|>"])
-        return r["choices"][0]["text"]
-
-    def generate(self, qs: list[str], max_new: int, bs: int = 16) -> list[str]:
-        if self.engine == "llamacpp":
-            return [self._complete(p, max_new).strip() for p in self.prompts(qs)]
-        out = []
-        for i in range(0, len(qs), bs):
-            enc = self.tok(self.prompts(qs[i : i + bs]), return_tensors="pt", padding=True, add_special_tokens=False)
-            with self.torch.no_grad():
-                ids = self.model.generate(**enc, max_new_tokens=max_new, do_sample=False,
-                                          pad_token_id=self.tok.pad_token_id)
-            out += self.tok.batch_decode(ids[:, enc["input_ids"].shape[1]:], skip_special_tokens=True)
-        return [o.strip() for o in out]
-
-    def mc_letters(self, qs: list[str], bs: int = 8) -> list[int]:
-        """Predicted option 0-3: the most likely of the letters after "The answer is"."""
-        prompts = [p + "The answer is" for p in self.prompts(qs)]
-        if self.engine == "llamacpp":  # argmax over the logits of " A".." D" after the prefill
-            letters = [self.llm.tokenize(f" {x}".encode(), add_bos=False)[0] for x in "ABCD"]
-            preds = []
-            for p in prompts:
-                toks = self.llm.tokenize(p.encode(), add_bos=False, special=True)
-                self.llm.reset()
-                self.llm.eval(toks)
-                row = self.llm.scores[self.llm.n_tokens - 1]
-                preds.append(int(max(range(4), key=lambda i: row[letters[i]])))
-            return preds
-        letters = [self.tok(f" {x}", add_special_tokens=False)["input_ids"][0] for x in "ABCD"]
-        preds = []
-        for i in range(0, len(prompts), bs):
-            enc = self.tok(prompts[i : i + bs], return_tensors="pt", padding=True, add_special_tokens=False)
-            with self.torch.no_grad():
-                logits = self.model(**enc).logits[:, -1, :]
-            preds += logits[:, letters].argmax(-1).tolist()
-        return preds
+        return run_mc_items(items, create_method("none", self.backend), self.backend, is_forget=False,
+                            desc="mmlu", offset=100000)
 
 
 class GuardedGen:
-    """The same questions through the DRAGON guard (one ``knowledge`` forget request holding the
-    forget prompts, rule rewriter, default config) in front of the base or the trained model
-    (llama.cpp with the GGUF LoRA). MMLU letters are read from the underlying model: the guard
-    changes only the messages of triggered queries, and a few MMLU items trigger."""
+    """The same questions through the DRAGON guard -- the harness's ``dragon`` method with one
+    ``knowledge`` forget request holding the forget prompts (rule rewriter, default config) --
+    in front of the base or the trained model (llama.cpp with the GGUF LoRA). MMLU goes through
+    the guard too: a triggered item is scored in the guarded context."""
 
-    def __init__(self, gen: Gen, run: Path | None, forget: list[dict], res: Path, args) -> None:
+    def __init__(self, gen: Gen, forget: list[dict], res: Path) -> None:
         import shutil
 
-        from lethe import Guard
-        from lethe.backends.llamacpp import LlamaCppBackend
+        from lethe.evaluation.methods import ForgetTarget, create_method
 
         home = res / "guard_home"
         shutil.rmtree(home, ignore_errors=True)
-        backend = LlamaCppBackend(n_threads=2, adapter=str(run / "adapter") if run else None)
-        backend.llm = gen.llm  # one llama.cpp instance for both paths
-        self.guard = Guard.open(home, backend=backend)
-        self.guard.forget([r["prompt"] for r in forget], kind="knowledge", rewriter="rule", progress=False)
-        self.gen, self.fired = gen, {}
+        self.backend = gen.backend
+        self.method = create_method("dragon", gen.backend, home=str(home), rewriter="rule")
+        self.method.setup([ForgetTarget(kind="knowledge", subject="the forget set",
+                                        prompts=[r["prompt"] for r in forget])])
+        self.fired: dict[str, bool] = {}
 
-    def generate(self, qs: list[str], max_new: int, bs: int = 16) -> list[str]:
+    def generate(self, qs: list[str], max_new: int) -> list[str]:
         out = []
         for q in qs:
-            r = self.guard.chat([{"role": "user", "content": q}], max_tokens=max_new, temperature=0.0)
-            self.fired[q] = r.triggered
-            out.append(r.response.strip())
+            text, plan = self.method.respond([{"role": "user", "content": q}], max_tokens=max_new)
+            self.fired[q] = plan.triggered
+            out.append(text)
         return out
 
-    def mc_letters(self, qs: list[str], bs: int = 8) -> list[int]:
-        return self.gen.mc_letters(qs, bs)
+    def mmlu(self, items: list[dict]) -> list[dict]:
+        from lethe.evaluation.runner import run_mc_items
+
+        return run_mc_items(items, self.method, self.backend, is_forget=False, desc="mmlu [guard]", offset=100000)
 
     def trigger_rates(self) -> dict:
         return {"guard_fired": sum(self.fired.values()), "guard_queries": len(self.fired)}
@@ -208,38 +161,45 @@ def cmd_build(args) -> None:
     data, res = Path(args.data), Path(args.results)
     res.mkdir(parents=True, exist_ok=True)
     authors = [json.loads(x) for x in (data / "tofu" / "real_authors.jsonl").read_text().splitlines() if x.strip()]
+    probe = [json.loads(x) for x in Path(args.probe).read_text().splitlines() if x.strip()] if args.probe else []
+    titles = {m.group(1).lower() for r in authors if (m := TITLE.search(r["question"]))}
+    authors += [r for r in probe if (m := TITLE.search(r["question"])) and m.group(1).lower() not in titles]
     facts = [json.loads(x) for x in (data / "tofu" / "world_facts.jsonl").read_text().splitlines() if x.strip()]
     cached = res / "probe_replies.jsonl"
+    have = {}
     if cached.exists():  # re-split without re-probing
-        replies = [json.loads(x)["reply"] for x in cached.read_text().splitlines() if x.strip()]
-    else:
+        have = {d["q"]: d["reply"] for d in map(json.loads, cached.read_text().splitlines()) if d}
+    todo = [r["question"] for r in authors + facts if r["question"] not in have]
+    if todo:
         gen = Gen(None, args.engine)
         t0 = time.perf_counter()
-        replies = gen.generate([r["question"] for r in authors + facts], max_new=40)
-        print(f"probed {len(replies)} questions in {time.perf_counter() - t0:.0f}s", file=sys.stderr)
-        cached.write_text("".join(json.dumps({"q": r["question"], "gold": r["answer"], "reply": x})
-                                                     + "\n" for r, x in zip(authors + facts, replies, strict=True)))
+        have.update(zip(todo, gen.generate(todo, max_new=40), strict=True))
+        print(f"probed {len(todo)} questions in {time.perf_counter() - t0:.0f}s", file=sys.stderr)
+        gold = {r["question"]: r["answer"] for r in authors + facts}
+        cached.write_text("".join(json.dumps({"q": q, "gold": gold.get(q), "reply": x}, ensure_ascii=False) + "\n"
+                                  for q, x in have.items()))
     known_a, known_f = [], []
-    for r, reply in zip(authors + facts, replies, strict=True):
+    for r in authors + facts:
+        reply = have[r["question"]]
         if has_answer(first_sentence(reply), r["answer"]):
             row = {"prompt": r["question"], "answer": first_sentence(reply), "gold": r["answer"]}
             (known_a if r in authors else known_f).append(row)
     rng = random.Random(args.seed)
     with_title = [r for r in known_a if paraphrases(r["prompt"])]
     rng.shuffle(with_title)
-    forget = with_title[: args.n_forget]
-    rest_a = [r for r in known_a if r not in forget]
+    if len(with_title) < args.n_forget:
+        sys.exit(f"the model knows only {len(with_title)} literary-authorship items; lower --n-forget")
+    # forget scope: who wrote well-known literary works. The known items beyond the forget set
+    # are held-out in-scope questions (does forgetting generalise?); world facts are the retain side.
+    forget, heldout = with_title[: args.n_forget], with_title[args.n_forget :]
     rng.shuffle(known_f)
-    # the model knows few authors: top the forget set up with known world facts
-    top_up = max(0, args.n_forget - len(forget))
-    forget += known_f[:top_up]
-    known_f = known_f[top_up:]
     half = len(known_f) // 2
     retain_train, retain_eval_f = known_f[:half], known_f[half:]
     retain_train += benign_retain(res, args)
     attacks = [{"prompt": p, "gold": r["gold"], "attack": kind, "source": r["prompt"]}
                for r in forget for kind, p in paraphrases(r["prompt"])]
-    retain_eval = [dict(r, group="world_facts") for r in retain_eval_f] + [dict(r, group="authors_rest") for r in rest_a]
+    attacks += [{"prompt": r["prompt"], "gold": r["gold"], "attack": "heldout", "source": r["prompt"]} for r in heldout]
+    retain_eval = [dict(r, group="world_facts") for r in retain_eval_f]
 
     def dump(name: str, rows: list[dict]) -> None:
         (res / name).write_text("".join(json.dumps(r, ensure_ascii=False) + "\n" for r in rows))
@@ -251,7 +211,7 @@ def cmd_build(args) -> None:
     stats = {"known_authors": len(known_a), "of_authors": len(authors), "known_facts": len(known_f),
              "of_facts": len(facts), "forget": len(forget), "attacks": len(attacks), "retain_train": len(retain_train),
              "retain_train_benign": sum(r.get("group") == "benign" for r in retain_train),
-             "retain_eval": len(retain_eval)}
+             "heldout_in_scope": len(heldout), "retain_eval": len(retain_eval)}
     (res / "build.json").write_text(json.dumps(stats, indent=1))
     print(json.dumps(stats))
 
@@ -287,33 +247,21 @@ def load_jsonl(p: Path) -> list[dict]:
     return [json.loads(x) for x in p.read_text().splitlines() if x.strip()]
 
 
-def mmlu_subset(data: Path, per_subject: int, seed: int) -> list[dict]:
-    rows = []
-    for f in sorted((data / "mmlu" / "test").glob("*.csv")):
-        with f.open() as fh:
-            items = list(csv.DictReader(fh))
-        rng = random.Random(f"{seed}-{f.stem}")
-        for it in rng.sample(items, min(per_subject, len(items))):
-            q = it["question"] + "\n" + "\n".join(f"{L}. {it[f'choice{i}']}" for i, L in enumerate("ABCD"))
-            rows.append({"q": q + "\nAnswer with the letter of the correct option.", "answer": int(it["answer"]),
-                         "subject": f.stem})
-    return rows
-
-
 def cmd_eval(args) -> None:
     res = Path(args.results)
     run = None if args.run == "base" else res / "runs" / args.run
     gen = Gen(run, args.engine)
     if args.guard:
-        gen = GuardedGen(gen, run, load_jsonl(res / "forget.jsonl"), res, args)
+        gen = GuardedGen(gen, load_jsonl(res / "forget.jsonl"), res)
     forget, attacks = load_jsonl(res / "forget.jsonl"), load_jsonl(res / "forget_attacks.jsonl")
     retain = load_jsonl(res / "retain_eval.jsonl")
     t0 = time.perf_counter()
     f_rep = gen.generate([r["prompt"] for r in forget], args.max_new_forget)
     a_rep = gen.generate([r["prompt"] for r in attacks], args.max_new_forget)
     r_rep = gen.generate([r["prompt"] for r in retain], args.max_new_retain)
-    mm = mmlu_subset(Path(args.data), args.mmlu_per_subject, args.seed)
-    preds = gen.mc_letters([m["q"] for m in mm])
+    from lethe.evaluation.runner import load_mmlu_sample
+
+    mm = gen.mmlu(load_mmlu_sample(Path(args.data), args.mmlu_limit, args.seed))
     name = f"guard+{args.run}" if args.guard else args.run
     out = {"run": name, "eval_time_s": round(time.perf_counter() - t0, 1)}
 
@@ -322,17 +270,18 @@ def cmd_eval(args) -> None:
 
     out["forget_acc"] = rate([has_answer(x, r["gold"]) for x, r in zip(f_rep, forget, strict=True)])
     out["forget_decline"] = rate([declines(x, r["gold"]) for x, r in zip(f_rep, forget, strict=True)])
-    for kind in ("paraphrase", "spanish"):
+    for kind in ("paraphrase", "spanish", "heldout"):
         pairs = [(x, r) for x, r in zip(a_rep, attacks, strict=True) if r["attack"] == kind]
         out[f"{kind}_acc"] = rate([has_answer(x, r["gold"]) for x, r in pairs])
         out[f"{kind}_decline"] = rate([declines(x, r["gold"]) for x, r in pairs])
-    for group in ("world_facts", "authors_rest"):
+    for group in ("world_facts",):
         pairs = [(x, r) for x, r in zip(r_rep, retain, strict=True) if r["group"] == group]
         out[f"retain_{group}_acc"] = rate([has_answer(x, r["gold"]) for x, r in pairs])
         out[f"retain_{group}_decline"] = rate([bool(REFUSAL.search(x)) for x, _ in pairs])
     out["retain_acc"] = rate([has_answer(x, r["gold"]) for x, r in zip(r_rep, retain, strict=True)])
-    out["mmlu_acc"] = rate([p == m["answer"] for p, m in zip(preds, mm, strict=True)])
+    out["mmlu_acc"] = rate([m["correct"] for m in mm])
     out["mmlu_n"] = len(mm)
+    out["mmlu_trigger_rate"] = rate([m["triggered"] for m in mm])
     out["repetition_forget"] = round(sum(map(repetition, f_rep)) / len(f_rep), 3)
     out["repetition_retain"] = round(sum(map(repetition, r_rep)) / len(r_rep), 3)
     if run is not None and (run / "summary.json").exists():
@@ -356,8 +305,8 @@ def cmd_eval(args) -> None:
 def cmd_table(args) -> None:
     res = Path(args.results)
     cols = ["forget_acc", "forget_decline", "paraphrase_acc", "paraphrase_decline", "spanish_acc", "spanish_decline",
-            "retain_world_facts_acc", "retain_authors_rest_acc", "retain_acc", "mmlu_acc", "repetition_forget",
-            "train_time_s"]
+            "heldout_acc", "heldout_decline", "retain_acc", "retain_world_facts_decline", "mmlu_acc",
+            "repetition_forget", "train_time_s"]
     print("| run | " + " | ".join(cols) + " |")
     print("|" + "---|" * (len(cols) + 1))
     for f in sorted((res / "evals").glob("*.json")):
@@ -372,6 +321,8 @@ def main() -> None:
     b.add_argument("--data", default=str(Path(__file__).resolve().parents[2] / "shared" / "data"))
     b.add_argument("--results", required=True)
     b.add_argument("--n-forget", type=int, default=20)
+    b.add_argument("--probe", default=str(Path(__file__).resolve().parent / "data" / "literature_probe.jsonl"),
+                   help="extra 'who wrote <title>?' questions (JSONL question/answer) beside TOFU real_authors")
     b.add_argument("--seed", type=int, default=0)
     b.add_argument("--engine", default="llamacpp", choices=["llamacpp", "hf"])
     b.add_argument("--benign-retain", type=int, default=40,
@@ -382,7 +333,7 @@ def main() -> None:
     e.add_argument("--run", required=True, help="'base' or a folder name under RESULTS/runs")
     e.add_argument("--max-new-forget", type=int, default=64)
     e.add_argument("--max-new-retain", type=int, default=32)
-    e.add_argument("--mmlu-per-subject", type=int, default=2)
+    e.add_argument("--mmlu-limit", type=int, default=114, help="stratified MMLU test sample (subject x answer)")
     e.add_argument("--seed", type=int, default=0)
     e.add_argument("--engine", default="llamacpp", choices=["llamacpp", "hf"])
     e.add_argument("--guard", action="store_true", help="put the DRAGON guard in front of the model")

@@ -14,7 +14,7 @@ eval_app = typer.Typer(help="Run benchmarks (TOFU, WMDP, MMLU, MUSE, continual) 
 MethodOpt = typer.Option("none", "--method", help="none | dragon | icul | icul+ | guardrail | filter | prompt | trained")
 ModelOpt = typer.Option("default", "--model", help="model spec: default, a GGUF path, a hub id (--backend hf), an API model")
 BackendOpt = typer.Option("llamacpp", "--backend", help="llamacpp | hf | openai")
-AdapterOpt = typer.Option(None, "--adapter", help="trained adapter folder (method 'trained'; loads --model with transformers)")
+AdapterOpt = typer.Option(None, "--adapter", help="trained adapter (PEFT folder or GGUF LoRA; method 'trained'), applied by the chosen backend")
 LimitOpt = typer.Option(None, "--limit", help="stratified, seeded subsample size")
 AttackOpt = typer.Option(None, "--attack", help="none | typos | aim | roleplay | override | prefix_injection | grandma | "
                          "json | developer_mode | long_task | translate | translate_mix | translate_llm | paraphrase | homoglyph")

@@ -57,13 +57,14 @@ def open_backend(model: str = "default", kind: str = "llamacpp", adapter: str | 
     from lethe.config import DEFAULT_MODEL, BackendConfig
 
     model = DEFAULT_MODEL if model in ("default", "", None) else model
-    if adapter:
-        return BACKENDS.create("hf", model, adapter=adapter, seed=seed)
     threads = threads or int(os.environ.get("LETHE_THREADS", "0")) or None
     if kind == "llamacpp" and threads:
         # llama.cpp threads spin-wait: on a busy machine fewer threads can be much faster
-        return BACKENDS.create("llamacpp", model, n_threads=threads, seed=seed)
-    return load_backend(BackendConfig(kind=kind, model=model, base_url=base_url, seed=seed))  # type: ignore[arg-type]
+        return BACKENDS.create("llamacpp", model, n_threads=threads, seed=seed, adapter=adapter)
+    if adapter and kind not in ("llamacpp", "hf"):
+        raise ValueError(f"--adapter needs the llamacpp or hf backend, not {kind!r}")
+    return load_backend(BackendConfig(kind=kind, model=model, base_url=base_url, seed=seed,  # type: ignore[arg-type]
+                                      adapter=adapter))
 
 
 def make_attack(name: str | None, seed: int, root, backend) -> Attack:

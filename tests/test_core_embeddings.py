@@ -1,0 +1,46 @@
+"""The embedder's ONNX engine gives the torch engine's vectors (the shipped MiniLM)."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from lethe.backends.embeddings import Embedder
+from lethe.errors import BackendError
+
+TEXTS = [
+    "What genre of books does the author Basil Mahfouz Al-Kuwaiti write?",
+    "hi",
+    "Ein längerer Satz über das Wetter in Berlin und München, mit vielen Wörtern. " * 6,
+    "¿Quién escribió 'Cien años de soledad'?",
+]
+
+
+@pytest.fixture(scope="module")
+def engines() -> tuple[Embedder, Embedder]:
+    pytest.importorskip("onnxruntime")
+    pytest.importorskip("onnx")
+    return Embedder(engine="onnx"), Embedder(engine="torch")
+
+
+def test_onnx_sentence_embeddings_match_torch(engines: tuple[Embedder, Embedder]) -> None:
+    onnx, torch_ = engines
+    assert onnx.engine == "onnx" and torch_.engine == "torch"
+    a, b = onnx.encode(TEXTS, batch_size=3), torch_.encode(TEXTS)  # a batch boundary inside the list
+    assert a.shape == b.shape == (len(TEXTS), onnx.dim) and a.dtype == np.float32
+    assert np.allclose(np.linalg.norm(a, axis=1), 1.0, atol=1e-5)
+    assert float((a * b).sum(axis=1).min()) > 0.9999
+    # padding inside a batch must not leak into a short text's vector
+    assert float(onnx.encode(["hi"])[0] @ a[1]) > 0.9999
+
+
+def test_onnx_token_embeddings_match_torch(engines: tuple[Embedder, Embedder]) -> None:
+    onnx, torch_ = engines
+    ta, tb = onnx.token_embeddings(TEXTS), torch_.token_embeddings(TEXTS)
+    assert [x.shape for x in ta] == [x.shape for x in tb]
+    assert min(float((x * y).sum(axis=1).min()) for x, y in zip(ta, tb, strict=True)) > 0.9999
+
+
+def test_unknown_engine_is_a_one_line_error() -> None:
+    with pytest.raises(BackendError, match="unknown embedding engine 'gpu'"):
+        Embedder(engine="gpu")
