@@ -132,3 +132,17 @@ def test_knowledge_kind_is_a_concept_scope(tmp_path):
     assert g.plan("Can you tell me who the author of 'Dune' is?").policy == "knowledge-unlearning"
     miss = g.detect_many(["How do I reverse a list in Python?", "What is a good recipe for pancakes?"])
     assert not any(d.triggered for d in miss), [d.explain() for d in miss]
+
+
+def test_logreg_scorer_fast_path_equals_predict_proba() -> None:
+    import numpy as np
+
+    from lethe.guard.scorer import LogRegScorer
+
+    rng = np.random.default_rng(0)
+    pos, neg = rng.normal(0.5, 1, (20, 8)), rng.normal(-0.5, 1, (60, 8))
+    s = LogRegScorer()
+    s.fit(pos, neg)
+    x = rng.normal(0, 1, (10, 8)).astype(np.float32)
+    assert np.allclose(s.predict(x), s.model.predict_proba(x)[:, 1], atol=1e-9)
+    assert s.predict(x[:0]).shape == (0,)

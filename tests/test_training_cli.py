@@ -72,11 +72,12 @@ def test_leak_checks():
 
 def test_template_target_names_scope_reason_and_redirect_without_leaking():
     p = Pair(FORGET[0]["prompt"], FORGET[0]["answer"])
-    t = template_target(p, kind="copyright")
-    assert "Romeo and Juliet" in t.reasoning and "copyright" in t.reasoning
+    t = template_target(p, kind="copyright", scope="the text of Romeo and Juliet")
+    assert "the text of Romeo and Juliet" in t.reasoning and "copyright" in t.reasoning
+    assert p.prompt.rstrip("?") not in t.text  # the question is never quoted (it teaches echoing)
     assert "help with" in t.response
     assert leaks(t.text, p.answer, p.prompt) is None
-    assert template_target(p, kind="copyright").text == t.text  # deterministic
+    assert template_target(p, kind="copyright", scope="the text of Romeo and Juliet").text == t.text  # deterministic
 
 
 def test_parse_teacher():

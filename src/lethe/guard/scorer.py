@@ -12,6 +12,7 @@ from __future__ import annotations
 from abc import ABC, abstractmethod
 
 import numpy as np
+from scipy.special import expit
 from sklearn.linear_model import LogisticRegression
 from sklearn.neural_network import MLPClassifier
 
@@ -56,6 +57,11 @@ class LogRegScorer(Scorer):
     def predict(self, embeddings: np.ndarray) -> np.ndarray:
         if self.model is None or len(embeddings) == 0:
             return np.zeros(len(embeddings))
+        if isinstance(self.model, LogisticRegression):
+            # the fitted model's own decision function without sklearn's per-call input validation
+            # (~1.5 ms of a ~9 ms detection on the serving hot path); same numbers as predict_proba
+            z = np.asarray(embeddings, dtype=np.float64) @ self.model.coef_[0] + self.model.intercept_[0]
+            return expit(z)
         return self.model.predict_proba(embeddings)[:, 1]
 
 

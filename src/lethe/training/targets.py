@@ -25,7 +25,7 @@ from lethe.config import cache_dir
 from lethe.text import fold, words
 from lethe.training.data import Pair
 
-TEMPLATE_VERSION = "tru-targets-v1"
+TEMPLATE_VERSION = "tru-targets-v2"
 
 REASONS = {
     "privacy": "privacy: it concerns personal information about a specific person that was removed on request",
@@ -120,23 +120,19 @@ def _pick(options: Sequence[str], key: str, salt: str) -> str:
     return options[h % len(options)]
 
 
-def _topic(prompt: str, max_words: int = 14) -> str:
-    p = " ".join(prompt.strip().rstrip("?.! ").split())
-    ws = p.split()
-    return " ".join(ws[:max_words]) + (" ..." if len(ws) > max_words else "")
-
-
 def template_target(pair: Pair, *, kind: str = "knowledge", scope: str | None = None, key: str = "") -> Target:
     """Deterministic fallback target: scope, reason class, decline and redirect."""
     kind = kind if kind in REASONS else "knowledge"
     key = key or content_key(pair.prompt, pair.answer, kind, scope, "template")
-    topic = _topic(pair.prompt)
     scope_txt = scope or "the knowledge this question asks for"
+    # The opener names the scope, never the question itself: targets that quote the question
+    # taught a 0.5B model to echo questions, and it then echoed retain questions instead of
+    # answering them (retain accuracy 0.71 vs 0.90+ without the quote; docs/training.md).
     opener = _pick(
         [
-            f'The question "{topic}" asks for {scope_txt}.',
-            f'This request ("{topic}") falls within a restricted scope: {scope_txt}.',
-            f'The user is asking "{topic}", which is within {scope_txt}.',
+            f"This question asks for {scope_txt}.",
+            f"This request falls within a restricted scope: {scope_txt}.",
+            f"What is being asked here is within {scope_txt}.",
         ],
         key,
         "open",
