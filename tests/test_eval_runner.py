@@ -62,3 +62,10 @@ def test_muse_and_mc_runner(shared_data):
     mc2 = R.eval_mc("wmdp", method_name="prompt", backend=FakeBackend(), root=shared_data, limit=4, mmlu_limit=0,
                     attack_name="typos")
     assert mc2["config"]["attack"] == "typos" and "mmlu" not in mc2["metrics"]
+
+
+def test_adapter_needs_a_backend_that_can_apply_it() -> None:
+    from lethe.evaluation.runner import open_backend
+
+    with pytest.raises(ValueError, match="--adapter needs the llamacpp or hf backend"):
+        open_backend("gpt-4o-mini", "openai", adapter="runs/tru/adapter", base_url="http://127.0.0.1:9/v1")

@@ -4,8 +4,8 @@
 unlearning, Pawelczyk et al. 2023, arXiv 2310.07579), ``guardrail`` (Guardrail+, Thaker et al.
 2024, arXiv 2403.03329: a static refusal when the filter fires), ``filter`` (Filter-Prompting:
 an unlearning system prompt only when the filter fires), ``prompt`` (the same prompt on every
-query) and ``trained`` (an adapter/checkpoint: the runner loads it with ``HFBackend(adapter=)``;
-the method itself passes queries through).
+query) and ``trained`` (an adapter/checkpoint: the runner gives it to the backend -- llama.cpp
+applies it as a GGUF LoRA, transformers as a PEFT adapter; the method itself passes queries through).
 
 The filter of ``guardrail`` and ``filter`` is, by default, the guard's own detector
 (``filter="guard"``) so the comparison isolates the intervention; ``filter="embed"`` uses a
