@@ -61,10 +61,6 @@ def has_answer(reply: str, gold: str) -> bool:
     return len(g.split()) > 1 and len(last) > 3 and re.search(rf"\b{re.escape(last)}\b", r) is not None
 
 
-def declines(reply: str, gold: str) -> bool:
-    return bool(REFUSAL.search(reply)) and not has_answer(reply, gold)
-
-
 def repetition(reply: str) -> float:
     """Share of repeated word 3-grams (0 = none); > 0.3 reads as degenerate."""
     w = reply.lower().split()
@@ -247,6 +243,62 @@ def load_jsonl(p: Path) -> list[dict]:
     return [json.loads(x) for x in p.read_text().splitlines() if x.strip()]
 
 
+def rate(xs) -> float:
+    xs = list(xs)
+    return round(sum(xs) / max(len(xs), 1), 3)
+
+
+_REFUSAL_CLF = None
+
+
+def refusal_flags(replies: list[str], data: Path) -> list[bool]:
+    """A reply is a refusal when the phrase regex or the evaluation harness's refusal classifier
+    (MiniLM + logistic regression on built-in refusals and TOFU's 100 templates) says so: the regex
+    alone missed IDK-style refusals such as "I've no insight into that subject"."""
+    global _REFUSAL_CLF
+    if _REFUSAL_CLF is None:
+        from lethe.backends import get_embedder
+        from lethe.evaluation.data import load_refusal_templates
+        from lethe.evaluation.metrics.dragon import EmbeddingRefusalClassifier
+
+        _REFUSAL_CLF = EmbeddingRefusalClassifier(get_embedder(), load_refusal_templates(data))
+    clf = _REFUSAL_CLF.predict(replies)
+    return [bool(REFUSAL.search(x)) or bool(c) for x, c in zip(replies, clf, strict=True)]
+
+
+def reply_metrics(f_rep, a_rep, r_rep, forget, attacks, retain, data: Path) -> dict:
+    """Accuracy (gold in the reply), decline (a refusal without the gold answer) and repetition."""
+    ref = refusal_flags(list(f_rep) + list(a_rep) + list(r_rep), data)
+    f_ref, a_ref, r_ref = ref[: len(f_rep)], ref[len(f_rep) : len(f_rep) + len(a_rep)], ref[len(f_rep) + len(a_rep) :]
+    out = {"forget_acc": rate(has_answer(x, r["gold"]) for x, r in zip(f_rep, forget, strict=True)),
+           "forget_decline": rate(f and not has_answer(x, r["gold"])
+                                  for x, r, f in zip(f_rep, forget, f_ref, strict=True))}
+    for kind in ("paraphrase", "spanish", "heldout"):
+        trip = [(x, r, f) for x, r, f in zip(a_rep, attacks, a_ref, strict=True) if r["attack"] == kind]
+        out[f"{kind}_acc"] = rate(has_answer(x, r["gold"]) for x, r, _ in trip)
+        out[f"{kind}_decline"] = rate(f and not has_answer(x, r["gold"]) for x, r, f in trip)
+    out["retain_acc"] = rate(has_answer(x, r["gold"]) for x, r in zip(r_rep, retain, strict=True))
+    out["retain_world_facts_acc"] = out["retain_acc"]
+    out["retain_world_facts_decline"] = rate(r_ref)
+    out["repetition_forget"] = round(sum(map(repetition, f_rep)) / len(f_rep), 3)
+    out["repetition_retain"] = round(sum(map(repetition, r_rep)) / len(r_rep), 3)
+    return out
+
+
+def cmd_rescore(args) -> None:
+    """Recompute the reply metrics of every stored eval from its saved replies (no generation)."""
+    res = Path(args.results)
+    forget, attacks = load_jsonl(res / "forget.jsonl"), load_jsonl(res / "forget_attacks.jsonl")
+    retain = load_jsonl(res / "retain_eval.jsonl")
+    for f in sorted((res / "evals").glob("*.json")):
+        d = json.loads(f.read_text())
+        sm = d["samples"]
+        d["metrics"].update(reply_metrics([x["reply"] for x in sm["forget"]], [x["reply"] for x in sm["attacks"]],
+                                          [x["reply"] for x in sm["retain"]], forget, attacks, retain, Path(args.data)))
+        f.write_text(json.dumps(d, indent=1, ensure_ascii=False))
+        print(f.stem, json.dumps({k: d["metrics"][k] for k in ("forget_decline", "retain_acc")}))
+
+
 def cmd_eval(args) -> None:
     res = Path(args.results)
     run = None if args.run == "base" else res / "runs" / args.run
@@ -265,25 +317,10 @@ def cmd_eval(args) -> None:
     name = f"guard+{args.run}" if args.guard else args.run
     out = {"run": name, "eval_time_s": round(time.perf_counter() - t0, 1)}
 
-    def rate(xs):
-        return round(sum(xs) / max(len(xs), 1), 3)
-
-    out["forget_acc"] = rate([has_answer(x, r["gold"]) for x, r in zip(f_rep, forget, strict=True)])
-    out["forget_decline"] = rate([declines(x, r["gold"]) for x, r in zip(f_rep, forget, strict=True)])
-    for kind in ("paraphrase", "spanish", "heldout"):
-        pairs = [(x, r) for x, r in zip(a_rep, attacks, strict=True) if r["attack"] == kind]
-        out[f"{kind}_acc"] = rate([has_answer(x, r["gold"]) for x, r in pairs])
-        out[f"{kind}_decline"] = rate([declines(x, r["gold"]) for x, r in pairs])
-    for group in ("world_facts",):
-        pairs = [(x, r) for x, r in zip(r_rep, retain, strict=True) if r["group"] == group]
-        out[f"retain_{group}_acc"] = rate([has_answer(x, r["gold"]) for x, r in pairs])
-        out[f"retain_{group}_decline"] = rate([bool(REFUSAL.search(x)) for x, _ in pairs])
-    out["retain_acc"] = rate([has_answer(x, r["gold"]) for x, r in zip(r_rep, retain, strict=True)])
+    out.update(reply_metrics(f_rep, a_rep, r_rep, forget, attacks, retain, Path(args.data)))
     out["mmlu_acc"] = rate([m["correct"] for m in mm])
     out["mmlu_n"] = len(mm)
     out["mmlu_trigger_rate"] = rate([m["triggered"] for m in mm])
-    out["repetition_forget"] = round(sum(map(repetition, f_rep)) / len(f_rep), 3)
-    out["repetition_retain"] = round(sum(map(repetition, r_rep)) / len(r_rep), 3)
     if run is not None and (run / "summary.json").exists():
         s = json.loads((run / "summary.json").read_text())
         out.update({"train_time_s": s["train_time_s"], "steps": s["steps"], "tokens_per_s": s["tokens_per_s"],
@@ -337,10 +374,13 @@ def main() -> None:
     e.add_argument("--seed", type=int, default=0)
     e.add_argument("--engine", default="llamacpp", choices=["llamacpp", "hf"])
     e.add_argument("--guard", action="store_true", help="put the DRAGON guard in front of the model")
+    r = sub.add_parser("rescore", help="recompute reply metrics of stored evals (after a scorer change)")
+    r.add_argument("--results", required=True)
+    r.add_argument("--data", default=str(Path(__file__).resolve().parents[2] / "shared" / "data"))
     t = sub.add_parser("table")
     t.add_argument("--results", required=True)
     args = ap.parse_args()
-    {"build": cmd_build, "eval": cmd_eval, "table": cmd_table}[args.cmd](args)
+    {"build": cmd_build, "eval": cmd_eval, "rescore": cmd_rescore, "table": cmd_table}[args.cmd](args)
 
 
 if __name__ == "__main__":
