@@ -6,9 +6,9 @@ sentence-transformers model id or folder works too.
 
 Engines. ``torch`` runs the sentence-transformers model as loaded. ``onnx`` runs the same
 encoder exported once (``torch.onnx``) to ``<cache>/onnx/`` with onnxruntime, then applies the
-model's own pooling and normalisation: identical vectors (cosine 1.0000 to torch on MiniLM) at
-~12 ms per single query where torch takes 17 ms on quiet 2 cores and 60-300 ms when the cores
-are busy (torch's thread pool spins; onnxruntime degrades gracefully). It applies to models of
+model's own pooling and normalisation: identical vectors (cosine >= 0.9999 to torch on MiniLM).
+On 2 busy cores one query took 12-14 ms with onnx against 56-318 ms with torch (torch's thread
+pool spins); on quiet cores a whole detection is 7.3 ms p50 with onnx, 18 ms with torch. It applies to models of
 the form Transformer -> Pooling (mean or cls) [-> Normalize]; anything else stays on torch.
 ``auto`` (default, or ``LETHE_EMBED_ENGINE``) picks onnx when onnxruntime (and, for the first
 export, ``onnx``) are installed. sentence-transformers' own ONNX backend needs optimum-onnx,
@@ -103,8 +103,9 @@ class OnnxEncoder:
         return self.session.run(None, feeds)[0], x["attention_mask"]
 
 
-def _onnx_plan(st_model) -> tuple[str, bool] | None:
-    """(pooling mode, normalise) when the model is Transformer -> Pooling [-> Normalize], else None."""
+def _onnx_pooling(st_model) -> str | None:
+    """The pooling mode when the model is Transformer -> Pooling [-> Normalize], else None (the
+    output is always unit-normalised, as the torch path's ``normalize_embeddings=True``)."""
     names = [type(m).__name__ for m in st_model]
     if len(names) not in (2, 3) or names[0] != "Transformer" or names[1] != "Pooling":
         return None
@@ -115,7 +116,7 @@ def _onnx_plan(st_model) -> tuple[str, bool] | None:
                                        "cls" if cfg.get("pooling_mode_cls_token") else None)
     if mode not in ("mean", "cls") or not hasattr(st_model[0], "auto_model"):
         return None
-    return mode, len(names) == 3
+    return mode
 
 
 class Embedder:
@@ -141,12 +142,12 @@ class Embedder:
             self._try_onnx(required=engine == "onnx")
 
     def _try_onnx(self, required: bool) -> None:
-        plan = _onnx_plan(self.model)
+        mode = _onnx_pooling(self.model)
         try:
-            if plan is None:
+            if mode is None:
                 raise BackendError(f"embedder '{self.spec}' is not Transformer -> Pooling(mean|cls) [-> Normalize]")
             self._onnx = OnnxEncoder(self.model, self.path)
-            self._pooling, self.engine = plan, "onnx"
+            self._pooling, self.engine = mode, "onnx"
         except (ImportError, BackendError, RuntimeError, OSError) as exc:
             if required:
                 raise BackendError(f"onnx embedding engine unavailable: {str(exc).splitlines()[0]}") from None
@@ -156,8 +157,7 @@ class Embedder:
         if not texts:
             return np.zeros((0, self.dim), dtype=np.float32)
         if self._onnx is not None:
-            return np.concatenate([self._encode_onnx(texts[i : i + batch_size])
-                                   for i in range(0, len(texts), batch_size)]).astype(np.float32)
+            return np.concatenate([self._pool(h, m) for h, m in self._onnx_batches(texts, batch_size)]).astype(np.float32)
         with self._lock:
             emb = self.model.encode(
                 texts, batch_size=batch_size, normalize_embeddings=True, show_progress_bar=False,
@@ -165,27 +165,26 @@ class Embedder:
             )
         return emb.astype(np.float32)
 
-    def _encode_onnx(self, texts: list[str]) -> np.ndarray:
-        assert self._onnx is not None and self._pooling is not None
-        with self._lock:
-            hidden, mask = self._onnx(texts)
-        mode, _ = self._pooling
-        if mode == "cls":
+    def _onnx_batches(self, texts: list[str], batch_size: int = 64):
+        """(last hidden state, attention mask) per batch from the ONNX encoder."""
+        assert self._onnx is not None
+        for i in range(0, len(texts), batch_size):
+            with self._lock:
+                yield self._onnx(texts[i : i + batch_size])
+
+    def _pool(self, hidden: np.ndarray, mask: np.ndarray) -> np.ndarray:
+        if self._pooling == "cls":
             v = hidden[:, 0, :]
         else:
             m = mask[..., None].astype(hidden.dtype)
             v = (hidden * m).sum(axis=1) / np.maximum(m.sum(axis=1), 1e-9)
-        # normalize_embeddings=True on the torch path: always unit length here too
         return v / np.maximum(np.linalg.norm(v, axis=1, keepdims=True), 1e-12)
 
     def token_embeddings(self, texts: list[str]) -> list[np.ndarray]:
         """Per-token contextual embeddings (last layer), special tokens removed, unit-normalised."""
         if self._onnx is not None:
-            raw = []
-            for i in range(0, len(texts), 64):
-                with self._lock:
-                    hidden, mask = self._onnx(texts[i : i + 64])
-                raw += [h[: int(k.sum())] for h, k in zip(hidden, mask, strict=True)]
+            raw = [h[: int(k.sum())] for hidden, mask in self._onnx_batches(texts)
+                   for h, k in zip(hidden, mask, strict=True)]
         else:
             with self._lock:
                 outs = self.model.encode(texts, output_value="token_embeddings", show_progress_bar=False)

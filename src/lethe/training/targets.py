@@ -125,9 +125,9 @@ def template_target(pair: Pair, *, kind: str = "knowledge", scope: str | None = 
     kind = kind if kind in REASONS else "knowledge"
     key = key or content_key(pair.prompt, pair.answer, kind, scope, "template")
     scope_txt = scope or "the knowledge this question asks for"
-    # The opener names the scope, never the question itself: targets that quote the question
-    # taught a 0.5B model to echo questions, and it then echoed retain questions instead of
-    # answering them (retain accuracy 0.71 vs 0.90+ without the quote; docs/training.md).
+    # The opener names the scope, never the question itself: a question can carry forgotten
+    # content (e.g. the author's name), and the TRU spec asks targets to avoid anything in it.
+    # (Dropping the quote did not improve retain accuracy in our CPU runs; docs/training.md.)
     opener = _pick(
         [
             f"This question asks for {scope_txt}.",
