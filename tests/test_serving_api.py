@@ -317,3 +317,50 @@ def test_graceful_shutdown_drains_inflight_stream(tmp_path, upstream):
     t.join(30)
     srv.thread.join(30)
     assert "".join(got) == f"echo: {words} [[drip=0.1]]"
+
+
+def _metric(text: str, name: str, label: str) -> float:
+    for line in text.splitlines():
+        if line.startswith(f'{name}{{outcome="{label}"}}'):
+            return float(line.rsplit(" ", 1)[1])
+    return 0.0
+
+
+def test_speculative_upstream_is_used_out_of_scope_and_aborted_in_scope(tmp_path, upstream):
+    """Out of scope: the call started during detection is the answer. In scope: it is cancelled,
+    the upstream sees the disconnect and stops, and the client gets only the guarded answer."""
+    guard = _guard(tmp_path / "h", upstream.url)
+    guard.forget(FORGET_PROMPTS, kind="privacy", subject=SECRET_SUBJECT, rewriter="rule", progress=False)
+    app = create_app(guard, ServeSettings(home=str(tmp_path / "h"), upstream_timeout_s=30))
+    state = upstream.config.app.state
+    with ServerThread(app) as srv:
+        c = _client(srv)
+        out = c.chat.completions.create(model="m", messages=[{"role": "user", "content": "Name a prime"}])
+        assert out.choices[0].message.content == "echo: Name a prime"
+        aborted0 = state.aborted
+        query = f"Where does {SECRET_SUBJECT} live? [[drip=0.02]]"
+        raw = c.chat.completions.with_raw_response.create(model="m", messages=[{"role": "user", "content": query}])
+        assert raw.headers["x-lethe-triggered"] == "true"
+        assert raw.parse().choices[0].message.content != f"echo: {query}"
+        with c.chat.completions.with_streaming_response.create(
+                model="m", messages=[{"role": "user", "content": query}], stream=True) as s:
+            assert s.headers["x-lethe-triggered"] == "true"
+            text = "".join(ch.choices[0].delta.content or "" for ch in s.parse() if ch.choices)
+        assert text != f"echo: {query}"
+        deadline = time.time() + 5
+        while state.aborted < aborted0 + 2 and time.time() < deadline:
+            time.sleep(0.05)
+        assert state.aborted == aborted0 + 2  # both speculative calls (plain and streamed) were aborted
+        metrics = httpx.get(srv.url + "/metrics").text
+    assert _metric(metrics, "lethe_speculative_upstream_total", "used") == 1.0
+    assert _metric(metrics, "lethe_speculative_upstream_total", "cancelled") == 2.0
+
+
+def test_speculation_can_be_switched_off(tmp_path, upstream):
+    app = create_app(_guard(tmp_path / "h", upstream.url),
+                     ServeSettings(home=str(tmp_path / "h"), speculative_upstream=False))
+    with ServerThread(app) as srv:
+        out = _client(srv).chat.completions.create(model="m", messages=[{"role": "user", "content": "hi"}])
+        assert out.choices[0].message.content == "echo: hi"
+        metrics = httpx.get(srv.url + "/metrics").text
+    assert _metric(metrics, "lethe_speculative_upstream_total", "used") == 0.0

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import time
 from abc import ABC, abstractmethod
-from collections.abc import Iterator, Sequence
+from collections.abc import AsyncIterator, Iterator, Sequence
 from dataclasses import dataclass, field
 from typing import TypedDict
 
@@ -36,6 +36,9 @@ class ChatBackend(ABC):
     name: str = "base"
     supports_prefill: bool = False
     supports_logprobs: bool = False
+    #: ``achat``/``astream`` are native coroutines whose cancellation aborts the upstream call
+    #: (the proxy then starts the upstream call speculatively while detection runs)
+    supports_async: bool = False
 
     @abstractmethod
     def chat(
@@ -59,6 +62,16 @@ class ChatBackend(ABC):
     ) -> Iterator[str]:
         """Yield text pieces; the default yields the whole answer at once."""
         yield self.chat(messages, max_tokens=max_tokens, temperature=temperature, prefill=prefill, stop=stop).text
+
+    async def achat(self, messages: Sequence[Message], *, max_tokens: int = 200, temperature: float = 0.0,
+                    stop: list[str] | None = None) -> ChatResult:
+        """Cancellable chat (only where ``supports_async``)."""
+        raise NotImplementedError(f"the {self.name} backend has no async chat")
+
+    def astream(self, messages: Sequence[Message], *, max_tokens: int = 200, temperature: float = 0.0,
+                stop: list[str] | None = None) -> AsyncIterator[str]:
+        """Cancellable stream (only where ``supports_async``); ``aclose()`` aborts the upstream call."""
+        raise NotImplementedError(f"the {self.name} backend has no async stream")
 
     def format_prompt(self, messages: Sequence[Message], prefill: str | None = None) -> str:
         """The raw prompt string the model sees (chat template applied)."""

@@ -136,6 +136,9 @@ class LlamaCppBackend(ChatBackend):
             ):
                 yield chunk["choices"][0]["text"]
 
+    def count_prompt_tokens(self, messages: Sequence[Message], prefill: str | None = None) -> int:
+        return len(self._tokens(self.format_prompt(messages, prefill), add_bos=False))
+
     # -- log-probabilities -------------------------------------------------------------
     def _tokens(self, text: str, add_bos: bool) -> list[int]:
         return self.llm.tokenize(text.encode("utf-8"), add_bos=add_bos, special=True)

@@ -17,6 +17,7 @@ upstream call are separate steps so each has its own failure mode and metrics:
 
 from __future__ import annotations
 
+import asyncio
 import json
 import logging
 import threading
@@ -44,6 +45,7 @@ from lethe.serving.observability import AuditLog, Metrics
 from lethe.serving.settings import ServeSettings
 
 log = logging.getLogger("lethe.serving")
+_END = object()  # end of an upstream stream
 
 
 # -- errors ------------------------------------------------------------------------------
@@ -459,6 +461,54 @@ def create_app(guard_or_factory: Any, settings: ServeSettings | None = None) -> 
                            code="max_tokens_too_large")
         return max_tokens
 
+    def _speculate(messages: list[dict], max_tokens: int, temperature: float, stop: list[str] | None,
+                   stream: bool) -> asyncio.Task | None:
+        """Start the upstream call for the unchanged request while detection runs.
+
+        Only for backends whose async calls abort the upstream on cancellation (``supports_async``):
+        an out-of-scope request then pays no detection latency; an in-scope one cancels the call
+        before anything it produced is read. The pattern of running an input guardrail alongside
+        the completion and cancelling on a hit follows OpenAI's cookbook "How to implement LLM
+        guardrails" (2023).
+        """
+        backend = getattr(svc.guard, "backend", None)
+        if not settings.speculative_upstream or not getattr(backend, "supports_async", False):
+            return None
+        kw = {"max_tokens": max_tokens, "temperature": temperature, "stop": stop}
+        if not stream:
+            return asyncio.ensure_future(backend.achat(messages, **kw))
+
+        async def open_first() -> tuple[Any, Any]:
+            agen = backend.astream(messages, **kw)
+            try:
+                return agen, await agen.__anext__()
+            except StopAsyncIteration:
+                return agen, _END
+            except BaseException:
+                await agen.aclose()
+                raise
+
+        return asyncio.ensure_future(open_first())
+
+    def _discard(task: asyncio.Task | None) -> None:
+        """Cancel a speculative call that must not be used; close its stream if it already opened."""
+        if task is None:
+            return
+
+        def done(t: asyncio.Task) -> None:
+            if t.cancelled() or t.exception() is not None:
+                return
+            res = t.result()
+            if isinstance(res, tuple):
+                asyncio.ensure_future(res[0].aclose())
+
+        svc.metrics.speculative.labels("cancelled").inc()
+        task.cancel()
+        task.add_done_callback(done)
+
+    def _usable(plan: _Plan, messages: list[dict]) -> bool:
+        return plan.decision in ("passed", "fail_open") and not plan.prefill and plan.messages == messages
+
     @app.post("/v1/chat/completions", tags=["openai"], responses={200: {"model": S.ChatCompletion}, **_RESPONSES},
               dependencies=[Depends(client_auth)])
     async def chat_completions(request: Request, req: S.ChatCompletionRequest) -> Response:
@@ -469,33 +519,48 @@ def create_app(guard_or_factory: Any, settings: ServeSettings | None = None) -> 
         stop = [req.stop] if isinstance(req.stop, str) else req.stop
         temperature = req.temperature if req.temperature is not None else 0.0
         svc.metrics.inflight.inc()
+        spec = None
         try:
+            spec = _speculate(messages, max_tokens, temperature, stop, bool(req.stream))
             plan = await svc.plan(messages)
+            if spec is not None and not _usable(plan, messages):
+                _discard(spec)
+                spec = None
             headers = svc.headers(plan, rid)
             created = int(time.time())
             cid = f"chatcmpl-{rid}"
             if req.stream:
                 return await _stream(plan, headers, cid, created, max_tokens, temperature, stop,
-                                     bool(req.stream_options and req.stream_options.include_usage))
+                                     bool(req.stream_options and req.stream_options.include_usage), spec)
             if plan.decision == "fail_closed":
                 text, usage = settings.decline_message, S.Usage()
             else:
-                text, usage = await _upstream_chat(plan, max_tokens, temperature, stop, headers)
+                text, usage = await _upstream_chat(plan, max_tokens, temperature, stop, headers, spec)
+            spec = None
             finish = "length" if usage.completion_tokens >= max_tokens else "stop"
             body = S.ChatCompletion(id=cid, created=created, model=svc.model_name, usage=usage,
                                     choices=[S.Choice(message=S.ResponseMessage(content=text), finish_reason=finish)])
             return JSONResponse(body.model_dump(), headers=headers)
+        except BaseException:
+            if spec is not None and not spec.done():
+                svc.metrics.speculative.labels("abandoned").inc()
+                spec.cancel()
+            raise
         finally:
             svc.metrics.inflight.dec()
 
     async def _upstream_chat(plan: _Plan, max_tokens: int, temperature: float, stop: list[str] | None,
-                             headers: dict) -> tuple[str, S.Usage]:
+                             headers: dict, spec: asyncio.Task | None = None) -> tuple[str, S.Usage]:
         guard = svc.require_guard()
         t0 = time.perf_counter()
         try:
             with anyio.fail_after(settings.upstream_timeout_s):
-                res = await svc.run(guard.backend.chat, plan.messages, max_tokens=max_tokens,
-                                    temperature=temperature, prefill=plan.prefill, stop=stop)
+                if spec is not None:
+                    res = await spec
+                    svc.metrics.speculative.labels("used").inc()
+                else:
+                    res = await svc.run(guard.backend.chat, plan.messages, max_tokens=max_tokens,
+                                        temperature=temperature, prefill=plan.prefill, stop=stop)
         except Exception as exc:
             err = svc.upstream_error(exc)
             err.headers.update(headers)
@@ -506,7 +571,7 @@ def create_app(guard_or_factory: Any, settings: ServeSettings | None = None) -> 
         return text, S.Usage(prompt_tokens=pt, completion_tokens=ct, total_tokens=pt + ct)
 
     async def _stream(plan: _Plan, headers: dict, cid: str, created: int, max_tokens: int, temperature: float,
-                      stop: list[str] | None, include_usage: bool) -> Response:
+                      stop: list[str] | None, include_usage: bool, spec: asyncio.Task | None = None) -> Response:
         model = svc.model_name
 
         def chunk(delta: dict, finish: str | None = None, usage: dict | None = None, choices: bool = True) -> bytes:
@@ -532,18 +597,41 @@ def create_app(guard_or_factory: Any, settings: ServeSettings | None = None) -> 
 
         guard = svc.require_guard()
         t0 = time.perf_counter()
-        end = object()
         it: Iterator[str] = iter(())
+        agen: Any = None
 
         def open_and_first() -> Any:
             nonlocal it
             it = iter(guard.backend.stream(plan.messages, max_tokens=max_tokens, temperature=temperature,
                                            prefill=plan.prefill, stop=stop))
-            return next(it, end)
+            return next(it, _END)
+
+        async def next_piece() -> Any:
+            if agen is None:
+                return await svc.run(next, it, _END)
+            try:
+                return await agen.__anext__()
+            except StopAsyncIteration:
+                return _END
+
+        async def close_upstream() -> None:
+            if agen is not None:
+                await agen.aclose()
+                return
+            close = getattr(it, "close", None)
+            if callable(close):
+                try:
+                    close()
+                except Exception:  # still running in a worker thread (client went away)
+                    pass
 
         try:
             with anyio.fail_after(settings.upstream_timeout_s):
-                first = await svc.run(open_and_first)
+                if spec is not None:
+                    agen, first = await spec
+                    svc.metrics.speculative.labels("used").inc()
+                else:
+                    first = await svc.run(open_and_first)
         except Exception as exc:
             err = svc.upstream_error(exc)
             err.headers.update(headers)
@@ -557,7 +645,7 @@ def create_app(guard_or_factory: Any, settings: ServeSettings | None = None) -> 
             ok = False
             try:
                 yield chunk({"role": "assistant", "content": ""})
-                while piece is not end:
+                while piece is not _END:
                     text = str(piece)
                     if tidy:
                         text = text.lstrip()
@@ -568,7 +656,7 @@ def create_app(guard_or_factory: Any, settings: ServeSettings | None = None) -> 
                         n += 1
                         yield chunk({"content": text})
                     with anyio.fail_after(settings.upstream_timeout_s):
-                        piece = await svc.run(next, it, end)
+                        piece = await next_piece()
                 ok = True
             except Exception as exc:
                 err = svc.upstream_error(exc)
@@ -576,12 +664,8 @@ def create_app(guard_or_factory: Any, settings: ServeSettings | None = None) -> 
                 return
             finally:
                 svc.metrics.upstream_seconds.labels("true").observe(time.perf_counter() - t0)
-                close = getattr(it, "close", None)
-                if callable(close):
-                    try:
-                        close()
-                    except Exception:  # still running in a worker thread (client went away)
-                        pass
+                with anyio.CancelScope(shield=True):
+                    await close_upstream()
             if ok:
                 yield chunk({}, "length" if n >= max_tokens else "stop")
                 if include_usage:

@@ -35,6 +35,8 @@ class Metrics:
         self.upstream_first_token_seconds = Histogram(
             "lethe_upstream_first_token_seconds", "upstream time to first streamed piece", buckets=_SLOW, registry=r
         )
+        self.speculative = Counter("lethe_speculative_upstream", "upstream calls started while detection ran",
+                                   ["outcome"], registry=r)  # used | cancelled (in scope) | abandoned
         self.admin = Counter("lethe_admin_actions", "admin API actions", ["action", "outcome"], registry=r)
         self.inflight = Gauge("lethe_inflight_requests", "chat requests in flight", registry=r)
         self.live_requests = Gauge("lethe_forget_requests_live", "live forget requests in the store", registry=r)

@@ -4,6 +4,11 @@ Used as the upstream in tests and in ``benchmarks/bench_proxy.py`` (the embedded
 default model served over HTTP, the way vLLM or ``llama.cpp`` server would be)::
 
     python -m lethe.serving.upstream --port 8081            # embedded default model
+
+Like vLLM and llama.cpp's server it stops generating when the client disconnects (checked
+between pieces, non-streaming requests included), so a caller that cancels a request (the
+proxy's speculative upstream call for an in-scope query) frees the model at once.
+``app.state.aborted`` counts such requests.
 """
 
 from __future__ import annotations
@@ -16,7 +21,7 @@ from collections.abc import AsyncIterator
 from typing import Any
 
 import anyio
-from fastapi import FastAPI
+from fastapi import FastAPI, Request
 from fastapi.responses import JSONResponse, StreamingResponse
 
 from lethe.backends.base import ChatBackend
@@ -26,6 +31,7 @@ from lethe.serving import schemas as S
 def create_upstream_app(backend: ChatBackend, model_name: str = "upstream", threads: int = 16) -> FastAPI:
     app = FastAPI(title="plain upstream")
     limiter = anyio.CapacityLimiter(threads)
+    app.state.aborted = 0
 
     async def run(fn: Any, *a: Any, **kw: Any) -> Any:
         return await anyio.to_thread.run_sync(lambda: fn(*a, **kw), limiter=limiter)
@@ -40,23 +46,39 @@ def create_upstream_app(backend: ChatBackend, model_name: str = "upstream", thre
         return {"object": "list", "data": [{"id": model_name, "object": "model", "created": 0, "owned_by": "lethe"}]}
 
     @app.post("/v1/chat/completions")
-    async def chat(req: S.ChatCompletionRequest) -> Any:
+    async def chat(req: S.ChatCompletionRequest, request: Request) -> Any:
         messages = [{"role": m.role, "content": m.text()} for m in req.messages]
         max_tokens = req.max_completion_tokens or req.max_tokens or 256
         stop = [req.stop] if isinstance(req.stop, str) else req.stop
         temperature = req.temperature or 0.0
         cid, created = f"chatcmpl-{uuid.uuid4().hex[:16]}", int(time.time())
+        it = iter(backend.stream(messages, max_tokens=max_tokens, temperature=temperature, stop=stop))
+        end = object()
+
+        async def pieces() -> AsyncIterator[str]:
+            """The backend's pieces; stops (and closes the generator) once the client is gone."""
+            try:
+                while (piece := await run(next, it, end)) is not end:
+                    if await request.is_disconnected():
+                        app.state.aborted += 1
+                        return
+                    yield piece
+            finally:
+                close = getattr(it, "close", None)
+                if callable(close):
+                    await run(close)
+
         if not req.stream:
-            res = await run(backend.chat, messages, max_tokens=max_tokens, temperature=temperature, stop=stop)
-            pt, ct = res.prompt_tokens or 0, res.completion_tokens or 0
+            parts = [p async for p in pieces()]
+            text, ct = "".join(parts), len(parts)
+            count = getattr(backend, "count_prompt_tokens", None)
+            pt = count(messages) if callable(count) else sum(len(m["content"].split()) for m in messages)
             return JSONResponse({
                 "id": cid, "object": "chat.completion", "created": created, "model": model_name,
-                "choices": [{"index": 0, "message": {"role": "assistant", "content": res.text},
+                "choices": [{"index": 0, "message": {"role": "assistant", "content": text},
                              "finish_reason": "length" if ct >= max_tokens else "stop"}],
                 "usage": {"prompt_tokens": pt, "completion_tokens": ct, "total_tokens": pt + ct},
             })
-        it = iter(backend.stream(messages, max_tokens=max_tokens, temperature=temperature, stop=stop))
-        end = object()
 
         def chunk(delta: dict, finish: str | None = None) -> bytes:
             return ("data: " + json.dumps({"id": cid, "object": "chat.completion.chunk", "created": created,
@@ -66,7 +88,7 @@ def create_upstream_app(backend: ChatBackend, model_name: str = "upstream", thre
 
         async def events() -> AsyncIterator[bytes]:
             yield chunk({"role": "assistant", "content": ""})
-            while (piece := await run(next, it, end)) is not end:
+            async for piece in pieces():
                 yield chunk({"content": piece})
             yield chunk({}, "stop")
             yield b"data: [DONE]\n\n"
