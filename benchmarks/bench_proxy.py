@@ -135,6 +135,8 @@ def main() -> None:
     ap.add_argument("--latency-requests", type=int, default=24, help="direct/proxy pairs per mix")
     ap.add_argument("--max-tokens", type=int, default=16)
     ap.add_argument("--mixes", default="out,in")
+    ap.add_argument("--speculative", choices=["on", "off"], default="off",
+                    help="serve.speculative_upstream: start the upstream call while detection runs")
     ap.add_argument("--out", type=Path, default=Path("results/bench_proxy.json"))
     args = ap.parse_args()
 
@@ -154,7 +156,8 @@ def main() -> None:
         pport = _free_port()
         cfg = {"backend": {"kind": "openai", "model": "upstream", "base_url": upstream + "/v1", "timeout_s": 300},
                "serve": {"admin_key_env": "LETHE_BENCH_ADMIN", "default_rewriter": "rule",
-                         "upstream_timeout_s": 300, "max_tokens_limit": 4096}}
+                         "upstream_timeout_s": 300, "max_tokens_limit": 4096,
+                         "speculative_upstream": args.speculative == "on"}}
         (tmp / "guard.yaml").write_text(yaml.safe_dump(cfg))
         code = textwrap.dedent("""
             import sys
@@ -222,6 +225,10 @@ def main() -> None:
         results["proxy_detection_seconds"] = {
             ln.split(" ")[0]: float(ln.split(" ")[1]) for ln in m.splitlines()
             if ln.startswith(("lethe_detection_seconds_sum", "lethe_detection_seconds_count"))
+        }
+        results["proxy_speculative_calls"] = {
+            ln.split('"')[1]: float(ln.split(" ")[1]) for ln in m.splitlines()
+            if ln.startswith("lethe_speculative_upstream_total{")
         }
         results["machine"]["loadavg_end"] = os.getloadavg()
         args.out.parent.mkdir(parents=True, exist_ok=True)

@@ -44,3 +44,17 @@ def test_onnx_token_embeddings_match_torch(engines: tuple[Embedder, Embedder]) -
 def test_unknown_engine_is_a_one_line_error() -> None:
     with pytest.raises(BackendError, match="unknown embedding engine 'gpu'"):
         Embedder(engine="gpu")
+
+
+def test_embed_threads_from_environment(monkeypatch):
+    from lethe.backends.embeddings import embed_threads
+    from lethe.errors import ConfigError
+
+    monkeypatch.setenv("LETHE_EMBED_THREADS", "1")
+    assert embed_threads() == 1
+    monkeypatch.delenv("LETHE_EMBED_THREADS")
+    assert 1 <= embed_threads() <= 4
+    for bad in ("two", "0"):
+        monkeypatch.setenv("LETHE_EMBED_THREADS", bad)
+        with pytest.raises(ConfigError, match="LETHE_EMBED_THREADS"):
+            embed_threads()

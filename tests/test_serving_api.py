@@ -331,7 +331,8 @@ def test_speculative_upstream_is_used_out_of_scope_and_aborted_in_scope(tmp_path
     the upstream sees the disconnect and stops, and the client gets only the guarded answer."""
     guard = _guard(tmp_path / "h", upstream.url)
     guard.forget(FORGET_PROMPTS, kind="privacy", subject=SECRET_SUBJECT, rewriter="rule", progress=False)
-    app = create_app(guard, ServeSettings(home=str(tmp_path / "h"), upstream_timeout_s=30))
+    app = create_app(guard, ServeSettings(home=str(tmp_path / "h"), upstream_timeout_s=30,
+                                          speculative_upstream=True))
     state = upstream.config.app.state
     with ServerThread(app) as srv:
         c = _client(srv)
@@ -356,9 +357,8 @@ def test_speculative_upstream_is_used_out_of_scope_and_aborted_in_scope(tmp_path
     assert _metric(metrics, "lethe_speculative_upstream_total", "cancelled") == 2.0
 
 
-def test_speculation_can_be_switched_off(tmp_path, upstream):
-    app = create_app(_guard(tmp_path / "h", upstream.url),
-                     ServeSettings(home=str(tmp_path / "h"), speculative_upstream=False))
+def test_speculation_is_off_by_default(tmp_path, upstream):
+    app = create_app(_guard(tmp_path / "h", upstream.url), ServeSettings(home=str(tmp_path / "h")))
     with ServerThread(app) as srv:
         out = _client(srv).chat.completions.create(model="m", messages=[{"role": "user", "content": "hi"}])
         assert out.choices[0].message.content == "echo: hi"

@@ -27,7 +27,7 @@ from pathlib import Path
 
 import numpy as np
 
-from lethe.errors import BackendError
+from lethe.errors import BackendError, ConfigError
 
 HUB_IDS = {"all-MiniLM-L6-v2": "sentence-transformers/all-MiniLM-L6-v2"}
 ENGINES = ("auto", "torch", "onnx")
@@ -45,6 +45,25 @@ def resolve_embedder(spec: str) -> str:
     return spec
 
 
+def embed_threads() -> int:
+    """Threads of one ONNX embedding call: ``LETHE_EMBED_THREADS``, else min(4, cores).
+
+    Next to a model server on the same cores (the proxy in front of a local llama.cpp), 1 is
+    kinder: llama.cpp's threads synchronise every token, so an embedding that occupies every
+    core stalls generation for longer than it runs itself.
+    """
+    raw = os.environ.get("LETHE_EMBED_THREADS", "").strip()
+    if raw:
+        try:
+            n = int(raw)
+        except ValueError:
+            raise ConfigError(f"LETHE_EMBED_THREADS must be a whole number, got {raw!r}") from None
+        if n < 1:
+            raise ConfigError(f"LETHE_EMBED_THREADS must be at least 1, got {n}")
+        return n
+    return max(1, min(4, os.cpu_count() or 1))
+
+
 class OnnxEncoder:
     """The Transformer module of a sentence-transformers model, exported to ONNX and run with
     onnxruntime; returns the last hidden state (the model's token embeddings)."""
@@ -58,7 +77,11 @@ class OnnxEncoder:
         self.max_length = int(st_model.max_seq_length or 512)
         onnx_path = self._export(st_model, path)
         opts = ort.SessionOptions()
-        opts.intra_op_num_threads = max(1, min(4, os.cpu_count() or 1))
+        opts.intra_op_num_threads = embed_threads()
+        opts.inter_op_num_threads = 1
+        # no busy-waiting between runs: the embedder shares the cores with a model server (the
+        # proxy) or a generating model, and spinning worker threads would steal their CPU
+        opts.add_session_config_entry("session.intra_op.allow_spinning", "0")
         self.session = ort.InferenceSession(str(onnx_path), opts, providers=["CPUExecutionProvider"])
         self.input_names = {i.name for i in self.session.get_inputs()}
 

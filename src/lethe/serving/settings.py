@@ -39,7 +39,7 @@ class ServeSettings(BaseModel):
     decline_message: str = "I'm sorry, but I can't help with that request right now."
     upstream_timeout_s: float = Field(120.0, gt=0, description="504 when the upstream takes longer")
     speculative_upstream: bool = Field(
-        True, description="start the upstream call while detection runs (async backends only); an in-scope "
+        False, description="start the upstream call while detection runs (async backends only); an in-scope "
         "request's speculative call is cancelled before any of its output is read")
 
     # request limits
