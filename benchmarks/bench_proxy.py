@@ -76,6 +76,16 @@ def _wait(url: str, proc: subprocess.Popen | None, timeout: float = 600) -> None
     raise SystemExit(f"{url} not ready after {timeout}s")
 
 
+def _latency_schedule(n: int) -> list[tuple[str, int]]:
+    """D0, D1, P0, D2, P1, ..., P(n-1): each prompt k runs once per arm, never back to back."""
+    schedule = [("direct", 0)]
+    for k in range(1, n + 1):
+        if k < n:
+            schedule.append(("direct", k))
+        schedule.append(("proxy", k - 1))
+    return schedule
+
+
 def _pct(xs: list[float], q: float) -> float:
     if not xs:
         return float("nan")
@@ -187,13 +197,9 @@ def main() -> None:
             # but never twice in a row: llama.cpp reuses the KV cache of the previous prompt, so a
             # back-to-back repeat would skip prefill and bias whichever arm goes second
             n_lat = args.latency_requests
+            schedule = _latency_schedule(n_lat)
             lat: dict[str, list[float]] = {"direct": [0.0] * n_lat, "proxy": [0.0] * n_lat}
             trig = 0
-            schedule = []
-            for j in range(2 * n_lat + 2):
-                k = j // 2 if j % 2 == 0 else j // 2 + 2
-                if 0 <= k < n_lat:
-                    schedule.append(("direct", k) if j % 2 == 0 else ("proxy", k))
             for name, k in schedule:
                 url = upstream if name == "direct" else proxy
                 r_ = asyncio.run(_latency(url, [prompts[k % len(prompts)]], 1, args.max_tokens))

@@ -59,3 +59,19 @@ def test_serve_command_is_a_typer_command(tmp_path):
         assert opt in res.output
     res = CliRunner().invoke(app, ["serve", "--config", str(tmp_path / "missing.yaml"), "--home", str(tmp_path)])
     assert res.exit_code != 0 and isinstance(res.exception, ConfigError)
+
+
+def test_bench_proxy_latency_schedule_pairs_every_prompt_once_per_arm():
+    """Regression: an off-by-two schedule once left proxy[0:2] at 0 s and biased added p50 down."""
+    import importlib.util
+    from collections import Counter
+    from pathlib import Path
+
+    path = Path(__file__).resolve().parents[1] / "benchmarks" / "bench_proxy.py"
+    spec = importlib.util.spec_from_file_location("bench_proxy", path)
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    for n in (2, 5, 24):
+        sched = mod._latency_schedule(n)
+        assert Counter(sched) == Counter([("direct", k) for k in range(n)] + [("proxy", k) for k in range(n)])
+        assert all(a[1] != b[1] for a, b in zip(sched, sched[1:]))
