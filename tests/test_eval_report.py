@@ -29,6 +29,10 @@ def test_report_html(tmp_path):
     text = out.read_text()
     assert text.count("data:image/png;base64") == 3  # scatter, trajectories, ROC
     assert "wmdp_bio.prob_acc" in text and "dds" in text
+    c = _write(tmp_path / "c.json", "continual", "dragon", {"dds": 0.3, "dus": 1.0}, trajectory=[])
+    res = CliRunner().invoke(app, [str(b), str(c), "--out", str(out)])
+    assert res.exit_code == 0, res.output
+    assert "continual dragon (b)" in out.read_text() and "continual dragon (c)" in out.read_text()
 
 
 def test_eval_app_commands():

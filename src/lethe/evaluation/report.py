@@ -28,6 +28,8 @@ def _flatten(metrics: dict, prefix: str = "") -> dict[str, Any]:
 
 
 def _label(r: dict) -> str:
+    if "_label" in r:
+        return r["_label"]
     c = r.get("config", {})
     bits = [r.get("task", "?"), c.get("method", "?")]
     if c.get("attack") and c["attack"] != "none":
@@ -35,6 +37,13 @@ def _label(r: dict) -> str:
     if c.get("subsets"):
         bits.append("+".join(c["subsets"]))
     return " ".join(bits)
+
+
+def _disambiguate(runs: list[dict]) -> None:
+    """Runs whose task/method/attack label collides are told apart by their file name."""
+    labels = [_label(r) for r in runs]
+    for r, lab in zip(runs, labels, strict=True):
+        r["_label"] = f"{lab} ({Path(r['_file']).stem})" if labels.count(lab) > 1 else lab
 
 
 def _png(fig) -> str:
@@ -90,6 +99,7 @@ def build_report(paths: list[Path]) -> str:
         runs.append(r)
     if not runs:
         raise ConfigError("no results files given")
+    _disambiguate(runs)
     flat = [_flatten(r.get("metrics", {})) for r in runs]
     cols = sorted({k for f in flat for k in f})
     parts = ["<html><head><meta charset='utf-8'><title>Lethe report</title><style>"
@@ -128,9 +138,12 @@ def build_report(paths: list[Path]) -> str:
             axes[0].plot(steps, [p["ds"] for p in t], marker="o", label=_label(r))
             axes[1].plot(steps, [p["mu"] if p["mu"] is not None else float("nan") for p in t], marker="o")
             axes[2].plot(steps, [p["detection"] for p in t], marker="o")
-        for ax, title in zip(axes, ("DS per step", "model utility per step", "forget detection rate"), strict=True):
+        # fixed scales: the metrics are bounded, and autoscaling blows a 0.03-point wobble up to full height
+        for ax, title, top in zip(axes, ("DS per step", "model utility per step", "forget detection rate"),
+                                  (100.0, 1.0, 1.0), strict=True):
             ax.set_title(title)
             ax.set_xlabel("step")
+            ax.set_ylim(0.0, top * 1.05)
         axes[0].legend(fontsize=7)
         parts.append(f"<h2>Continual unlearning</h2><img src='data:image/png;base64,{_png(fig)}'>")
         plt.close(fig)
