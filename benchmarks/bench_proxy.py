@@ -25,6 +25,7 @@ import asyncio
 import json
 import os
 import platform
+import random
 import signal
 import socket
 import statistics
@@ -86,6 +87,17 @@ def _latency_schedule(n: int) -> list[tuple[str, int]]:
     return schedule
 
 
+def _bootstrap_ci(stat, samples: list, n: int = 2000, seed: int = 0) -> tuple[float, float]:
+    """95 % percentile-bootstrap interval of ``stat`` over resamples (with replacement) of ``samples``."""
+    rng = random.Random(seed)
+    vals = sorted(stat([rng.choice(samples) for _ in samples]) for _ in range(n))
+    return vals[int(0.025 * n)], vals[int(0.975 * n) - 1]
+
+
+def _rps(slices: list[dict]) -> float:
+    return sum(x["completed"] for x in slices) / sum(x["wall_s"] for x in slices)
+
+
 def _pct(xs: list[float], q: float) -> float:
     if not xs:
         return float("nan")
@@ -142,7 +154,9 @@ def main() -> None:
     ap.add_argument("--clients", type=int, default=4)
     ap.add_argument("--slices", type=int, default=8, help="throughput slices per mix, ABBA direct/proxy order")
     ap.add_argument("--slice-seconds", type=float, default=6.0)
-    ap.add_argument("--latency-requests", type=int, default=24, help="direct/proxy pairs per mix")
+    ap.add_argument("--latency-requests", type=int, default=96,
+                    help="direct/proxy pairs per mix (one pair's difference varies by ~±100 ms on a shared CPU, "
+                         "so a p50 over 24 pairs moved 7-46 ms between runs)")
     ap.add_argument("--max-tokens", type=int, default=16)
     ap.add_argument("--mixes", default="out,in")
     ap.add_argument("--speculative", choices=["on", "off"], default="off",
@@ -214,11 +228,15 @@ def main() -> None:
                 print(f"[{mix}] slice {k + 1}/{args.slices} {name}: {thr[name][-1]['rps']:.2f} rps",
                       file=sys.stderr)
             added = [p - d for d, p in zip(lat["direct"], lat["proxy"], strict=True)]
-            d_rps = sum(x["completed"] for x in thr["direct"]) / sum(x["wall_s"] for x in thr["direct"])
-            p_rps = sum(x["completed"] for x in thr["proxy"]) / sum(x["wall_s"] for x in thr["proxy"])
+            d_rps, p_rps = _rps(thr["direct"]), _rps(thr["proxy"])
+            pairs = list(zip(thr["direct"], thr["proxy"], strict=False))
+            ratio_ci = _bootstrap_ci(lambda s: _rps([p for _, p in s]) / _rps([d for d, _ in s]), pairs)
+            p50_ci = _bootstrap_ci(lambda s: 1000 * _pct(s, 50), added)
             results["mixes"][mix] = {
                 "throughput_ratio": p_rps / d_rps, "direct_rps": d_rps, "proxy_rps": p_rps,
+                "throughput_ratio_ci95": list(ratio_ci),
                 "added_latency_p50_ms": 1000 * _pct(added, 50),
+                "added_latency_p50_ci95_ms": list(p50_ci),
                 "added_latency_p99_ms": 1000 * _pct(added, 99),
                 "direct_latency_p50_ms": 1000 * _pct(lat["direct"], 50),
                 "proxy_latency_p50_ms": 1000 * _pct(lat["proxy"], 50),
@@ -242,6 +260,7 @@ def main() -> None:
         summary = {k: {kk: round(v[kk], 4) for kk in ("throughput_ratio", "direct_rps", "proxy_rps",
                                                         "added_latency_p50_ms", "added_latency_p99_ms",
                                                         "direct_latency_p50_ms", "proxy_triggered_fraction")}
+                   | {kk: [round(x, 3) for x in v[kk]] for kk in ("throughput_ratio_ci95", "added_latency_p50_ci95_ms")}
                    for k, v in results["mixes"].items()}
         print(json.dumps(summary, indent=2))
     finally:
