@@ -94,6 +94,29 @@ def _bootstrap_ci(stat, samples: list, n: int = 2000, seed: int = 0) -> tuple[fl
     return vals[int(0.025 * n)], vals[int(0.975 * n) - 1]
 
 
+_BREAKDOWN = {"request": 'lethe_http_request_seconds_{}{{route="/v1/chat/completions"}}',
+              "upstream": 'lethe_upstream_seconds_{}{{stream="false"}}',
+              "detection": "lethe_detection_seconds_{}"}
+
+
+def _proxy_clock(proxy: str) -> dict[str, float]:
+    """Cumulative sums/counts of the proxy's own histograms (Prometheus text format)."""
+    lines = dict(ln.rsplit(" ", 1) for ln in httpx.get(proxy + "/metrics").text.splitlines()
+                 if ln and not ln.startswith("#"))
+    return {f"{k}_{part}": float(lines.get(v.format(part), 0.0)) for k, v in _BREAKDOWN.items()
+            for part in ("sum", "count")}
+
+
+def _breakdown(before: dict[str, float], after: dict[str, float]) -> dict[str, float]:
+    """Mean ms per request inside the proxy during one mix: total, upstream call, detection, the rest."""
+    out = {}
+    for k in _BREAKDOWN:
+        n = after[f"{k}_count"] - before[f"{k}_count"]
+        out[f"{k}_mean_ms"] = 1000 * (after[f"{k}_sum"] - before[f"{k}_sum"]) / n if n else float("nan")
+    out["other_mean_ms"] = out["request_mean_ms"] - out["upstream_mean_ms"] - out["detection_mean_ms"]
+    return out
+
+
 def _rps(slices: list[dict]) -> float:
     return sum(x["completed"] for x in slices) / sum(x["wall_s"] for x in slices)
 
@@ -206,6 +229,7 @@ def main() -> None:
             "cpus": os.cpu_count(), "platform": platform.platform(), "python": platform.python_version(),
             "loadavg_start": os.getloadavg()}, "mixes": {}}
         for mix in [m.strip() for m in args.mixes.split(",") if m.strip()]:
+            clock0 = _proxy_clock(proxy)
             prompts = OUT_OF_SCOPE if mix == "out" else IN_SCOPE
             # latency: one client, requests alternate direct/proxy; every prompt goes through both arms,
             # but never twice in a row: llama.cpp reuses the KV cache of the previous prompt, so a
@@ -235,6 +259,7 @@ def main() -> None:
             results["mixes"][mix] = {
                 "throughput_ratio": p_rps / d_rps, "direct_rps": d_rps, "proxy_rps": p_rps,
                 "throughput_ratio_ci95": list(ratio_ci),
+                "proxy_internal": _breakdown(clock0, _proxy_clock(proxy)),
                 "added_latency_p50_ms": 1000 * _pct(added, 50),
                 "added_latency_p50_ci95_ms": list(p50_ci),
                 "added_latency_p99_ms": 1000 * _pct(added, 99),
