@@ -243,6 +243,7 @@ def main() -> None:
                 r_ = asyncio.run(_latency(url, [prompts[k % len(prompts)]], 1, args.max_tokens))
                 lat[name][k] = r_["latencies_s"][0]
                 trig += r_["triggered"] if name == "proxy" else 0
+            clock1 = _proxy_clock(proxy)  # after the single-client latency arm
             # throughput: short slices in ABBA order, N concurrent clients
             thr: dict[str, list[dict]] = {"direct": [], "proxy": []}
             for k in range(args.slices):
@@ -260,6 +261,10 @@ def main() -> None:
                 "throughput_ratio": p_rps / d_rps, "direct_rps": d_rps, "proxy_rps": p_rps,
                 "throughput_ratio_ci95": list(ratio_ci),
                 "proxy_internal": _breakdown(clock0, _proxy_clock(proxy)),
+                # one client, so the proxy's upstream time compares directly with the direct arm's latency
+                "proxy_internal_latency_arm": _breakdown(clock0, clock1)
+                | {"direct_client_mean_ms": 1000 * statistics.fmean(lat["direct"]),
+                   "proxy_client_mean_ms": 1000 * statistics.fmean(lat["proxy"])},
                 "added_latency_p50_ms": 1000 * _pct(added, 50),
                 "added_latency_p50_ci95_ms": list(p50_ci),
                 "added_latency_p99_ms": 1000 * _pct(added, 99),
