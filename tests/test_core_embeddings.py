@@ -58,3 +58,15 @@ def test_embed_threads_from_environment(monkeypatch):
         monkeypatch.setenv("LETHE_EMBED_THREADS", bad)
         with pytest.raises(ConfigError, match="LETHE_EMBED_THREADS"):
             embed_threads()
+
+
+def test_length_batches_keep_every_text_once_and_split_long_from_short() -> None:
+    from lethe.backends.embeddings import _length_batches
+
+    texts = ["short one", "x" * 2000, "mid length sentence here", "tiny", "y" * 1800, "another short"]
+    order, batches = _length_batches(texts, batch_size=3)
+    assert sorted(order.tolist()) == list(range(len(texts)))
+    assert [i for b in batches for i in b] == order.tolist()
+    assert all(len(b) <= 3 for b in batches)
+    assert batches[0] == [1, 4]  # the two long wrappers together, no short segment padded to their length
+    assert all(len(texts[i]) * 4 >= len(texts[b[0]]) for b in batches for i in b)

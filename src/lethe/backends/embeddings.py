@@ -142,6 +142,22 @@ def _onnx_pooling(st_model) -> str | None:
     return mode
 
 
+def _length_batches(texts: list[str], batch_size: int, spread: float = 4.0) -> tuple[np.ndarray, list[list[int]]]:
+    """Longest-first order and batches of it: every text is padded to its batch's longest, so a
+    batch also ends where a text is ``spread`` times shorter than the batch's first (one long
+    jailbreak wrapper no longer pads a batch of its short sentence segments to 256 tokens).
+    Like sentence-transformers' length sorting, by characters. Returns (order, batches of indices
+    into ``texts``); ``order`` concatenates the batches."""
+    order = np.argsort([-len(t) for t in texts], kind="stable")
+    batches: list[list[int]] = []
+    for idx in order.tolist():
+        if (not batches or len(batches[-1]) >= batch_size
+                or len(texts[idx]) * spread < len(texts[batches[-1][0]])):
+            batches.append([])
+        batches[-1].append(idx)
+    return order, batches
+
+
 class Embedder:
     """Unit-normalised float32 sentence embeddings, plus token embeddings for BERTScore."""
 
@@ -180,7 +196,11 @@ class Embedder:
         if not texts:
             return np.zeros((0, self.dim), dtype=np.float32)
         if self._onnx is not None:
-            return np.concatenate([self._pool(h, m) for h, m in self._onnx_batches(texts, batch_size)]).astype(np.float32)
+            order, batches = _length_batches(texts, batch_size)
+            pooled = np.concatenate([self._pool(*self._onnx_run([texts[k] for k in b])) for b in batches])
+            out = np.empty_like(pooled)
+            out[order] = pooled
+            return out.astype(np.float32)
         with self._lock:
             emb = self.model.encode(
                 texts, batch_size=batch_size, normalize_embeddings=True, show_progress_bar=False,
@@ -188,12 +208,11 @@ class Embedder:
             )
         return emb.astype(np.float32)
 
-    def _onnx_batches(self, texts: list[str], batch_size: int = 64):
-        """(last hidden state, attention mask) per batch from the ONNX encoder."""
+    def _onnx_run(self, texts: list[str]) -> tuple[np.ndarray, np.ndarray]:
+        """(last hidden state, attention mask) of one batch from the ONNX encoder."""
         assert self._onnx is not None
-        for i in range(0, len(texts), batch_size):
-            with self._lock:
-                yield self._onnx(texts[i : i + batch_size])
+        with self._lock:
+            return self._onnx(texts)
 
     def _pool(self, hidden: np.ndarray, mask: np.ndarray) -> np.ndarray:
         if self._pooling == "cls":
@@ -206,8 +225,12 @@ class Embedder:
     def token_embeddings(self, texts: list[str]) -> list[np.ndarray]:
         """Per-token contextual embeddings (last layer), special tokens removed, unit-normalised."""
         if self._onnx is not None:
-            raw = [h[: int(k.sum())] for hidden, mask in self._onnx_batches(texts)
-                   for h, k in zip(hidden, mask, strict=True)]
+            order, batches = _length_batches(texts, 64)
+            sorted_raw = [h[: int(k.sum())] for b in batches
+                          for h, k in zip(*self._onnx_run([texts[j] for j in b]), strict=True)]
+            raw = [None] * len(texts)
+            for pos, idx in enumerate(order):
+                raw[idx] = sorted_raw[pos]
         else:
             with self._lock:
                 outs = self.model.encode(texts, output_value="token_embeddings", show_progress_bar=False)
