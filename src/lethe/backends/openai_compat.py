@@ -91,13 +91,7 @@ class OpenAIBackend(ChatBackend):
             raise NotImplementedError("the openai backend cannot prefill the assistant turn")
         with Timer() as t:
             resp = self._call(messages, max_tokens=max_tokens, temperature=temperature, stop=stop, seed=self.seed)
-        usage = resp.usage
-        return ChatResult(
-            text=resp.choices[0].message.content or "",
-            prompt_tokens=getattr(usage, "prompt_tokens", None),
-            completion_tokens=getattr(usage, "completion_tokens", None),
-            latency_s=t.elapsed,
-        )
+        return _result(resp, t.elapsed)
 
     def stream(
         self,
@@ -121,13 +115,7 @@ class OpenAIBackend(ChatBackend):
         with Timer() as t:
             resp = await self._acall(messages, max_tokens=max_tokens, temperature=temperature, stop=stop,
                                      seed=self.seed)
-        usage = resp.usage
-        return ChatResult(
-            text=resp.choices[0].message.content or "",
-            prompt_tokens=getattr(usage, "prompt_tokens", None),
-            completion_tokens=getattr(usage, "completion_tokens", None),
-            latency_s=t.elapsed,
-        )
+        return _result(resp, t.elapsed)
 
     async def astream(self, messages: Sequence[Message], *, max_tokens: int = 200, temperature: float = 0.0,
                       stop: list[str] | None = None) -> AsyncIterator[str]:
@@ -147,3 +135,14 @@ class OpenAIBackend(ChatBackend):
 
     def describe(self) -> dict:
         return {"backend": self.name, "model": self.model, "base_url": self.base_url}
+
+
+def _result(resp, latency_s: float) -> ChatResult:
+    """A non-streamed chat completion (sync or async client) as a ChatResult."""
+    usage = resp.usage
+    return ChatResult(
+        text=resp.choices[0].message.content or "",
+        prompt_tokens=getattr(usage, "prompt_tokens", None),
+        completion_tokens=getattr(usage, "completion_tokens", None),
+        latency_s=latency_s,
+    )
