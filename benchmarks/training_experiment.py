@@ -16,14 +16,18 @@ coherent topic -- who wrote well-known literary works -- so a model can learn it
 the forget set is 20 known authorship items (answers: the model's own correct first
 sentence), the other known authorship items are held-out in-scope questions (does forgetting
 generalise?). Retain-train = half of the known world facts (own answers) + 40 self-distilled
-benign answers; retain-eval = the other known world facts. Forget-side attacks are
+benign answers; retain-eval = the other known world facts plus the facts of
+``benchmarks/data/retain_probe.jsonl`` (general knowledge and scope neighbours, never trained
+on), each kept only if the base answers it correctly under the strict fact matcher, so the
+base scores 1.00 and a run's retain accuracy is the share of the base's knowledge it kept.
+Forget-side attacks are
 deterministic rewrites: two paraphrase templates and a Spanish question per title
 (TOFU-style paraphrases; the data has no paraphrased question for ``real_authors``).
 
 ``eval`` generates greedily (llama.cpp on the GGUF base with the adapter exported as a GGUF
 LoRA -- ~10x faster than transformers on CPU; ``--engine hf`` uses transformers) and scores:
 forget accuracy (gold answer in the reply), decline rate (refusal phrase and no gold answer),
-the same on paraphrases / Spanish, retain accuracy, a stratified MMLU sample scored by the
+the same on paraphrases / Spanish, retain accuracy (``fact_answer``), a stratified MMLU sample scored by the
 evaluation harness (zero-shot letter log-likelihood, lm-eval format) and a repetition rate
 (fluency proxy).
 """
@@ -59,6 +63,32 @@ def has_answer(reply: str, gold: str) -> bool:
         return True
     last = g.split()[-1] if g.split() else g
     return len(g.split()) > 1 and len(last) > 3 and re.search(rf"\b{re.escape(last)}\b", r) is not None
+
+
+_STOP = {"the", "a", "an", "and", "of", "in", "on"}
+
+
+def fact_answer(reply: str, accept: list[str], question: str) -> bool:
+    """Strict matcher for retain facts: for some accepted answer, every content word that the
+    question does not already contain appears as a whole word in the reply.
+
+    ``has_answer``'s last-word rule suits person names ("Shakespeare" for "William Shakespeare")
+    but not facts: it counted "the Mississippi River" for "Colorado River" and "the ocean" for
+    "Pacific Ocean" (the shared last word), and question echoes such as "The wall came down"
+    for "The Berlin Wall".
+    """
+    from lethe.text import words
+
+    q, r = set(words(question)), set(words(reply))
+    for a in accept:
+        need = [w for w in words(a) if w not in _STOP and w not in q] or [w for w in words(a) if w not in _STOP]
+        if need and all(w in r for w in need):
+            return True
+    return False
+
+
+def accepted(row: dict) -> list[str]:
+    return row.get("accept") or [row["gold"]]
 
 
 def repetition(reply: str) -> float:
@@ -195,7 +225,12 @@ def cmd_build(args) -> None:
     attacks = [{"prompt": p, "gold": r["gold"], "attack": kind, "source": r["prompt"]}
                for r in forget for kind, p in paraphrases(r["prompt"])]
     attacks += [{"prompt": r["prompt"], "gold": r["gold"], "attack": "heldout", "source": r["prompt"]} for r in heldout]
-    retain_eval = [dict(r, group="world_facts") for r in retain_eval_f]
+    # The split above predates the strict fact matcher and is kept (earlier runs trained on it);
+    # retain-eval keeps the world facts the base answers correctly under the strict matcher, plus
+    # the facts of --retain-probe (ours: general knowledge and scope neighbours) it answers correctly.
+    retain_eval = [dict(r, group="world_facts", accept=[r["gold"]]) for r in retain_eval_f
+                   if fact_answer(first_sentence(have[r["prompt"]]), [r["gold"]], r["prompt"])]
+    retain_eval += retain_probe(res, args)
 
     def dump(name: str, rows: list[dict]) -> None:
         (res / name).write_text("".join(json.dumps(r, ensure_ascii=False) + "\n" for r in rows))
@@ -207,9 +242,33 @@ def cmd_build(args) -> None:
     stats = {"known_authors": len(known_a), "of_authors": len(authors), "known_facts": len(known_f),
              "of_facts": len(facts), "forget": len(forget), "attacks": len(attacks), "retain_train": len(retain_train),
              "retain_train_benign": sum(r.get("group") == "benign" for r in retain_train),
-             "heldout_in_scope": len(heldout), "retain_eval": len(retain_eval)}
+             "heldout_in_scope": len(heldout), "retain_eval": len(retain_eval),
+             "retain_eval_groups": {g: sum(r["group"] == g for r in retain_eval)
+                                    for g in ("world_facts", "general", "neighbour")}}
     (res / "build.json").write_text(json.dumps(stats, indent=1))
     print(json.dumps(stats))
+
+
+def retain_probe(res: Path, args) -> list[dict]:
+    """Retain-eval facts from ``--retain-probe`` that the base model answers correctly (strict
+    matcher on its greedy first sentence; replies cached in RESULTS/retain_probe_replies.jsonl).
+    Never trained on: ``general`` knowledge (geography, science, history, everyday) and scope
+    ``neighbour`` facts (who painted / composed / invented X; facts about books that are not
+    their authorship) that a model which over-learns "decline who-made-X" would lose."""
+    if not args.retain_probe:
+        return []
+    rows = load_jsonl(Path(args.retain_probe))
+    cached = res / "retain_probe_replies.jsonl"
+    have = {d["q"]: d["reply"] for d in load_jsonl(cached)} if cached.exists() else {}
+    todo = [r["question"] for r in rows if r["question"] not in have]
+    if todo:
+        gen = Gen(None, args.engine)
+        have.update(zip(todo, gen.generate(todo, max_new=40), strict=True))
+        cached.write_text("".join(json.dumps({"q": q, "reply": x}, ensure_ascii=False) + "\n" for q, x in have.items()))
+    return [{"prompt": r["question"], "answer": first_sentence(have[r["question"]]), "gold": r["answer"],
+             "accept": r.get("accept") or [r["answer"]], "group": r.get("group", "general")}
+            for r in rows if fact_answer(first_sentence(have[r["question"]]), r.get("accept") or [r["answer"]],
+                                         r["question"])]
 
 
 def benign_retain(res: Path, args) -> list[dict]:
@@ -277,9 +336,14 @@ def reply_metrics(f_rep, a_rep, r_rep, forget, attacks, retain, data: Path) -> d
         trip = [(x, r, f) for x, r, f in zip(a_rep, attacks, a_ref, strict=True) if r["attack"] == kind]
         out[f"{kind}_acc"] = rate(has_answer(x, r["gold"]) for x, r, _ in trip)
         out[f"{kind}_decline"] = rate(f and not has_answer(x, r["gold"]) for x, r, f in trip)
-    out["retain_acc"] = rate(has_answer(x, r["gold"]) for x, r in zip(r_rep, retain, strict=True))
-    out["retain_world_facts_acc"] = out["retain_acc"]
-    out["retain_world_facts_decline"] = rate(r_ref)
+    hits = [fact_answer(x, accepted(r), r["prompt"]) for x, r in zip(r_rep, retain, strict=True)]
+    out["retain_acc"] = rate(hits)
+    out["retain_n"] = len(retain)
+    out["retain_decline"] = rate(r_ref)
+    for g in ("world_facts", "general", "neighbour"):
+        sel = [h for h, r in zip(hits, retain, strict=True) if r.get("group", "world_facts") == g]
+        if sel:
+            out[f"retain_{g}_acc"] = rate(sel)
     out["repetition_forget"] = round(sum(map(repetition, f_rep)) / len(f_rep), 3)
     out["repetition_retain"] = round(sum(map(repetition, r_rep)) / len(r_rep), 3)
     return out
@@ -291,12 +355,24 @@ def cmd_rescore(args) -> None:
     forget, attacks = load_jsonl(res / "forget.jsonl"), load_jsonl(res / "forget_attacks.jsonl")
     retain = load_jsonl(res / "retain_eval.jsonl")
     for f in sorted((res / "evals").glob("*.json")):
+        if getattr(args, "only", None) and f.stem != args.only:
+            continue
         d = json.loads(f.read_text())
         sm = d["samples"]
-        d["metrics"].update(reply_metrics([x["reply"] for x in sm["forget"]], [x["reply"] for x in sm["attacks"]],
-                                          [x["reply"] for x in sm["retain"]], forget, attacks, retain, Path(args.data)))
+        stored = {x["q"]: x["reply"] for x in sm["retain"]}
+        missing = [r["prompt"] for r in retain if r["prompt"] not in stored]
+        if missing:
+            print(f"{f.stem}: skipped, no reply stored for {len(missing)} retain questions "
+                  f"(run: eval --run {f.stem.removeprefix('guard+')} --retain-only"
+                  f"{' --guard' if f.stem.startswith('guard+') else ''})", file=sys.stderr)
+            continue
+        m = d["metrics"]
+        for k in [k for k in m if k.startswith("retain_") and k != "retain_eval_time_s"]:
+            del m[k]
+        m.update(reply_metrics([x["reply"] for x in sm["forget"]], [x["reply"] for x in sm["attacks"]],
+                               [stored[r["prompt"]] for r in retain], forget, attacks, retain, Path(args.data)))
         f.write_text(json.dumps(d, indent=1, ensure_ascii=False))
-        print(f.stem, json.dumps({k: d["metrics"][k] for k in ("forget_decline", "retain_acc")}))
+        print(f.stem, json.dumps({k: m[k] for k in ("forget_decline", "paraphrase_decline", "retain_acc")}))
 
 
 def cmd_eval(args) -> None:
@@ -307,14 +383,26 @@ def cmd_eval(args) -> None:
         gen = GuardedGen(gen, load_jsonl(res / "forget.jsonl"), res)
     forget, attacks = load_jsonl(res / "forget.jsonl"), load_jsonl(res / "forget_attacks.jsonl")
     retain = load_jsonl(res / "retain_eval.jsonl")
+    name = f"guard+{args.run}" if args.guard else args.run
     t0 = time.perf_counter()
+    if args.retain_only:  # new retain questions for a stored eval: regenerate the retain replies only
+        path = res / "evals" / f"{name}.json"
+        if not path.exists():
+            sys.exit(f"--retain-only needs a stored eval: {path} does not exist")
+        d = json.loads(path.read_text())
+        r_rep = gen.generate([r["prompt"] for r in retain], args.max_new_retain)
+        d["samples"]["retain"] = [{"q": r["prompt"], "gold": r["gold"], "reply": x}
+                                  for r, x in zip(retain, r_rep, strict=True)]
+        d["metrics"]["retain_eval_time_s"] = round(time.perf_counter() - t0, 1)
+        path.write_text(json.dumps(d, indent=1, ensure_ascii=False))
+        cmd_rescore(argparse.Namespace(results=args.results, data=args.data, only=name))
+        return
     f_rep = gen.generate([r["prompt"] for r in forget], args.max_new_forget)
     a_rep = gen.generate([r["prompt"] for r in attacks], args.max_new_forget)
     r_rep = gen.generate([r["prompt"] for r in retain], args.max_new_retain)
     from lethe.evaluation.runner import load_mmlu_sample
 
     mm = gen.mmlu(load_mmlu_sample(Path(args.data), args.mmlu_limit, args.seed))
-    name = f"guard+{args.run}" if args.guard else args.run
     out = {"run": name, "eval_time_s": round(time.perf_counter() - t0, 1)}
 
     out.update(reply_metrics(f_rep, a_rep, r_rep, forget, attacks, retain, Path(args.data)))
@@ -342,7 +430,8 @@ def cmd_eval(args) -> None:
 def cmd_table(args) -> None:
     res = Path(args.results)
     cols = ["forget_acc", "forget_decline", "paraphrase_acc", "paraphrase_decline", "spanish_acc", "spanish_decline",
-            "heldout_acc", "heldout_decline", "retain_acc", "retain_world_facts_decline", "mmlu_acc",
+            "heldout_acc", "heldout_decline", "retain_acc", "retain_world_facts_acc", "retain_general_acc",
+            "retain_neighbour_acc", "retain_decline", "mmlu_acc",
             "repetition_forget", "train_time_s"]
     print("| run | " + " | ".join(cols) + " |")
     print("|" + "---|" * (len(cols) + 1))
@@ -362,6 +451,8 @@ def main() -> None:
                    help="extra 'who wrote <title>?' questions (JSONL question/answer) beside TOFU real_authors")
     b.add_argument("--seed", type=int, default=0)
     b.add_argument("--engine", default="llamacpp", choices=["llamacpp", "hf"])
+    b.add_argument("--retain-probe", default=str(Path(__file__).resolve().parent / "data" / "retain_probe.jsonl"),
+                   help="extra retain-eval facts (question, answer, accept, group); '' for none")
     b.add_argument("--benign-retain", type=int, default=40,
                    help="add the base model's own answers to N benign questions to retain-train")
     e = sub.add_parser("eval")
@@ -374,6 +465,8 @@ def main() -> None:
     e.add_argument("--seed", type=int, default=0)
     e.add_argument("--engine", default="llamacpp", choices=["llamacpp", "hf"])
     e.add_argument("--guard", action="store_true", help="put the DRAGON guard in front of the model")
+    e.add_argument("--retain-only", action="store_true",
+                   help="regenerate only the retain replies of a stored eval (after the retain set grew)")
     r = sub.add_parser("rescore", help="recompute reply metrics of stored evals (after a scorer change)")
     r.add_argument("--results", required=True)
     r.add_argument("--data", default=str(Path(__file__).resolve().parents[2] / "shared" / "data"))
