@@ -79,10 +79,14 @@ def fact_answer(reply: str, accept: list[str], question: str) -> bool:
     """
     from lethe.text import words
 
-    q, r = set(words(question)), set(words(reply))
+    q, r, folded = set(words(question)), set(words(reply)), fold(reply)
+
+    def present(w: str) -> bool:  # numbers: not inside a longer number ("100°C" folds to "100degc")
+        return bool(re.search(rf"(?<![0-9]){w}(?![0-9])", folded)) if w.isdigit() else w in r
+
     for a in accept:
         need = [w for w in words(a) if w not in _STOP and w not in q] or [w for w in words(a) if w not in _STOP]
-        if need and all(w in r for w in need):
+        if need and all(present(w) for w in need):
             return True
     return False
 

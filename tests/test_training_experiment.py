@@ -31,6 +31,8 @@ def test_fact_matcher_rejects_shared_last_words_and_question_echoes():
     assert m.fact_answer("Salvador Dalí painted it.", ["Dali", "Dalí"], "Who painted it?")
     assert not m.fact_answer("There are 600 of them.", ["6", "six"], "How many legs does an insect have?")
     assert m.fact_answer("An insect has six legs.", ["6", "six"], "How many legs does an insect have?")
+    assert m.fact_answer("It boils at about 100°C.", ["100"], "What is the boiling point of water?")
+    assert not m.fact_answer("It boils at 1000°C.", ["100"], "What is the boiling point of water?")
 
 
 def test_retain_probe_file_is_well_formed():
