@@ -431,6 +431,22 @@ def cmd_eval(args) -> None:
     print(json.dumps(out))
 
 
+def cmd_distill(args) -> None:
+    """RESULTS/OUT = retain_train.jsonl + the base model's own first-sentence answers to ``--questions``
+    (refusals dropped): a larger self-distilled retain anchor, e.g. scope neighbours and general facts."""
+    res = Path(args.results)
+    rows = load_jsonl(Path(args.questions))
+    gen = Gen(None, args.engine)
+    replies = gen.generate([r["prompt"] for r in rows], max_new=40)
+    extra = [{"prompt": r["prompt"], "answer": first_sentence(x), "gold": "",
+              "group": f"{r.get('group', 'general')}_selfdistilled"}
+             for r, x in zip(rows, replies, strict=True) if x.strip() and not REFUSAL.search(first_sentence(x))]
+    base = load_jsonl(res / "retain_train.jsonl")
+    (res / args.out).write_text("".join(json.dumps(r, ensure_ascii=False) + "\n" for r in base + extra))
+    print(json.dumps({"retain_train": len(base), "added": len(extra), "refusals_dropped": len(rows) - len(extra),
+                      "out": str(res / args.out)}))
+
+
 def cmd_table(args) -> None:
     res = Path(args.results)
     cols = ["forget_acc", "forget_decline", "paraphrase_acc", "paraphrase_decline", "spanish_acc", "spanish_decline",
@@ -474,10 +490,16 @@ def main() -> None:
     r = sub.add_parser("rescore", help="recompute reply metrics of stored evals (after a scorer change)")
     r.add_argument("--results", required=True)
     r.add_argument("--data", default=str(Path(__file__).resolve().parents[2] / "shared" / "data"))
+    d = sub.add_parser("distill", help="retain-train + self-distilled answers to extra questions")
+    d.add_argument("--results", required=True)
+    d.add_argument("--questions", default=str(Path(__file__).resolve().parent / "data" / "retain_train_extra.jsonl"))
+    d.add_argument("--out", default="retain_train_v2.jsonl")
+    d.add_argument("--engine", default="llamacpp", choices=["llamacpp", "hf"])
     t = sub.add_parser("table")
     t.add_argument("--results", required=True)
     args = ap.parse_args()
-    {"build": cmd_build, "eval": cmd_eval, "rescore": cmd_rescore, "table": cmd_table}[args.cmd](args)
+    {"build": cmd_build, "eval": cmd_eval, "rescore": cmd_rescore, "distill": cmd_distill,
+     "table": cmd_table}[args.cmd](args)
 
 
 if __name__ == "__main__":

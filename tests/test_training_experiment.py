@@ -45,3 +45,11 @@ def test_retain_probe_file_is_well_formed():
         # an answer already in the question would be matched by any echo
         q = set(m.fold(r["question"]).split())
         assert any(set(m.fold(a).split()) - q for a in r["accept"]), r["question"]
+
+
+def test_retain_train_extra_is_disjoint_from_the_retain_eval_probe():
+    """The anchor questions are trained on, so none may also be a retain-eval question."""
+    probe = {json.loads(x)["question"] for x in (ROOT / "benchmarks" / "data" / "retain_probe.jsonl").read_text().splitlines()}
+    extra = [json.loads(x) for x in (ROOT / "benchmarks" / "data" / "retain_train_extra.jsonl").read_text().splitlines()]
+    assert len(extra) == 80 and not probe & {r["prompt"] for r in extra}
+    assert {r["group"] for r in extra} == {"general", "neighbour"}
