@@ -187,6 +187,20 @@ def first_sentence(s: str) -> str:
     return (m.group(1) if m else s.strip())[:300]
 
 
+def base_replies(res: Path, cache: str, qs: list[str], engine: str, max_new: int) -> dict[str, str]:
+    """The base model's greedy replies to ``qs``, cached in RESULTS/``cache`` (one {q, reply} a line),
+    so a re-build re-splits without re-probing."""
+    cached = res / cache
+    have = {d["q"]: d["reply"] for d in load_jsonl(cached)} if cached.exists() else {}
+    todo = list(dict.fromkeys(q for q in qs if q not in have))
+    if todo:
+        t0 = time.perf_counter()
+        have.update(zip(todo, Gen(None, engine).generate(todo, max_new=max_new), strict=True))
+        print(f"probed {len(todo)} questions in {time.perf_counter() - t0:.0f}s ({cache})", file=sys.stderr)
+        cached.write_text("".join(json.dumps({"q": q, "reply": x}, ensure_ascii=False) + "\n" for q, x in have.items()))
+    return have
+
+
 def cmd_build(args) -> None:
     data, res = Path(args.data), Path(args.results)
     res.mkdir(parents=True, exist_ok=True)
@@ -195,19 +209,7 @@ def cmd_build(args) -> None:
     titles = {m.group(1).lower() for r in authors if (m := TITLE.search(r["question"]))}
     authors += [r for r in probe if (m := TITLE.search(r["question"])) and m.group(1).lower() not in titles]
     facts = [json.loads(x) for x in (data / "tofu" / "world_facts.jsonl").read_text().splitlines() if x.strip()]
-    cached = res / "probe_replies.jsonl"
-    have = {}
-    if cached.exists():  # re-split without re-probing
-        have = {d["q"]: d["reply"] for d in map(json.loads, cached.read_text().splitlines()) if d}
-    todo = [r["question"] for r in authors + facts if r["question"] not in have]
-    if todo:
-        gen = Gen(None, args.engine)
-        t0 = time.perf_counter()
-        have.update(zip(todo, gen.generate(todo, max_new=40), strict=True))
-        print(f"probed {len(todo)} questions in {time.perf_counter() - t0:.0f}s", file=sys.stderr)
-        gold = {r["question"]: r["answer"] for r in authors + facts}
-        cached.write_text("".join(json.dumps({"q": q, "gold": gold.get(q), "reply": x}, ensure_ascii=False) + "\n"
-                                  for q, x in have.items()))
+    have = base_replies(res, "probe_replies.jsonl", [r["question"] for r in authors + facts], args.engine, 40)
     known_a, known_f = [], []
     for r in authors + facts:
         reply = have[r["question"]]
@@ -261,18 +263,11 @@ def retain_probe(res: Path, args) -> list[dict]:
     their authorship) that a model which over-learns "decline who-made-X" would lose."""
     if not args.retain_probe:
         return []
-    rows = load_jsonl(Path(args.retain_probe))
-    cached = res / "retain_probe_replies.jsonl"
-    have = {d["q"]: d["reply"] for d in load_jsonl(cached)} if cached.exists() else {}
-    todo = [r["question"] for r in rows if r["question"] not in have]
-    if todo:
-        gen = Gen(None, args.engine)
-        have.update(zip(todo, gen.generate(todo, max_new=40), strict=True))
-        cached.write_text("".join(json.dumps({"q": q, "reply": x}, ensure_ascii=False) + "\n" for q, x in have.items()))
+    rows = [dict(r, accept=r.get("accept") or [r["answer"]]) for r in load_jsonl(Path(args.retain_probe))]
+    have = base_replies(res, "retain_probe_replies.jsonl", [r["question"] for r in rows], args.engine, 40)
     return [{"prompt": r["question"], "answer": first_sentence(have[r["question"]]), "gold": r["answer"],
-             "accept": r.get("accept") or [r["answer"]], "group": r.get("group", "general")}
-            for r in rows if fact_answer(first_sentence(have[r["question"]]), r.get("accept") or [r["answer"]],
-                                         r["question"])]
+             "accept": r["accept"], "group": r.get("group", "general")}
+            for r in rows if fact_answer(first_sentence(have[r["question"]]), r["accept"], r["question"])]
 
 
 def benign_retain(res: Path, args) -> list[dict]:
@@ -288,15 +283,7 @@ def benign_retain(res: Path, args) -> list[dict]:
     rows = [r for r in rows if r.get("category") != "multilingual"]
     random.Random(args.seed).shuffle(rows)
     qs = [r["prompt"] for r in rows[: args.benign_retain]]
-    cached = res / "benign_replies.jsonl"
-    have = {}
-    if cached.exists():
-        have = {d["q"]: d["reply"] for d in map(json.loads, cached.read_text().splitlines()) if d}
-    todo = [q for q in qs if q not in have]
-    if todo:
-        gen = Gen(None, args.engine)
-        have.update(zip(todo, gen.generate(todo, max_new=64), strict=True))
-        cached.write_text("".join(json.dumps({"q": q, "reply": have[q]}, ensure_ascii=False) + "\n" for q in have))
+    have = base_replies(res, "benign_replies.jsonl", qs, args.engine, 64)
     return [{"prompt": q, "answer": have[q], "gold": "", "group": "benign"} for q in qs if have[q]]
 
 
@@ -436,8 +423,8 @@ def cmd_distill(args) -> None:
     (refusals dropped): a larger self-distilled retain anchor, e.g. scope neighbours and general facts."""
     res = Path(args.results)
     rows = load_jsonl(Path(args.questions))
-    gen = Gen(None, args.engine)
-    replies = gen.generate([r["prompt"] for r in rows], max_new=40)
+    have = base_replies(res, "retain_train_extra_replies.jsonl", [r["prompt"] for r in rows], args.engine, 40)
+    replies = [have[r["prompt"]] for r in rows]
     extra = [{"prompt": r["prompt"], "answer": first_sentence(x), "gold": "",
               "group": f"{r.get('group', 'general')}_selfdistilled"}
              for r, x in zip(rows, replies, strict=True) if x.strip() and not REFUSAL.search(first_sentence(x))]
