@@ -182,6 +182,15 @@ def paraphrases(q: str) -> list[tuple[str, str]]:
             ("spanish", f"¿Quién escribió '{t}'?")]
 
 
+# Train-only rephrasings for ``augment``: none of them is an evaluation template above.
+TRAIN_REPHRASINGS = ("Who is the writer of '{t}'?", "Name the person who wrote '{t}'.")
+
+
+def rephrasings(q: str) -> list[str]:
+    m = re.search(r"'(.+)'", q)  # greedy: keeps apostrophes inside the title
+    return [tpl.format(t=m.group(1)) for tpl in TRAIN_REPHRASINGS] if m else []
+
+
 def first_sentence(s: str) -> str:
     m = re.match(r"(.+?[.!?])(\s|$)", s.strip(), re.S)
     return (m.group(1) if m else s.strip())[:300]
@@ -434,6 +443,22 @@ def cmd_distill(args) -> None:
                       "out": str(res / args.out)}))
 
 
+def cmd_augment(args) -> None:
+    """RESULTS/forget_aug.jsonl = each forget item + its train-only rephrasings (same answer): the TRU
+    spec's scope is every input expressing the knowledge unit, so the targets are taught on several
+    phrasings. The evaluation's paraphrase and Spanish templates stay unseen."""
+    res = Path(args.results)
+    rows = load_jsonl(res / "forget.jsonl")
+    evals = {p for r in rows for _, p in paraphrases(r["prompt"])}
+    out = []
+    for r in rows:
+        out.append(r)
+        out += [{**r, "prompt": q, "source_prompt": r["prompt"]} for q in rephrasings(r["prompt"])]
+    assert not evals & {r["prompt"] for r in out}, "a training rephrasing equals an evaluation attack"
+    (res / args.out).write_text("".join(json.dumps(r, ensure_ascii=False) + "\n" for r in out))
+    print(json.dumps({"forget": len(rows), "rows": len(out), "out": str(res / args.out)}))
+
+
 def cmd_table(args) -> None:
     res = Path(args.results)
     cols = ["forget_acc", "forget_decline", "paraphrase_acc", "paraphrase_decline", "spanish_acc", "spanish_decline",
@@ -482,10 +507,13 @@ def main() -> None:
     d.add_argument("--questions", default=str(Path(__file__).resolve().parent / "data" / "retain_train_extra.jsonl"))
     d.add_argument("--out", default="retain_train_v2.jsonl")
     d.add_argument("--engine", default="llamacpp", choices=["llamacpp", "hf"])
+    a = sub.add_parser("augment", help="forget items + train-only rephrasings (RESULTS/forget_aug.jsonl)")
+    a.add_argument("--results", required=True)
+    a.add_argument("--out", default="forget_aug.jsonl")
     t = sub.add_parser("table")
     t.add_argument("--results", required=True)
     args = ap.parse_args()
-    {"build": cmd_build, "eval": cmd_eval, "rescore": cmd_rescore, "distill": cmd_distill,
+    {"build": cmd_build, "eval": cmd_eval, "rescore": cmd_rescore, "distill": cmd_distill, "augment": cmd_augment,
      "table": cmd_table}[args.cmd](args)
 
 

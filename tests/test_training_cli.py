@@ -116,7 +116,7 @@ def _train(files, tiny_dir, **kw):
     args = dict(method="tru", forget=files / "forget.jsonl", out=files / "run", model=str(tiny_dir),
                 retain=files / "retain.jsonl", targets=None, teacher="template", kind="knowledge", scope=None,
                 refusals=None, epochs=2, lr=5e-3, batch_size=2, grad_accum=1, max_length=128, max_steps=None,
-                alpha=None, lam=1.0, beta=0.1, ga_term="gd", rmu_layer=None, rmu_c=6.5, lora_rank=4,
+                alpha=None, lam=None, beta=0.1, ga_term="gd", rmu_layer=None, rmu_c=6.5, lora_rank=4,
                 full_finetune=False, save_merged=False, seed=0, resume=True, progress=False, checkpoint_every=25)
     args.update(kw)
     return train_command(**args)
@@ -146,7 +146,10 @@ def test_train_tru_end_to_end_writes_adapter_that_loads_back(files, tiny_dir, ca
     assert summary["method"] == "tru" and summary["steps"] == 4  # 3 items, batch 2, 2 epochs
     log = [json.loads(x) for x in (run / "train_log.jsonl").read_text().splitlines()]
     assert [r["step"] for r in log] == [1, 2, 3, 4]
-    assert {"loss", "target_nll", "forget_nll", "retain_nll", "tokens_per_s"} <= set(log[0])
+    # TRU's measured defaults fill the knobs left unset; the retain anchor is a KL to the start
+    cfg = summary["config"]
+    assert (cfg["alpha"], cfg["lam"], cfg["retain_loss"], cfg["retain_batch_size"]) == (0.1, 20.0, "kl", 8)
+    assert {"loss", "target_nll", "forget_nll", "retain_kl", "tokens_per_s"} <= set(log[0])
     assert log[-1]["target_nll"] < log[0]["target_nll"]
     targets = [json.loads(x) for x in (run / "targets.jsonl").read_text().splitlines()]
     assert len(targets) == 3 and all("restricted scope" in t["target"] or "asks for" in t["target"] or "within" in t["target"] for t in targets)
@@ -188,5 +191,6 @@ def test_other_methods_run_through_cli(files, tiny_dir, method):
     _train(files, tiny_dir, method=method, out=out, max_steps=2, refusals=None)
     summary = json.loads((out / "summary.json").read_text())
     assert summary["steps"] == 2 and Path(summary["saved"]).exists()
+    assert (summary["config"]["lam"], summary["config"]["retain_loss"]) == (1.0, "nll")  # generic defaults
     if method == "rmu":
         assert summary["rmu_layer"] == 1

@@ -53,3 +53,20 @@ def test_retain_train_extra_is_disjoint_from_the_retain_eval_probe():
     extra = [json.loads(x) for x in (ROOT / "benchmarks" / "data" / "retain_train_extra.jsonl").read_text().splitlines()]
     assert len(extra) == 80 and not probe & {r["prompt"] for r in extra}
     assert {r["group"] for r in extra} == {"general", "neighbour"}
+
+
+def test_augment_adds_train_only_rephrasings_and_never_an_evaluation_attack(tmp_path):
+    import argparse
+
+    m = _experiment()
+    forget = [{"prompt": "Which author wrote the play 'A Midsummer Night's Dream'?", "answer": "Shakespeare.",
+               "gold": "William Shakespeare"},
+              {"prompt": "Who wrote the novel 'Animal Farm'?", "answer": "George Orwell.", "gold": "George Orwell"}]
+    (tmp_path / "forget.jsonl").write_text("".join(json.dumps(r) + "\n" for r in forget))
+    m.cmd_augment(argparse.Namespace(results=str(tmp_path), out="forget_aug.jsonl"))
+    rows = [json.loads(x) for x in (tmp_path / "forget_aug.jsonl").read_text().splitlines()]
+    assert len(rows) == 2 * (1 + len(m.TRAIN_REPHRASINGS))
+    assert "Who is the writer of 'A Midsummer Night's Dream'?" in {r["prompt"] for r in rows}  # apostrophe kept
+    attacks = {p for r in forget for _, p in m.paraphrases(r["prompt"])}
+    assert attacks and not attacks & {r["prompt"] for r in rows}
+    assert all(r["answer"] in {"Shakespeare.", "George Orwell."} for r in rows)

@@ -110,6 +110,40 @@ def test_retain_term_lowers_retain_nll(tiny_dir):
     assert _nll(model, batch["retain"]) < before
 
 
+def test_kl_retain_anchor_pulls_a_drifted_model_back_to_the_reference(tiny_dir):
+    model, _tok, batch = _setup(tiny_dir)
+    ctx = LossContext(model=model, lam=1.0, retain_loss="kl")
+    parts: dict = {}
+    with torch.no_grad():
+        assert float(LOSSES.create("gd")._retain(ctx, batch, parts)) == pytest.approx(0.0, abs=1e-6)
+    assert "retain_kl" in parts and "retain_nll" not in parts
+    _step(model, LossContext(model=model), LOSSES.create("ga"), batch, n=2)  # drift away
+    with torch.no_grad():
+        drifted = float(kl_to_reference(ctx, batch["retain"]))
+    opt = torch.optim.Adam([p for p in model.parameters() if p.requires_grad], lr=1e-2)
+    for _ in range(10):
+        value = LOSSES.create("gd")._retain(ctx, batch, {})
+        opt.zero_grad()
+        value.backward()
+        opt.step()
+    with torch.no_grad():
+        assert float(kl_to_reference(ctx, batch["retain"])) < 0.7 * drifted
+
+
+def test_retain_cursor_covers_the_whole_retain_set(tiny_dir):
+    from transformers import AutoTokenizer
+
+    tok = AutoTokenizer.from_pretrained(tiny_dir)
+    retain = [Pair(f"Question number {i}?", f"Answer {i}.") for i in range(7)]
+    b = UnlearnBatches(tok, FORGET, retain=retain, batch_size=2, retain_batch_size=3, max_length=32)
+    # one forget batch per epoch, 3 retain rows each: after 7 epochs every retain row was drawn 3 times
+    seen = [b._retain_rows(n) for n in range(7)]
+    assert all(len(r) == 3 for r in seen)
+    flat = [i for r in seen for i in r]
+    assert sorted(flat) == sorted(list(range(7)) * 3)
+    assert next(b.epoch(0))["retain"]["input_ids"].shape[0] == 3
+
+
 def test_npo_and_dpo_equal_2_over_beta_log2_at_reference_and_npo_bounded(tiny_dir):
     model, _tok, batch = _setup(tiny_dir)
     beta = 0.5

@@ -99,7 +99,9 @@ class UnlearnBatches:
 
     ``forget`` holds the original answers, ``target`` the answers to learn instead
     (reasoning targets for TRU, refusals for IDK/DPO), aligned row by row with
-    ``forget``; ``retain`` is drawn cyclically from the retain set, one batch per step.
+    ``forget``; ``retain`` holds ``retain_batch_size`` rows (default: ``batch_size``) drawn by a
+    cursor that walks the whole retain set cyclically across batches and epochs, in an order
+    reshuffled on each pass, so a retain set larger than one epoch's draws is still covered.
     """
 
     def __init__(
@@ -113,9 +115,11 @@ class UnlearnBatches:
         max_length: int = 256,
         seed: int = 0,
         system: str | None = None,
+        retain_batch_size: int | None = None,
     ) -> None:
         self.pad_id = tok.pad_token_id if tok.pad_token_id is not None else tok.eos_token_id
         self.batch_size = batch_size
+        self.retain_batch_size = retain_batch_size or batch_size
         self.seed = seed
         self.forget = [encode_pair(tok, p.prompt, p.answer, max_length=max_length, system=system) for p in forget]
         self.targets = (
@@ -137,8 +141,6 @@ class UnlearnBatches:
         rng = random.Random(self.seed * 1000 + epoch)
         order = list(range(len(self.forget)))
         rng.shuffle(order)
-        r_order = list(range(len(self.retain))) if self.retain else []
-        rng.shuffle(r_order)
         for b, start in enumerate(range(0, len(order), self.batch_size)):
             if b % world != rank:
                 continue
@@ -147,9 +149,21 @@ class UnlearnBatches:
             if self.targets is not None:
                 batch["target"] = collate([self.targets[i] for i in idx], self.pad_id)
             if self.retain:
-                r_idx = [r_order[(start + j) % len(r_order)] for j in range(self.batch_size)]
+                r_idx = self._retain_rows(epoch * len(self) + b)
                 batch["retain"] = collate([self.retain[i] for i in r_idx], self.pad_id)
             yield batch
+
+    def _retain_rows(self, batch_no: int) -> list[int]:
+        """Rows of the retain set for global batch ``batch_no``: positions
+        ``batch_no * rbs ... + rbs`` of an endless sequence of passes, each pass a fresh shuffle."""
+        n, rbs = len(self.retain or ()), self.retain_batch_size
+        rows = []
+        for g in range(batch_no * rbs, (batch_no + 1) * rbs):
+            pass_no, i = divmod(g, n)
+            perm = list(range(n))
+            random.Random(self.seed * 7919 + pass_no).shuffle(perm)
+            rows.append(perm[i])
+        return rows
 
 
 def load_refusals(path: str | Path | None = None) -> list[str]:

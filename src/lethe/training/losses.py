@@ -25,7 +25,10 @@ class LossContext:
 
     :meth:`ref_forward` runs the frozen reference: the LoRA base with ``peft``'s
     ``disable_adapter``, or ``ref_model`` for full fine-tuning. ``alpha`` weights the unlearning term of TRU (and RMU's retain
-    term), ``lam`` the retain term, ``beta`` NPO/DPO/SimNPO's inverse temperature.
+    term), ``lam`` the retain term, ``beta`` NPO/DPO/SimNPO's inverse temperature. ``retain_loss`` picks the
+    retain anchor of every method that has one: ``nll`` (CE on the retain answers) or ``kl``
+    (KL(pi_ref || pi_theta) on the retain answer tokens: keeps the whole next-token distribution of
+    the starting model, not only its argmax, at the cost of one reference forward).
     """
 
     model: torch.nn.Module
@@ -38,6 +41,7 @@ class LossContext:
     rmu_layer: int | None = None
     rmu_c: float = 6.5
     ga_term: str = "gd"
+    retain_loss: str = "nll"
     extra: dict = field(default_factory=dict)
 
     def ref_forward(self, enc: dict, **kw):
@@ -105,8 +109,12 @@ class UnlearnLoss:
     def _retain(self, ctx: LossContext, batch: dict, parts: dict) -> torch.Tensor:
         if "retain" not in batch or ctx.lam == 0:
             return torch.zeros((), device=batch["forget"]["input_ids"].device)
-        r = model_nll(ctx.model, batch["retain"])
-        parts["retain_nll"] = float(r.detach())
+        if ctx.retain_loss == "kl":
+            r = kl_to_reference(ctx, batch["retain"])
+            parts["retain_kl"] = float(r.detach())
+        else:
+            r = model_nll(ctx.model, batch["retain"])
+            parts["retain_nll"] = float(r.detach())
         return ctx.lam * r
 
 
@@ -290,10 +298,6 @@ class TRU(UnlearnLoss):
     name = "tru"
     uses_retain = True
     target_kind = "reasoning"
-
-    @property
-    def needs_reference(self) -> bool:  # only with the NPO term
-        return False
 
     def __call__(self, ctx, batch):
         t = model_nll(ctx.model, batch["target"])

@@ -27,9 +27,13 @@ from lethe.errors import LetheError
 from lethe.training.data import UnlearnBatches, load_refusals, read_pairs, write_jsonl
 from lethe.training.losses import LOSSES, LossContext
 
-# Per-method defaults where the generic ones do not fit (alpha: TRU's GA weight, RMU's retain weight).
+# Defaults for knobs left at None: per method where the generic ones do not fit, else GENERIC_DEFAULTS.
+# TRU's are the configuration measured best on the CPU real-knowledge experiment (docs/training.md):
+# a small GA weight (alpha 0.1; 0.5 collapsed the default model), a retain anchor of weight
+# alpha * lam = 2 as a KL to the starting model, 8 retain rows per step, lr 2e-4 for a 15-step budget.
+GENERIC_DEFAULTS: dict[str, object] = {"alpha": 1.0, "lam": 1.0, "lr": 1e-4, "retain_loss": "nll"}
 METHOD_DEFAULTS: dict[str, dict] = {
-    "tru": {"alpha": 0.5},
+    "tru": {"alpha": 0.1, "lam": 20.0, "lr": 2e-4, "retain_loss": "kl", "retain_batch_size": 8},
     "rmu": {"alpha": 100.0},
 }
 
@@ -47,16 +51,18 @@ class TrainConfig:
     kind: str = "knowledge"
     scope: str | None = None
     epochs: int = 3
-    lr: float = 1e-4
+    lr: float | None = None  # None: METHOD_DEFAULTS / GENERIC_DEFAULTS
     batch_size: int = 4
     grad_accum: int = 1
     max_length: int = 256
     max_steps: int | None = None
     alpha: float | None = None
-    lam: float = 1.0
+    lam: float | None = None
     beta: float = 0.1
     gamma: float = 0.0
     ga_term: str = "gd"
+    retain_loss: str | None = None
+    retain_batch_size: int | None = None
     rmu_layer: int | None = None
     rmu_c: float = 6.5
     lora_rank: int = 16
@@ -137,15 +143,15 @@ def train(cfg: TrainConfig) -> dict:
     from lethe.training.model import apply_lora, load_model, num_layers
 
     loss_fn = LOSSES.create(cfg.method)
-    for k, v in METHOD_DEFAULTS.get(cfg.method, {}).items():
+    for k, v in {**GENERIC_DEFAULTS, **METHOD_DEFAULTS.get(cfg.method, {})}.items():
         if getattr(cfg, k) is None:
             setattr(cfg, k, v)
-    if cfg.alpha is None:
-        cfg.alpha = 1.0
     forget = read_pairs(cfg.forget, what="forget")
     if loss_fn.needs_retain and not cfg.retain:
         raise LetheError(f"method '{cfg.method}' needs a retain set: pass --retain R.jsonl")
     retain = read_pairs(cfg.retain, what="retain") if cfg.retain and loss_fn.uses_retain else None
+    if cfg.retain_loss not in ("nll", "kl"):
+        raise LetheError(f"unknown retain loss {cfg.retain_loss!r}: use nll or kl")
     if cfg.full_finetune and cfg.method == "rmu":
         raise LetheError("rmu is implemented with LoRA on the layers around --rmu-layer; drop --full-finetune")
 
@@ -167,7 +173,9 @@ def train(cfg: TrainConfig) -> dict:
     rmu_layer = cfg.rmu_layer if cfg.rmu_layer is not None else min(n_layers - 1, n_layers // 4 + 1)
     ref_model = None
     if cfg.full_finetune:
-        if loss_fn.needs_reference:
+        needs_ref = (loss_fn.needs_reference or (retain is not None and cfg.retain_loss == "kl")
+                     or (cfg.method == "tru" and cfg.ga_term == "npo"))
+        if needs_ref:
             import copy
 
             ref_model = copy.deepcopy(model).eval().requires_grad_(False)
@@ -188,7 +196,8 @@ def train(cfg: TrainConfig) -> dict:
     device = accelerator.device
 
     batches = UnlearnBatches(tok, forget, targets=target_texts, retain=retain, batch_size=cfg.batch_size,
-                             max_length=cfg.max_length, seed=cfg.seed, system=cfg.system)
+                             max_length=cfg.max_length, seed=cfg.seed, system=cfg.system,
+                             retain_batch_size=cfg.retain_batch_size)
     world, rank = accelerator.num_processes, accelerator.process_index
     micro_per_epoch = max(1, math.ceil(len(batches) / world))
     total_steps = math.ceil(cfg.epochs * micro_per_epoch / cfg.grad_accum)
@@ -197,7 +206,7 @@ def train(cfg: TrainConfig) -> dict:
 
     ctx = LossContext(model=model, ref_model=ref_model, alpha=cfg.alpha, lam=cfg.lam, beta=cfg.beta,
                       gamma=cfg.gamma, rmu_layer=rmu_layer, rmu_c=cfg.rmu_c, ga_term=cfg.ga_term,
-                      extra={"default_layer": rmu_layer, **cfg.extra})
+                      retain_loss=cfg.retain_loss, extra={"default_layer": rmu_layer, **cfg.extra})
 
     # --- resume ---------------------------------------------------------------------------
     ckpt = out / "checkpoint"
