@@ -201,3 +201,14 @@ def test_rmu_pulls_forget_activations_toward_control_vector(tiny_dir):
     first = loss(ctx, batch)[1]["forget_mse"]
     _step(model, ctx, loss, batch, n=5)
     assert loss(ctx, batch)[1]["forget_mse"] < first
+
+
+def test_reference_is_needed_by_reference_methods_kl_anchor_and_tru_npo_only():
+    tru, gd, npo, ga = (LOSSES.create(m) for m in ("tru", "gd", "npo", "ga"))
+    assert not tru.uses_reference(retain_loss="nll", has_retain=True)
+    assert tru.uses_reference(retain_loss="kl", has_retain=True)
+    assert not tru.uses_reference(retain_loss="kl", has_retain=False)
+    assert tru.uses_reference(retain_loss="nll", has_retain=False, ga_term="npo")
+    assert gd.uses_reference(retain_loss="kl", has_retain=True) and not gd.uses_reference(retain_loss="nll", has_retain=True)
+    assert npo.uses_reference(retain_loss="nll", has_retain=False)
+    assert not ga.uses_reference(retain_loss="kl", has_retain=True)  # GA has no retain term

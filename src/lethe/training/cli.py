@@ -63,7 +63,8 @@ def train_command(
         targets=str(targets) if targets else None, teacher=teacher, kind=kind, scope=scope,
         refusals=str(refusals) if refusals else None, epochs=epochs, lr=lr, batch_size=batch_size,
         grad_accum=grad_accum, max_length=max_length, max_steps=max_steps, alpha=alpha, lam=lam, beta=beta,
-        ga_term=ga_term, retain_loss=retain_loss, retain_batch_size=retain_batch_size, rmu_layer=rmu_layer, rmu_c=rmu_c, lora_rank=lora_rank, full_finetune=full_finetune,
+        ga_term=ga_term, retain_loss=retain_loss, retain_batch_size=retain_batch_size, rmu_layer=rmu_layer,
+        rmu_c=rmu_c, lora_rank=lora_rank, full_finetune=full_finetune,
         save_merged=save_merged, seed=seed, resume=resume, progress=progress, checkpoint_every=checkpoint_every,
     )
     summary = train(cfg)  # LetheError propagates: the CLI prints its one-line message

@@ -157,12 +157,14 @@ class UnlearnBatches:
         """Rows of the retain set for global batch ``batch_no``: positions
         ``batch_no * rbs ... + rbs`` of an endless sequence of passes, each pass a fresh shuffle."""
         n, rbs = len(self.retain or ()), self.retain_batch_size
+        perms: dict[int, list[int]] = {}
         rows = []
         for g in range(batch_no * rbs, (batch_no + 1) * rbs):
             pass_no, i = divmod(g, n)
-            perm = list(range(n))
-            random.Random(self.seed * 7919 + pass_no).shuffle(perm)
-            rows.append(perm[i])
+            if pass_no not in perms:  # same shuffle as the session-9 runs (do not change: reproducibility)
+                perms[pass_no] = list(range(n))
+                random.Random(self.seed * 7919 + pass_no).shuffle(perms[pass_no])
+            rows.append(perms[pass_no][i])
         return rows
 
 

@@ -106,6 +106,10 @@ class UnlearnLoss:
     def __call__(self, ctx: LossContext, batch: dict) -> tuple[torch.Tensor, dict[str, float]]:
         raise NotImplementedError
 
+    def uses_reference(self, *, retain_loss: str, has_retain: bool, ga_term: str = "gd") -> bool:
+        """Whether this run calls pi_ref: the method itself, or a KL retain anchor."""
+        return self.needs_reference or (self.uses_retain and has_retain and retain_loss == "kl")
+
     def _retain(self, ctx: LossContext, batch: dict, parts: dict) -> torch.Tensor:
         if "retain" not in batch or ctx.lam == 0:
             return torch.zeros((), device=batch["forget"]["input_ids"].device)
@@ -298,6 +302,9 @@ class TRU(UnlearnLoss):
     name = "tru"
     uses_retain = True
     target_kind = "reasoning"
+
+    def uses_reference(self, *, retain_loss: str, has_retain: bool, ga_term: str = "gd") -> bool:
+        return ga_term == "npo" or super().uses_reference(retain_loss=retain_loss, has_retain=has_retain)
 
     def __call__(self, ctx, batch):
         t = model_nll(ctx.model, batch["target"])

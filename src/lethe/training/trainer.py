@@ -173,9 +173,7 @@ def train(cfg: TrainConfig) -> dict:
     rmu_layer = cfg.rmu_layer if cfg.rmu_layer is not None else min(n_layers - 1, n_layers // 4 + 1)
     ref_model = None
     if cfg.full_finetune:
-        needs_ref = (loss_fn.needs_reference or (retain is not None and cfg.retain_loss == "kl")
-                     or (cfg.method == "tru" and cfg.ga_term == "npo"))
-        if needs_ref:
+        if loss_fn.uses_reference(retain_loss=cfg.retain_loss, has_retain=retain is not None, ga_term=cfg.ga_term):
             import copy
 
             ref_model = copy.deepcopy(model).eval().requires_grad_(False)
