@@ -194,3 +194,50 @@ def test_other_methods_run_through_cli(files, tiny_dir, method):
     assert (summary["config"]["lam"], summary["config"]["retain_loss"]) == (1.0, "nll")  # generic defaults
     if method == "rmu":
         assert summary["rmu_layer"] == 1
+
+
+# --- rephrasings ---------------------------------------------------------------------------------
+
+def test_rephrase_keeps_given_rejects_copies_and_fills_to_k():
+    from lethe.training.rephrase import rephrase
+
+    class Echo:  # a rewriter that returns the original, a near-copy and one real paraphrase
+        def candidates(self, prompt, k):
+            return [prompt, prompt + " ", "Name the playwright behind Romeo and Juliet."]
+
+    q = "Who wrote the play Romeo and Juliet?"
+    out = rephrase([q], 3, Echo(), given=[["Who is the author of Romeo and Juliet?", q]], progress=False)[0]
+    assert out[0] == "Who is the author of Romeo and Juliet?"  # given paraphrase kept, its copy dropped
+    assert out[1] == "Name the playwright behind Romeo and Juliet."
+    assert len(out) == 4 and len(set(out)) == 4 and q not in out  # 1 given + 3 new (2 filled by rule + frame)
+
+
+def test_train_with_rephrasings_rotates_phrasings_at_equal_steps(files, tiny_dir):
+    rows = [dict(r) for r in FORGET]
+    rows[0]["paraphrases"] = ["Who is the author of Romeo and Juliet?"]
+    write_jsonl(files / "forget_p.jsonl", rows)
+    out = files / "run-rephrase"
+    _train(files, tiny_dir, forget=files / "forget_p.jsonl", out=out, rephrase=1, rephraser="rule")
+    summary = json.loads((out / "summary.json").read_text())
+    assert summary["steps"] == 4 and summary["n_forget"] == 3  # 3 items, batch 2, 2 epochs: as without
+    assert summary["n_forget_phrasings"] == 3 + 3 + 1  # originals, one rule rephrasing each, one given
+    cached = [json.loads(x) for x in (out / "rephrasings.jsonl").read_text().splitlines()]
+    assert [len(r["variants"]) for r in cached] == [2, 1, 1]
+    assert cached[0]["variants"][0] == "Who is the author of Romeo and Juliet?"
+    targets = [json.loads(x) for x in (out / "targets.jsonl").read_text().splitlines()]
+    assert len(targets) == 7 and targets[1]["prompt"] == "Who is the author of Romeo and Juliet?"
+
+
+def test_batches_rotate_each_item_through_its_phrasings(tiny_dir):
+    from transformers import AutoTokenizer
+
+    from lethe.training.data import UnlearnBatches
+
+    tok = AutoTokenizer.from_pretrained(tiny_dir)
+    pairs = [Pair(f"Question {i} phrasing {j}?", f"Answer {i}.") for i in range(3) for j in range(3)]
+    groups = [[0, 1, 2], [3, 4, 5], [6, 7, 8]]
+    b = UnlearnBatches(tok, pairs, batch_size=2, max_length=32, groups=groups)
+    assert len(b) == 2  # batches per epoch follow the items, not the phrasings
+    used = [sorted(i for batch in b.epoch(e) for i in batch["index"]) for e in range(3)]
+    assert all(len(u) == 3 and len({i // 3 for i in u}) == 3 for u in used)  # one phrasing per item
+    assert sorted(i for u in used for i in u) == list(range(9))  # three epochs: every phrasing once

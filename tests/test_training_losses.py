@@ -69,6 +69,19 @@ def test_labels_cover_answer_tokens_only(tiny_dir):
     assert prompt_part.endswith("assistant\n") and "Who wrote it?" in prompt_part
 
 
+def test_answer_logits_skip_prompt_positions_without_changing_the_losses(tiny_dir):
+    from lethe.training.losses import answer_logits, forward, nll
+
+    model, _, batch = _setup(tiny_dir, lora=False)
+    for enc in (batch["forget"], batch["target"], batch["retain"]):
+        logits, labels = answer_logits(model, enc)
+        assert logits.shape[1] < enc["input_ids"].shape[1]  # the prompt's LM-head work is skipped
+        with torch.no_grad():
+            full = float(nll(forward(model, enc).logits, enc["labels"]))
+            assert float(nll(logits, labels)) == pytest.approx(full, rel=1e-5)
+        assert int((labels != IGNORE).sum()) == int((enc["labels"] != IGNORE).sum())  # no answer token lost
+
+
 def test_registry_has_all_methods():
     for name in ["tru", "ga", "gd", "kl", "npo", "npo_rt", "simnpo", "idk", "dpo", "rmu", "wga"]:
         assert name in LOSSES

@@ -52,6 +52,14 @@ def fold(text: str) -> str:
     return normalize(text).lower()
 
 
+# English function words: ignored when asking which words of an answer are new relative to a prompt.
+FUNCTION_WORDS = frozenset(
+    "a an the of in on at to for by with and or is are was were be been it its this that these those "
+    "who what which when where why how whose do does did from as about into their his her they he she "
+    "i you we me my your our not no yes".split()
+)
+
+
 def words(text: str) -> list[str]:
     """Lower-case ASCII word tokens of the folded text."""
     return _WORD.findall(fold(text))

@@ -34,6 +34,8 @@ def train_command(
     scope: Annotated[str | None, typer.Option("--scope", help="what is out of bounds, in words (targets)")] = None,
     refusals: Annotated[Path | None, typer.Option("--refusals", help="refusal lines for idk/dpo (e.g. TOFU idontknow.jsonl)")] = None,
     epochs: Annotated[int, typer.Option(help="passes over the forget set")] = 3,
+    rephrase: Annotated[int, typer.Option("--rephrase", help="write K rephrasings per forget prompt; epoch e trains each item on its next phrasing (a row's 'paraphrases' list counts too)")] = 0,
+    rephraser: Annotated[str, typer.Option("--rephraser", help="who rephrases: rule, default, llamacpp:PATH, hf:ID, openai:MODEL[@URL]")] = "default",
     lr: Annotated[float | None, typer.Option(help="AdamW learning rate [tru: 2e-4, others: 1e-4]")] = None,
     batch_size: Annotated[int, typer.Option("--batch-size")] = 4,
     grad_accum: Annotated[int, typer.Option("--grad-accum")] = 1,
@@ -45,6 +47,7 @@ def train_command(
     ga_term: Annotated[str, typer.Option("--ga-term", help="TRU's unlearning term: gd, ga, npo, wga")] = "gd",
     retain_loss: Annotated[str | None, typer.Option("--retain-loss", help="retain anchor: nll (CE on retain answers) or kl (to the starting model) [tru: kl, others: nll]")] = None,
     retain_batch_size: Annotated[int | None, typer.Option("--retain-batch-size", help="retain rows per step [tru: 8, others: --batch-size]")] = None,
+    forget_tokens: Annotated[str | None, typer.Option("--forget-tokens", help="forget-answer tokens the unlearning term sees: all, or novel (words the question does not contain) [all]")] = None,
     rmu_layer: Annotated[int | None, typer.Option("--rmu-layer")] = None,
     rmu_c: Annotated[float, typer.Option("--rmu-c", help="RMU steering scale c")] = 6.5,
     lora_rank: Annotated[int, typer.Option("--lora-rank")] = 16,
@@ -61,9 +64,9 @@ def train_command(
     cfg = TrainConfig(
         method=method, forget=str(forget), out=str(out), model=model, retain=str(retain) if retain else None,
         targets=str(targets) if targets else None, teacher=teacher, kind=kind, scope=scope,
-        refusals=str(refusals) if refusals else None, epochs=epochs, lr=lr, batch_size=batch_size,
+        refusals=str(refusals) if refusals else None, epochs=epochs, rephrase=rephrase, rephraser=rephraser, lr=lr, batch_size=batch_size,
         grad_accum=grad_accum, max_length=max_length, max_steps=max_steps, alpha=alpha, lam=lam, beta=beta,
-        ga_term=ga_term, retain_loss=retain_loss, retain_batch_size=retain_batch_size, rmu_layer=rmu_layer,
+        ga_term=ga_term, retain_loss=retain_loss, retain_batch_size=retain_batch_size, forget_tokens=forget_tokens, rmu_layer=rmu_layer,
         rmu_c=rmu_c, lora_rank=lora_rank, full_finetune=full_finetune,
         save_merged=save_merged, seed=seed, resume=resume, progress=progress, checkpoint_every=checkpoint_every,
     )

@@ -8,11 +8,13 @@ from __future__ import annotations
 
 import json
 import random
+import re
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
 from lethe.errors import ConfigError, LetheError
+from lethe.text import FUNCTION_WORDS, words
 
 IGNORE = -100
 
@@ -62,20 +64,43 @@ def _chat_prefix(tok, prompt: str, system: str | None) -> str:
     return "".join(f"{m['role']}: {m['content']}\n" for m in msgs) + "assistant: "
 
 
-def encode_pair(tok, prompt: str, answer: str, *, max_length: int = 256, system: str | None = None) -> dict:
-    """Token ids and labels for one (prompt, answer); labels only on answer (+ end-of-turn) tokens."""
+def novel_token_mask(tok, prompt: str, answer: str) -> list[bool] | None:
+    """Per token of ``answer + eos``: does it lie in a word the prompt does not already contain
+    (function words and punctuation excluded)? ``None`` without a fast tokenizer (no offsets).
+
+    Such words are the knowledge an answer adds ("Leo Tolstoy" in "The novel 'War and Peace' was
+    written by Leo Tolstoy."); the words echoing the question name the topic, and pushing them
+    down by gradient ascent damages what the model knows about the topic itself.
+    """
+    if not getattr(tok, "is_fast", False):
+        return None
+    known = set(words(prompt)) | FUNCTION_WORDS
+    novel = [m.span() for m in re.finditer(r"\w+", answer) if any(w not in known for w in words(m.group()))]
+    offsets = tok(answer + (tok.eos_token or ""), add_special_tokens=False,
+                  return_offsets_mapping=True)["offset_mapping"]
+    return [any(a < e and s < b for s, e in novel) for a, b in offsets]
+
+
+def encode_pair(tok, prompt: str, answer: str, *, max_length: int = 256, system: str | None = None,
+                novel_only: bool = False) -> dict:
+    """Token ids and labels for one (prompt, answer); labels only on answer (+ end-of-turn) tokens,
+    and with ``novel_only`` only on the tokens :func:`novel_token_mask` marks (all if it marks none)."""
     prefix = _chat_prefix(tok, prompt, system)
     p_ids = tok(prefix, add_special_tokens=False)["input_ids"]
     eos = tok.eos_token or ""
     a_ids = tok(answer + eos, add_special_tokens=False)["input_ids"]
     if not a_ids:
         a_ids = [tok.eos_token_id]
+    keep = novel_token_mask(tok, prompt, answer) if novel_only else None
+    if keep is None or len(keep) != len(a_ids) or not any(keep):
+        keep = [True] * len(a_ids)
     # keep the whole answer if possible; trim the prompt from the left when too long
     budget = max(max_length - len(a_ids), 8)
     if len(p_ids) > budget:
         p_ids = p_ids[-budget:]
     a_ids = a_ids[: max(max_length - len(p_ids), 1)]
-    return {"input_ids": p_ids + a_ids, "labels": [IGNORE] * len(p_ids) + list(a_ids)}
+    labels = [t if k else IGNORE for t, k in zip(a_ids, keep, strict=False)]
+    return {"input_ids": p_ids + a_ids, "labels": [IGNORE] * len(p_ids) + labels}
 
 
 def collate(encs: Sequence[dict], pad_id: int) -> dict:
@@ -102,6 +127,10 @@ class UnlearnBatches:
     ``forget``; ``retain`` holds ``retain_batch_size`` rows (default: ``batch_size``) drawn by a
     cursor that walks the whole retain set cyclically across batches and epochs, in an order
     reshuffled on each pass, so a retain set larger than one epoch's draws is still covered.
+    ``groups`` (optional) lists, per forget item, the rows that are its phrasings: an epoch has
+    one row per item, item ``i`` taking phrasing ``(i + epoch) mod len(groups[i])``.
+    ``forget_tokens="novel"`` puts the forget labels on the answer's new words only
+    (:func:`novel_token_mask`), so unlearning terms leave the words echoing the question alone.
     """
 
     def __init__(
@@ -116,12 +145,20 @@ class UnlearnBatches:
         seed: int = 0,
         system: str | None = None,
         retain_batch_size: int | None = None,
+        groups: Sequence[Sequence[int]] | None = None,
+        forget_tokens: str = "all",
     ) -> None:
         self.pad_id = tok.pad_token_id if tok.pad_token_id is not None else tok.eos_token_id
         self.batch_size = batch_size
         self.retain_batch_size = retain_batch_size or batch_size
         self.seed = seed
-        self.forget = [encode_pair(tok, p.prompt, p.answer, max_length=max_length, system=system) for p in forget]
+        self.groups = [list(g) for g in groups] if groups is not None else [[i] for i in range(len(forget))]
+        if not self.groups or any(not g for g in self.groups):
+            raise LetheError("every forget item needs at least one phrasing")
+        if forget_tokens not in ("all", "novel"):
+            raise ConfigError(f"unknown forget tokens {forget_tokens!r}: use all or novel")
+        self.forget = [encode_pair(tok, p.prompt, p.answer, max_length=max_length, system=system,
+                                   novel_only=forget_tokens == "novel") for p in forget]
         self.targets = (
             [encode_pair(tok, p.prompt, t, max_length=max_length, system=system) for p, t in zip(forget, targets, strict=True)]
             if targets is not None
@@ -134,17 +171,17 @@ class UnlearnBatches:
         )
 
     def __len__(self) -> int:
-        return (len(self.forget) + self.batch_size - 1) // self.batch_size
+        return (len(self.groups) + self.batch_size - 1) // self.batch_size
 
     def epoch(self, epoch: int, *, rank: int = 0, world: int = 1) -> Iterator[dict]:
         """Batches of one epoch (shuffled by ``seed + epoch``; sharded across ``world`` processes)."""
         rng = random.Random(self.seed * 1000 + epoch)
-        order = list(range(len(self.forget)))
+        order = list(range(len(self.groups)))
         rng.shuffle(order)
         for b, start in enumerate(range(0, len(order), self.batch_size)):
             if b % world != rank:
                 continue
-            idx = order[start : start + self.batch_size]
+            idx = [self.groups[g][(g + epoch) % len(self.groups[g])] for g in order[start : start + self.batch_size]]
             batch = {"forget": collate([self.forget[i] for i in idx], self.pad_id), "index": idx}
             if self.targets is not None:
                 batch["target"] = collate([self.targets[i] for i in idx], self.pad_id)

@@ -54,6 +54,10 @@ class LossContext:
             with base.disable_adapter():
                 return base(input_ids=enc["input_ids"], attention_mask=enc["attention_mask"], **kw)
 
+    def ref_answer_logits(self, enc: dict) -> tuple[torch.Tensor, torch.Tensor]:
+        """:func:`answer_logits` of the frozen reference."""
+        return _answer_logits(self.ref_forward, enc)
+
 
 def _unwrap(model):
     return getattr(model, "module", model)
@@ -61,6 +65,29 @@ def _unwrap(model):
 
 def forward(model, enc: dict, **kw):
     return model(input_ids=enc["input_ids"], attention_mask=enc["attention_mask"], **kw)
+
+
+def _answer_logits(call, enc: dict) -> tuple[torch.Tensor, torch.Tensor]:
+    labels = enc["labels"]
+    answer = labels != IGNORE
+    rows = answer.any(dim=1)
+    start = int(answer.int().argmax(dim=1)[rows].min()) - 1 if bool(rows.any()) else 0
+    keep = labels.shape[1] - max(start, 0)
+    try:
+        logits = call(enc, logits_to_keep=keep).logits
+    except TypeError:  # an architecture without logits_to_keep: full logits, then the same slice
+        logits = call(enc).logits[:, -keep:]
+    return logits, labels[:, -keep:]
+
+
+def answer_logits(model, enc: dict) -> tuple[torch.Tensor, torch.Tensor]:
+    """Logits and labels from the position before the batch's earliest answer token to the end.
+
+    The LM head of a 150k-token vocabulary is about a quarter of a 0.5B model's compute; asking
+    the model for these positions only (``logits_to_keep``) skips it on the prompt tokens, which
+    carry no loss. Every loss below reads logits through this (or ``ctx.ref_answer_logits``).
+    """
+    return _answer_logits(lambda e, **kw: forward(model, e, **kw), enc)
 
 
 def token_logprobs(logits: torch.Tensor, labels: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
@@ -90,7 +117,7 @@ def nll(logits, labels) -> torch.Tensor:
 
 
 def model_nll(model, enc: dict) -> torch.Tensor:
-    return nll(forward(model, enc).logits, enc["labels"])
+    return nll(*answer_logits(model, enc))
 
 
 class UnlearnLoss:
@@ -166,9 +193,10 @@ class GradDiff(UnlearnLoss):
 
 def kl_to_reference(ctx: LossContext, enc: dict) -> torch.Tensor:
     """Token-wise KL(pi_ref || pi_theta) averaged over answer positions."""
-    mask = enc["labels"][:, 1:] != IGNORE
-    logits = forward(ctx.model, enc).logits[:, :-1][mask].float()
-    ref = ctx.ref_forward(enc).logits[:, :-1][mask].float()
+    logits, labels = answer_logits(ctx.model, enc)
+    mask = labels[:, 1:] != IGNORE
+    logits = logits[:, :-1][mask].float()
+    ref = ctx.ref_answer_logits(enc)[0][:, :-1][mask].float()
     lp, lq = torch.log_softmax(ref, -1), torch.log_softmax(logits, -1)
     return (lp.exp() * (lp - lq)).sum(-1).mean() if lp.numel() else lq.sum() * 0
 
@@ -190,8 +218,8 @@ class KLMin(UnlearnLoss):
 
 def npo_term(ctx: LossContext, enc: dict) -> tuple[torch.Tensor, dict]:
     """NPO: -(2/beta) E log sigma(-beta log(pi_theta(y|x) / pi_ref(y|x))) (Zhang et al. 2024)."""
-    s, _ = seq_logprob(forward(ctx.model, enc).logits, enc["labels"])
-    r, _ = seq_logprob(ctx.ref_forward(enc).logits, enc["labels"])
+    s, _ = seq_logprob(*answer_logits(ctx.model, enc))
+    r, _ = seq_logprob(*ctx.ref_answer_logits(enc))
     ratio = s - r
     loss = -(2.0 / ctx.beta) * F.logsigmoid(-ctx.beta * ratio).mean()
     return loss, {"npo": float(loss.detach()), "log_ratio": float(ratio.mean().detach())}
@@ -232,7 +260,7 @@ class SimNPO(UnlearnLoss):
 
     def __call__(self, ctx, batch):
         enc = batch["forget"]
-        s, n = seq_logprob(forward(ctx.model, enc).logits, enc["labels"])
+        s, n = seq_logprob(*answer_logits(ctx.model, enc))
         loss = -(2.0 / ctx.beta) * F.logsigmoid(-(ctx.beta / n) * s - ctx.gamma).mean()
         parts = {"simnpo": float(loss.detach())}
         return loss + self._retain(ctx, batch, parts), parts
@@ -248,7 +276,7 @@ class WeightedGA(UnlearnLoss):
 
     def __call__(self, ctx, batch):
         enc = batch["forget"]
-        lp, mask = token_logprobs(forward(ctx.model, enc).logits, enc["labels"])
+        lp, mask = token_logprobs(*answer_logits(ctx.model, enc))
         w = (lp.detach() * ctx.wga_alpha).exp() * mask
         loss = ((w * lp).sum(-1) / mask.sum(-1).clamp(min=1)).mean()
         f = float((-(lp.sum(-1)) / mask.sum(-1).clamp(min=1)).mean().detach())
@@ -282,10 +310,10 @@ class DPO(UnlearnLoss):
 
     def __call__(self, ctx, batch):
         pref, rej = batch["target"], batch["forget"]
-        sp, _ = seq_logprob(forward(ctx.model, pref).logits, pref["labels"])
-        sr, _ = seq_logprob(forward(ctx.model, rej).logits, rej["labels"])
-        rp, _ = seq_logprob(ctx.ref_forward(pref).logits, pref["labels"])
-        rr, _ = seq_logprob(ctx.ref_forward(rej).logits, rej["labels"])
+        sp, _ = seq_logprob(*answer_logits(ctx.model, pref))
+        sr, _ = seq_logprob(*answer_logits(ctx.model, rej))
+        rp, _ = seq_logprob(*ctx.ref_answer_logits(pref))
+        rr, _ = seq_logprob(*ctx.ref_answer_logits(rej))
         margin = ctx.beta * ((sp - rp) - (sr - rr))
         loss = -(2.0 / ctx.beta) * F.logsigmoid(margin).mean()
         parts = {"dpo": float(loss.detach()), "margin": float(margin.mean().detach())}

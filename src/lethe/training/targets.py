@@ -22,7 +22,7 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 
 from lethe.config import cache_dir
-from lethe.text import fold, words
+from lethe.text import FUNCTION_WORDS, fold, words
 from lethe.training.data import Pair
 
 TEMPLATE_VERSION = "tru-targets-v2"
@@ -78,11 +78,6 @@ def content_key(prompt: str, answer: str, kind: str, scope: str | None, teacher:
     return hashlib.sha256(raw.encode()).hexdigest()[:24]
 
 
-_STOP = set(
-    "a an the of in on at to for by with and or is are was were be been it its this that these those "
-    "who what which when where why how whose do does did from as about into their his her they he she "
-    "i you we me my your our not no yes".split()
-)
 
 
 def _rouge_l(reference: str, candidate: str) -> float:
@@ -103,7 +98,7 @@ def leaks(text: str, answer: str, prompt: str = "", *, rouge_threshold: float = 
     if a and re.search(rf"(?<![a-z0-9]){re.escape(a)}(?![a-z0-9])", t):
         return "answer copied verbatim"
     known = set(words(prompt))
-    new = [w for w in dict.fromkeys(words(answer)) if w not in _STOP and w not in known]
+    new = [w for w in dict.fromkeys(words(answer)) if w not in FUNCTION_WORDS and w not in known]
     if new:
         tw = set(words(text))
         hit = [w for w in new if w in tw]

@@ -26,12 +26,14 @@ from pathlib import Path
 from lethe.errors import LetheError
 from lethe.training.data import UnlearnBatches, load_refusals, read_pairs, write_jsonl
 from lethe.training.losses import LOSSES, LossContext
+from lethe.training.rephrase import forget_variants
 
 # Defaults for knobs left at None: per method where the generic ones do not fit, else GENERIC_DEFAULTS.
 # TRU's are the configuration measured best on the CPU real-knowledge experiment (docs/training.md):
 # a small GA weight (alpha 0.1; 0.5 collapsed the default model), a retain anchor of weight
 # alpha * lam = 2 as a KL to the starting model, 8 retain rows per step, lr 2e-4 for a 15-step budget.
-GENERIC_DEFAULTS: dict[str, object] = {"alpha": 1.0, "lam": 1.0, "lr": 1e-4, "retain_loss": "nll"}
+GENERIC_DEFAULTS: dict[str, object] = {"alpha": 1.0, "lam": 1.0, "lr": 1e-4, "retain_loss": "nll",
+                                       "forget_tokens": "all"}
 METHOD_DEFAULTS: dict[str, dict] = {
     "tru": {"alpha": 0.1, "lam": 20.0, "lr": 2e-4, "retain_loss": "kl", "retain_batch_size": 8},
     "rmu": {"alpha": 100.0},
@@ -51,6 +53,8 @@ class TrainConfig:
     kind: str = "knowledge"
     scope: str | None = None
     epochs: int = 3
+    rephrase: int = 0  # new rephrasings per forget prompt, rotated across epochs (training/rephrase.py)
+    rephraser: str = "default"  # rule, or a backend spec as for teacher
     lr: float | None = None  # None: METHOD_DEFAULTS / GENERIC_DEFAULTS
     batch_size: int = 4
     grad_accum: int = 1
@@ -63,6 +67,7 @@ class TrainConfig:
     ga_term: str = "gd"
     retain_loss: str | None = None
     retain_batch_size: int | None = None
+    forget_tokens: str | None = None  # all | novel (data.novel_token_mask); None: method default
     rmu_layer: int | None = None
     rmu_c: float = 6.5
     lora_rank: int = 16
@@ -120,10 +125,13 @@ def prepare_targets(cfg: TrainConfig, loss, forget, out: Path) -> list[str] | No
         if not Path(cfg.targets).exists():
             raise LetheError(f"targets file not found: {cfg.targets}")
         mapping = load_targets(cfg.targets)
-        missing = [p.prompt for p in forget if p.prompt not in mapping]
+        def key(p) -> str:  # a rephrasing takes its source prompt's target unless it has its own
+            return p.prompt if p.prompt in mapping else (p.meta or {}).get("source_prompt", p.prompt)
+
+        missing = [p.prompt for p in forget if key(p) not in mapping]
         if missing:
             raise LetheError(f"{len(missing)} forget prompts have no target in {cfg.targets} (first: {missing[0][:60]!r})")
-        texts = [mapping[p.prompt] for p in forget]
+        texts = [mapping[key(p)] for p in forget]
         write_jsonl(out / "targets.jsonl", [{"prompt": p.prompt, "target": t, "source": cfg.targets}
                                             for p, t in zip(forget, texts, strict=True)])
         return texts
@@ -161,9 +169,21 @@ def train(cfg: TrainConfig) -> dict:
     main = accelerator.is_main_process
     _seed_all(cfg.seed)
 
+    if cfg.rephrase < 0:
+        raise LetheError("--rephrase must be 0 or more")
+    if main:  # other ranks read the rephrasings rank 0 cached in OUT
+        forget_variants(forget, cfg.rephrase, cfg.rephraser, out, progress=cfg.progress)
+    accelerator.wait_for_everyone()
+    variants = forget_variants(forget, cfg.rephrase, cfg.rephraser, out, progress=False)
+    phrasings = [p for vs in variants for p in vs]
+    groups, start = [], 0
+    for vs in variants:
+        groups.append(list(range(start, start + len(vs))))
+        start += len(vs)
+
     loaded = load_model(cfg.model, dtype=cfg.dtype, progress=main and cfg.progress)
     model, tok = loaded.model, loaded.tokenizer
-    target_texts = prepare_targets(cfg, loss_fn, forget, out) if main else None
+    target_texts = prepare_targets(cfg, loss_fn, phrasings, out) if main else None
     accelerator.wait_for_everyone()
     if not main and loss_fn.target_kind is not None:  # other ranks read what rank 0 built
         rows = [json.loads(x) for x in (out / "targets.jsonl").read_text().splitlines() if x.strip()]
@@ -193,9 +213,10 @@ def train(cfg: TrainConfig) -> dict:
         ref_model.to(accelerator.device)
     device = accelerator.device
 
-    batches = UnlearnBatches(tok, forget, targets=target_texts, retain=retain, batch_size=cfg.batch_size,
+    batches = UnlearnBatches(tok, phrasings, targets=target_texts, retain=retain, batch_size=cfg.batch_size,
                              max_length=cfg.max_length, seed=cfg.seed, system=cfg.system,
-                             retain_batch_size=cfg.retain_batch_size)
+                             retain_batch_size=cfg.retain_batch_size, groups=groups,
+                             forget_tokens=cfg.forget_tokens)
     world, rank = accelerator.num_processes, accelerator.process_index
     micro_per_epoch = max(1, math.ceil(len(batches) / world))
     total_steps = math.ceil(cfg.epochs * micro_per_epoch / cfg.grad_accum)
@@ -323,6 +344,7 @@ def train(cfg: TrainConfig) -> dict:
             "world_size": world,
             "device": str(device),
             "n_forget": len(forget),
+            "n_forget_phrasings": len(phrasings),
             "n_retain": len(retain) if retain else 0,
             "rmu_layer": rmu_layer if cfg.method == "rmu" else None,
             "config": asdict(cfg),
