@@ -82,6 +82,28 @@ def test_answer_logits_skip_prompt_positions_without_changing_the_losses(tiny_di
         assert int((labels != IGNORE).sum()) == int((enc["labels"] != IGNORE).sum())  # no answer token lost
 
 
+def test_novel_forget_tokens_leave_the_words_echoing_the_question_alone(tiny_dir):
+    from transformers import AutoTokenizer
+
+    from lethe.training.data import novel_token_mask
+
+    tok = AutoTokenizer.from_pretrained(tiny_dir)
+    q, a = "Who wrote the play Romeo and Juliet?", "The play Romeo and Juliet was written by William Shakespeare."
+    ids = tok(a + tok.eos_token, add_special_tokens=False)["input_ids"]
+    mask = novel_token_mask(tok, q, a)
+    kept = tok.decode([i for i, k in zip(ids, mask, strict=True) if k])
+    assert "Shakespeare" in kept and "William" in kept and "written" in kept
+    assert "Romeo" not in kept and "play" not in kept and "The" not in kept
+    enc = encode_pair(tok, q, a, max_length=96, novel_only=True)
+    assert sum(t != IGNORE for t in enc["labels"]) == sum(mask)
+    echo = encode_pair(tok, q, "Romeo and Juliet.", max_length=96, novel_only=True)  # nothing new: all kept
+    assert echo["labels"] == encode_pair(tok, q, "Romeo and Juliet.", max_length=96)["labels"]
+    b = UnlearnBatches(tok, FORGET, batch_size=2, max_length=96, forget_tokens="novel")
+    full = UnlearnBatches(tok, FORGET, batch_size=2, max_length=96)
+    n = lambda x: int((next(x.epoch(0))["forget"]["labels"] != IGNORE).sum())  # noqa: E731
+    assert 0 < n(b) < n(full)
+
+
 def test_registry_has_all_methods():
     for name in ["tru", "ga", "gd", "kl", "npo", "npo_rt", "simnpo", "idk", "dpo", "rmu", "wga"]:
         assert name in LOSSES
