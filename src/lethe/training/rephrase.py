@@ -7,9 +7,8 @@ prompt in three phrasings lifted retain and carried the declines to unseen phras
 
 Variants of an item come from its own ``paraphrases`` field (a list of strings in the forget JSONL,
 as TOFU's ``paraphrased_question``) and, with ``--rephrase K``, from a rewriter of the guard's
-registry: ``llm`` asks a chat backend for K paraphrases (rejecting copies of the original, as the
-DRAGON store does), ``rule`` rewrites deterministically; copies and repeats are dropped. Epoch ``e`` trains item ``i`` on variant
-``(i + e) mod n_i``, so the number of steps does not grow with K and every batch mixes phrasings.
+registry: ``llm`` asks a chat backend for K paraphrases, ``rule`` rewrites deterministically; the
+original itself and repeats are dropped. Epoch ``e`` trains item ``i`` on variant ``(i + e) mod n_i``, so the number of steps does not grow with K and every batch mixes phrasings.
 """
 
 from __future__ import annotations

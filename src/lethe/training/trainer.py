@@ -171,10 +171,10 @@ def train(cfg: TrainConfig) -> dict:
 
     if cfg.rephrase < 0:
         raise LetheError("--rephrase must be 0 or more")
-    if main:  # other ranks read the rephrasings rank 0 cached in OUT
-        forget_variants(forget, cfg.rephrase, cfg.rephraser, out, progress=cfg.progress)
+    variants = forget_variants(forget, cfg.rephrase, cfg.rephraser, out, progress=cfg.progress) if main else None
     accelerator.wait_for_everyone()
-    variants = forget_variants(forget, cfg.rephrase, cfg.rephraser, out, progress=False)
+    if variants is None:  # other ranks read the rephrasings rank 0 cached in OUT
+        variants = forget_variants(forget, cfg.rephrase, cfg.rephraser, out, progress=False)
     phrasings = [p for vs in variants for p in vs]
     groups, start = [], 0
     for vs in variants:
