@@ -196,6 +196,18 @@ def test_other_methods_run_through_cli(files, tiny_dir, method):
         assert summary["rmu_layer"] == 1
 
 
+def test_tru_with_boundary_retain_sampling_and_row_kl(files, tiny_dir):
+    out = files / "run-boundary"
+    _train(files, tiny_dir, out=out, max_steps=2, retain_sampling="boundary", retain_reduce="row")
+    summary = json.loads((out / "summary.json").read_text())
+    assert summary["steps"] == 2 and Path(summary["saved"]).exists()
+    assert (summary["config"]["retain_sampling"], summary["config"]["retain_reduce"]) == ("boundary", "row")
+    logged = [json.loads(x) for x in (out / "train_log.jsonl").read_text().splitlines()]
+    assert all(r["retain_kl"] >= 0 for r in logged)
+    with pytest.raises(LetheError, match="unknown retain sampling"):
+        _train(files, tiny_dir, out=files / "run-bad", retain_sampling="nearest")
+
+
 # --- rephrasings ---------------------------------------------------------------------------------
 
 def test_rephrase_keeps_given_rejects_copies_and_fills_to_k():

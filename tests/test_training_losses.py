@@ -9,6 +9,7 @@ import pytest
 torch = pytest.importorskip("torch")
 pytest.importorskip("peft")
 
+from lethe.errors import LetheError  # noqa: E402
 from lethe.training.data import IGNORE, Pair, UnlearnBatches, encode_pair  # noqa: E402
 from lethe.training.losses import LOSSES, LossContext, kl_to_reference, model_nll  # noqa: E402
 from lethe.training.model import apply_lora  # noqa: E402
@@ -179,6 +180,35 @@ def test_retain_cursor_covers_the_whole_retain_set(tiny_dir):
     assert next(b.epoch(0))["retain"]["input_ids"].shape[0] == 3
 
 
+def test_weighted_retain_draws_are_distinct_seeded_and_follow_the_weights(tiny_dir):
+    from transformers import AutoTokenizer
+
+    tok = AutoTokenizer.from_pretrained(tiny_dir)
+    retain = [Pair(f"Question number {i}?", f"Answer {i}.") for i in range(6)]
+    weights = [8.0, 1.0, 1.0, 1.0, 1.0, 1.0]
+    b = UnlearnBatches(tok, FORGET, retain=retain, batch_size=2, retain_batch_size=3, max_length=32,
+                       retain_weights=weights)
+    draws = [b._retain_rows(n) for n in range(200)]
+    assert all(len(set(d)) == 3 for d in draws)  # without replacement inside a batch
+    assert draws == [b._retain_rows(n) for n in range(200)]  # seeded: a resumed run draws the same
+    counts = [sum(i in d for d in draws) for i in range(6)]
+    assert counts[0] > 1.5 * max(counts[1:]) and min(counts[1:]) > 0
+    with pytest.raises(LetheError, match="one positive weight per retain row"):
+        UnlearnBatches(tok, FORGET, retain=retain, retain_weights=[1.0] * 5)
+
+
+def test_boundary_weights_favour_retain_rows_near_the_forget_prompts():
+    from lethe.training.data import boundary_weights
+
+    forget = ["Who wrote the novel 'Pride and Prejudice'?", "Who wrote the play 'Hamlet'?"]
+    retain = ["Summarize the plot of 'Hamlet' in two sentences.", "How many legs does a spider have?",
+              "Which gas do plants absorb from the air?"]
+    w = boundary_weights(forget, retain)
+    assert len(w) == 3 and sum(w) == pytest.approx(3.0)
+    assert w[0] > 1.5 * max(w[1:]) and min(w) >= 0.5 * (1 - 0.5)  # the uniform share keeps every row
+    assert boundary_weights(forget, retain, share=0.0) == pytest.approx([1.0, 1.0, 1.0])
+
+
 def test_npo_and_dpo_equal_2_over_beta_log2_at_reference_and_npo_bounded(tiny_dir):
     model, _tok, batch = _setup(tiny_dir)
     beta = 0.5
@@ -205,6 +235,22 @@ def test_kl_is_zero_at_reference_and_positive_after_training(tiny_dir):
     _step(model, ctx, LOSSES.create("ga"), batch, n=2)
     with torch.no_grad():
         assert float(kl_to_reference(ctx, batch["retain"])) > 1e-6
+
+
+def test_kl_row_reduce_weighs_every_retain_row_the_same(tiny_dir):
+    model, _tok, batch = _setup(tiny_dir)
+    _step(model, LossContext(model=model), LOSSES.create("ga"), batch, n=2)  # drift away
+    enc = batch["retain"]
+    lengths = (enc["labels"][:, 1:] != IGNORE).sum(-1).tolist()
+    assert len(set(lengths)) > 1  # answers of different lengths: the two means differ
+    tok_ctx, row_ctx = LossContext(model=model), LossContext(model=model, retain_reduce="row")
+    with torch.no_grad():
+        per_row = [float(kl_to_reference(tok_ctx, {k: v[i : i + 1] for k, v in enc.items()}))
+                   for i in range(len(lengths))]
+        row, token = float(kl_to_reference(row_ctx, enc)), float(kl_to_reference(tok_ctx, enc))
+    assert row == pytest.approx(sum(per_row) / len(per_row), rel=1e-4)
+    assert token == pytest.approx(sum(k * n for k, n in zip(per_row, lengths, strict=True)) / sum(lengths), rel=1e-4)
+    assert row != pytest.approx(token, rel=1e-3)
 
 
 @pytest.mark.parametrize("method", ["tru", "npo", "dpo", "kl", "rmu"])

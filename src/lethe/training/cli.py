@@ -48,6 +48,8 @@ def train_command(
     retain_loss: Annotated[str | None, typer.Option("--retain-loss", help="retain anchor: nll (CE on retain answers) or kl (to the starting model) \\[tru: kl, others: nll]")] = None,
     retain_batch_size: Annotated[int | None, typer.Option("--retain-batch-size", help="retain rows per step \\[tru: 8, others: --batch-size]")] = None,
     forget_tokens: Annotated[str | None, typer.Option("--forget-tokens", help="forget-answer tokens the unlearning term sees: all, or novel (words the question does not contain) \\[all]")] = None,
+    retain_sampling: Annotated[str, typer.Option("--retain-sampling", help="retain rows per step: uniform (cycle the set) or boundary (favour rows closest to the forget prompts)")] = "uniform",
+    retain_reduce: Annotated[str | None, typer.Option("--retain-reduce", help="KL anchor mean: token (long answers weigh more) or row (every retain row the same) \\[token]")] = None,
     rmu_layer: Annotated[int | None, typer.Option("--rmu-layer")] = None,
     rmu_c: Annotated[float, typer.Option("--rmu-c", help="RMU steering scale c")] = 6.5,
     lora_rank: Annotated[int, typer.Option("--lora-rank")] = 16,
@@ -66,7 +68,8 @@ def train_command(
         targets=str(targets) if targets else None, teacher=teacher, kind=kind, scope=scope,
         refusals=str(refusals) if refusals else None, epochs=epochs, rephrase=rephrase, rephraser=rephraser, lr=lr, batch_size=batch_size,
         grad_accum=grad_accum, max_length=max_length, max_steps=max_steps, alpha=alpha, lam=lam, beta=beta,
-        ga_term=ga_term, retain_loss=retain_loss, retain_batch_size=retain_batch_size, forget_tokens=forget_tokens, rmu_layer=rmu_layer,
+        ga_term=ga_term, retain_loss=retain_loss, retain_batch_size=retain_batch_size, forget_tokens=forget_tokens,
+        retain_sampling=retain_sampling, retain_reduce=retain_reduce, rmu_layer=rmu_layer,
         rmu_c=rmu_c, lora_rank=lora_rank, full_finetune=full_finetune,
         save_merged=save_merged, seed=seed, resume=resume, progress=progress, checkpoint_every=checkpoint_every,
     )

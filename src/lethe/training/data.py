@@ -131,6 +131,8 @@ class UnlearnBatches:
     one row per item, item ``i`` taking phrasing ``(i + epoch) mod len(groups[i])``.
     ``forget_tokens="novel"`` puts the forget labels on the answer's new words only
     (:func:`novel_token_mask`), so unlearning terms leave the words echoing the question alone.
+    ``retain_weights`` (optional, one per retain row) replaces the cursor by weighted draws without
+    replacement, seeded per batch (see :func:`boundary_weights`).
     """
 
     def __init__(
@@ -147,6 +149,7 @@ class UnlearnBatches:
         retain_batch_size: int | None = None,
         groups: Sequence[Sequence[int]] | None = None,
         forget_tokens: str = "all",
+        retain_weights: Sequence[float] | None = None,
     ) -> None:
         self.pad_id = tok.pad_token_id if tok.pad_token_id is not None else tok.eos_token_id
         self.batch_size = batch_size
@@ -169,6 +172,10 @@ class UnlearnBatches:
             if retain
             else None
         )
+        if retain_weights is not None and (len(retain_weights) != len(self.retain or ())
+                                           or min(retain_weights) <= 0):
+            raise LetheError("retain_weights needs one positive weight per retain row")
+        self.retain_weights = list(retain_weights) if retain_weights is not None else None
 
     def __len__(self) -> int:
         return (len(self.groups) + self.batch_size - 1) // self.batch_size
@@ -194,6 +201,11 @@ class UnlearnBatches:
         """Rows of the retain set for global batch ``batch_no``: positions
         ``batch_no * rbs ... + rbs`` of an endless sequence of passes, each pass a fresh shuffle."""
         n, rbs = len(self.retain or ()), self.retain_batch_size
+        if self.retain_weights is not None:  # Efraimidis-Spirakis: top-k of u^(1/w) draws by weight
+            rng = random.Random(self.seed * 7919 + 104729 * (batch_no + 1))
+            keys = [rng.random() ** (1.0 / w) for w in self.retain_weights]
+            top = sorted(range(n), key=keys.__getitem__, reverse=True)
+            return [top[k % n] for k in range(rbs)]
         perms: dict[int, list[int]] = {}
         rows = []
         for g in range(batch_no * rbs, (batch_no + 1) * rbs):
@@ -203,6 +215,30 @@ class UnlearnBatches:
                 random.Random(self.seed * 7919 + pass_no).shuffle(perms[pass_no])
             rows.append(perms[pass_no][i])
         return rows
+
+
+def boundary_weights(forget_prompts: Sequence[str], retain_prompts: Sequence[str], *, share: float = 0.5,
+                     temperature: float = 0.1, embedder: str = "all-MiniLM-L6-v2") -> list[float]:
+    """Retain sampling weights that favour the forget scope's boundary.
+
+    Forgetting damages most what looks like the forget set ("who painted X?" next to "who wrote
+    X?"), so those retain rows should anchor the model most often. Each retain row's closeness is
+    its highest cosine similarity to a forget prompt (sentence embeddings); the weight mixes a
+    uniform share ``1 - share`` with a softmax of closeness / ``temperature`` holding ``share``, so
+    every row keeps some probability and about ``share`` of the draws go to the nearest rows.
+    """
+    import numpy as np
+
+    from lethe.backends.embeddings import get_embedder
+
+    if not 0.0 <= share <= 1.0 or temperature <= 0:
+        raise ConfigError("boundary sampling needs 0 <= share <= 1 and temperature > 0")
+    emb = get_embedder(embedder)
+    close = (emb.encode(list(retain_prompts)) @ emb.encode(list(forget_prompts)).T).max(axis=1)
+    soft = np.exp((close - close.max()) / temperature)
+    n = len(retain_prompts)
+    w = (1.0 - share) / n + share * soft / soft.sum()
+    return (w * n).tolist()  # mean 1: readable in logs
 
 
 def load_refusals(path: str | Path | None = None) -> list[str]:

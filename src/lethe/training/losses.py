@@ -28,7 +28,9 @@ class LossContext:
     term), ``lam`` the retain term, ``beta`` NPO/DPO/SimNPO's inverse temperature. ``retain_loss`` picks the
     retain anchor of every method that has one: ``nll`` (CE on the retain answers) or ``kl``
     (KL(pi_ref || pi_theta) on the retain answer tokens: keeps the whole next-token distribution of
-    the starting model, not only its argmax, at the cost of one reference forward).
+    the starting model, not only its argmax, at the cost of one reference forward). ``retain_reduce``
+    averages that KL over all answer tokens of the batch (``token``: long answers dominate) or per
+    row first (``row``: every retain row weighs the same, as the NLL losses do).
     """
 
     model: torch.nn.Module
@@ -42,6 +44,7 @@ class LossContext:
     rmu_c: float = 6.5
     ga_term: str = "gd"
     retain_loss: str = "nll"
+    retain_reduce: str = "token"
     extra: dict = field(default_factory=dict)
 
     def ref_forward(self, enc: dict, **kw):
@@ -192,13 +195,21 @@ class GradDiff(UnlearnLoss):
 
 
 def kl_to_reference(ctx: LossContext, enc: dict) -> torch.Tensor:
-    """Token-wise KL(pi_ref || pi_theta) averaged over answer positions."""
+    """KL(pi_ref || pi_theta) per answer token, averaged over the batch's answer tokens
+    (``ctx.retain_reduce == "token"``) or over each row's tokens and then over rows (``"row"``)."""
     logits, labels = answer_logits(ctx.model, enc)
     mask = labels[:, 1:] != IGNORE
-    logits = logits[:, :-1][mask].float()
+    if not bool(mask.any()):
+        return logits.sum() * 0
+    sel = logits[:, :-1][mask].float()
     ref = ctx.ref_answer_logits(enc)[0][:, :-1][mask].float()
-    lp, lq = torch.log_softmax(ref, -1), torch.log_softmax(logits, -1)
-    return (lp.exp() * (lp - lq)).sum(-1).mean() if lp.numel() else lq.sum() * 0
+    lp, lq = torch.log_softmax(ref, -1), torch.log_softmax(sel, -1)
+    kl = (lp.exp() * (lp - lq)).sum(-1)
+    if ctx.retain_reduce == "token":
+        return kl.mean()
+    per_tok = torch.zeros(mask.shape, dtype=kl.dtype, device=kl.device).masked_scatter(mask, kl)
+    rows = mask.any(dim=1)
+    return (per_tok.sum(-1)[rows] / mask.sum(-1)[rows]).mean()
 
 
 @LOSSES.register("kl")

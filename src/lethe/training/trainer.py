@@ -24,7 +24,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 from lethe.errors import LetheError
-from lethe.training.data import UnlearnBatches, load_refusals, read_pairs, write_jsonl
+from lethe.training.data import UnlearnBatches, boundary_weights, load_refusals, read_pairs, write_jsonl
 from lethe.training.losses import LOSSES, LossContext
 from lethe.training.rephrase import forget_variants
 
@@ -33,7 +33,7 @@ from lethe.training.rephrase import forget_variants
 # a small GA weight (alpha 0.1; 0.5 collapsed the default model), a retain anchor of weight
 # alpha * lam = 2 as a KL to the starting model, 8 retain rows per step, lr 2e-4 for a 15-step budget.
 GENERIC_DEFAULTS: dict[str, object] = {"alpha": 1.0, "lam": 1.0, "lr": 1e-4, "retain_loss": "nll",
-                                       "forget_tokens": "all"}
+                                       "forget_tokens": "all", "retain_reduce": "token"}
 METHOD_DEFAULTS: dict[str, dict] = {
     "tru": {"alpha": 0.1, "lam": 20.0, "lr": 2e-4, "retain_loss": "kl", "retain_batch_size": 8},
     "rmu": {"alpha": 100.0},
@@ -68,6 +68,8 @@ class TrainConfig:
     retain_loss: str | None = None
     retain_batch_size: int | None = None
     forget_tokens: str | None = None  # all | novel (data.novel_token_mask); None: method default
+    retain_sampling: str = "uniform"  # uniform (cursor over the set) | boundary (data.boundary_weights)
+    retain_reduce: str | None = None  # KL anchor: token | row mean (losses.kl_to_reference); None: method default
     rmu_layer: int | None = None
     rmu_c: float = 6.5
     lora_rank: int = 16
@@ -160,6 +162,10 @@ def train(cfg: TrainConfig) -> dict:
     retain = read_pairs(cfg.retain, what="retain") if cfg.retain and loss_fn.uses_retain else None
     if cfg.retain_loss not in ("nll", "kl"):
         raise LetheError(f"unknown retain loss {cfg.retain_loss!r}: use nll or kl")
+    if cfg.retain_sampling not in ("uniform", "boundary"):
+        raise LetheError(f"unknown retain sampling {cfg.retain_sampling!r}: use uniform or boundary")
+    if cfg.retain_reduce not in ("token", "row"):
+        raise LetheError(f"unknown retain reduce {cfg.retain_reduce!r}: use token or row")
     if cfg.full_finetune and cfg.method == "rmu":
         raise LetheError("rmu is implemented with LoRA on the layers around --rmu-layer; drop --full-finetune")
 
@@ -213,10 +219,12 @@ def train(cfg: TrainConfig) -> dict:
         ref_model.to(accelerator.device)
     device = accelerator.device
 
+    weights = (boundary_weights([p.prompt for p in phrasings], [p.prompt for p in retain])
+               if retain and cfg.retain_sampling == "boundary" else None)
     batches = UnlearnBatches(tok, phrasings, targets=target_texts, retain=retain, batch_size=cfg.batch_size,
                              max_length=cfg.max_length, seed=cfg.seed, system=cfg.system,
                              retain_batch_size=cfg.retain_batch_size, groups=groups,
-                             forget_tokens=cfg.forget_tokens)
+                             forget_tokens=cfg.forget_tokens, retain_weights=weights)
     world, rank = accelerator.num_processes, accelerator.process_index
     micro_per_epoch = max(1, math.ceil(len(batches) / world))
     total_steps = math.ceil(cfg.epochs * micro_per_epoch / cfg.grad_accum)
@@ -225,7 +233,7 @@ def train(cfg: TrainConfig) -> dict:
 
     ctx = LossContext(model=model, ref_model=ref_model, alpha=cfg.alpha, lam=cfg.lam, beta=cfg.beta,
                       gamma=cfg.gamma, rmu_layer=rmu_layer, rmu_c=cfg.rmu_c, ga_term=cfg.ga_term,
-                      retain_loss=cfg.retain_loss, extra={"default_layer": rmu_layer, **cfg.extra})
+                      retain_loss=cfg.retain_loss, retain_reduce=cfg.retain_reduce, extra={"default_layer": rmu_layer, **cfg.extra})
 
     # --- resume ---------------------------------------------------------------------------
     ckpt = out / "checkpoint"
