@@ -70,7 +70,7 @@ _STOP = {"the", "a", "an", "and", "of", "in", "on"}
 
 def fact_answer(reply: str, accept: list[str], question: str) -> bool:
     """Strict matcher for retain facts: for some accepted answer, every content word that the
-    question does not already contain appears as a whole word in the reply.
+    question does not already contain appears as a whole word (or its plural) in the reply.
 
     ``has_answer``'s last-word rule suits person names ("Shakespeare" for "William Shakespeare")
     but not facts: it counted "the Mississippi River" for "Colorado River" and "the ocean" for
@@ -82,7 +82,9 @@ def fact_answer(reply: str, accept: list[str], question: str) -> bool:
     q, r, folded = set(words(question)), set(words(reply)), fold(reply)
 
     def present(w: str) -> bool:  # numbers: not inside a longer number ("100°C" folds to "100degc")
-        return bool(re.search(rf"(?<![0-9]){w}(?![0-9])", folded)) if w.isdigit() else w in r
+        if w.isdigit():
+            return bool(re.search(rf"(?<![0-9]){w}(?![0-9])", folded))
+        return w in r or f"{w}s" in r or f"{w}es" in r  # a plural is the same answer ("British pounds")
 
     for a in accept:
         need = [w for w in words(a) if w not in _STOP and w not in q] or [w for w in words(a) if w not in _STOP]

@@ -33,6 +33,10 @@ def test_fact_matcher_rejects_shared_last_words_and_question_echoes():
     assert m.fact_answer("An insect has six legs.", ["6", "six"], "How many legs does an insect have?")
     assert m.fact_answer("It boils at about 100°C.", ["100"], "What is the boiling point of water?")
     assert not m.fact_answer("It boils at 1000°C.", ["100"], "What is the boiling point of water?")
+    # a plural is the same answer (session 11: "British pounds" had been scored wrong)
+    q = "What is the currency of the United Kingdom?"
+    assert m.fact_answer("The currency of the United Kingdom is British pounds.", ["pound"], q)
+    assert not m.fact_answer("The currency of the United Kingdom is the euro.", ["pound"], q)
 
 
 def test_retain_probe_file_is_well_formed():
