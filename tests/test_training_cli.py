@@ -209,6 +209,16 @@ def test_tru_with_boundary_retain_sampling_and_row_kl(files, tiny_dir):
         _train(files, tiny_dir, out=files / "run-bad", retain_sampling="nearest")
 
 
+def test_lora_targets_preset_puts_adapters_on_attention_only(files, tiny_dir):
+    out = files / "run-attn"
+    _train(files, tiny_dir, out=out, max_steps=1, lora_targets="attention")
+    assert json.loads((out / "summary.json").read_text())["config"]["lora_targets"] == "attention"
+    adapter_cfg = json.loads((out / "adapter" / "adapter_config.json").read_text())
+    assert set(adapter_cfg["target_modules"]) == {"q_proj", "k_proj", "v_proj", "o_proj"}
+    with pytest.raises(LetheError, match="LoRA targets"):
+        _train(files, tiny_dir, out=files / "run-bad-targets", lora_targets="no_such_proj")
+
+
 # --- rephrasings ---------------------------------------------------------------------------------
 
 def test_rephrase_keeps_given_rejects_copies_and_fills_to_k():

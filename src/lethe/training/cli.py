@@ -53,6 +53,7 @@ def train_command(
     rmu_layer: Annotated[int | None, typer.Option("--rmu-layer")] = None,
     rmu_c: Annotated[float, typer.Option("--rmu-c", help="RMU steering scale c")] = 6.5,
     lora_rank: Annotated[int, typer.Option("--lora-rank")] = 16,
+    lora_targets: Annotated[str | None, typer.Option("--lora-targets", help="modules with LoRA adapters: all-linear, attention, mlp, or comma-separated names \\[all-linear]")] = None,
     full_finetune: Annotated[bool, typer.Option("--full-finetune", help="train all weights instead of LoRA")] = False,
     save_merged: Annotated[bool, typer.Option("--save-merged", help="also write merged weights to OUT/merged")] = False,
     seed: Annotated[int, typer.Option()] = 0,
@@ -70,7 +71,7 @@ def train_command(
         grad_accum=grad_accum, max_length=max_length, max_steps=max_steps, alpha=alpha, lam=lam, beta=beta,
         ga_term=ga_term, retain_loss=retain_loss, retain_batch_size=retain_batch_size, forget_tokens=forget_tokens,
         retain_sampling=retain_sampling, retain_reduce=retain_reduce, rmu_layer=rmu_layer,
-        rmu_c=rmu_c, lora_rank=lora_rank, full_finetune=full_finetune,
+        rmu_c=rmu_c, lora_rank=lora_rank, lora_targets=lora_targets, full_finetune=full_finetune,
         save_merged=save_merged, seed=seed, resume=resume, progress=progress, checkpoint_every=checkpoint_every,
     )
     summary = train(cfg)  # LetheError propagates: the CLI prints its one-line message

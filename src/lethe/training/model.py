@@ -15,7 +15,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from lethe.config import DEFAULT_MODEL, cache_dir
-from lethe.errors import BackendError
+from lethe.errors import BackendError, ConfigError
 
 DEFAULT_SPECS = {"default", DEFAULT_MODEL}
 DEFAULT_HF_DIRNAME = "qwen2.5-coder-0.5b-instruct-hf"
@@ -96,6 +96,28 @@ def load_model(spec: str | None = None, *, dtype: str = "float32", progress: boo
     return LoadedModel(model=model, tokenizer=tok, spec=spec or "default", path=path)
 
 
+LORA_PRESETS: dict[str, list[str] | str] = {
+    "all-linear": "all-linear",
+    # Llama/Qwen/Mistral module names. Attention-only adapters leave the MLPs, where factual
+    # associations are mostly stored (Geva et al. 2021; Meng et al. 2022, ROME), untouched.
+    "attention": ["q_proj", "k_proj", "v_proj", "o_proj"],
+    "mlp": ["gate_proj", "up_proj", "down_proj"],
+}
+
+
+def lora_target_modules(spec: str | list[str] | None) -> list[str] | str | None:
+    """``--lora-targets``: a preset (all-linear, attention, mlp) or comma-separated module names."""
+    if spec is None or isinstance(spec, list):
+        return spec
+    spec = spec.strip()
+    if spec in LORA_PRESETS:
+        return LORA_PRESETS[spec]
+    names = [n.strip() for n in spec.split(",") if n.strip()]
+    if not names:
+        raise ConfigError(f"empty --lora-targets {spec!r}: use all-linear, attention, mlp or module names")
+    return names
+
+
 def apply_lora(
     model,
     *,
@@ -116,7 +138,10 @@ def apply_lora(
         layers_to_transform=layers,
         task_type="CAUSAL_LM",
     )
-    return get_peft_model(model, cfg)
+    try:
+        return get_peft_model(model, cfg)
+    except ValueError as e:  # peft: "Target modules {...} not found in the base model"
+        raise ConfigError(f"LoRA targets {target_modules!r} do not match the model: {str(e).splitlines()[0]}") from e
 
 
 def num_layers(model) -> int:

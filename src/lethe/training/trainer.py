@@ -76,7 +76,7 @@ class TrainConfig:
     rmu_c: float = 6.5
     lora_rank: int = 16
     lora_alpha: int | None = None
-    lora_targets: list[str] | None = None
+    lora_targets: list[str] | str | None = None  # None: all-linear; preset or names (model.lora_target_modules)
     full_finetune: bool = False
     weight_decay: float = 0.0
     warmup_steps: int = 0
@@ -152,7 +152,7 @@ def train(cfg: TrainConfig) -> dict:
     from accelerate import Accelerator
     from tqdm import tqdm
 
-    from lethe.training.model import apply_lora, load_model, num_layers
+    from lethe.training.model import apply_lora, load_model, lora_target_modules, num_layers
 
     loss_fn = LOSSES.create(cfg.method)
     for k, v in {**GENERIC_DEFAULTS, **METHOD_DEFAULTS.get(cfg.method, {})}.items():
@@ -206,7 +206,7 @@ def train(cfg: TrainConfig) -> dict:
 
             ref_model = copy.deepcopy(model).eval().requires_grad_(False)
     else:
-        targets = cfg.lora_targets
+        targets = lora_target_modules(cfg.lora_targets)
         layers = None
         if cfg.method == "rmu":
             targets = targets or ["gate_proj", "up_proj", "down_proj"]
