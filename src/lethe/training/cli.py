@@ -50,6 +50,8 @@ def train_command(
     forget_tokens: Annotated[str | None, typer.Option("--forget-tokens", help="forget-answer tokens the unlearning term sees: all, or novel (words the question does not contain) \\[all]")] = None,
     retain_sampling: Annotated[str, typer.Option("--retain-sampling", help="retain rows per step: uniform (cycle the set) or boundary (favour rows closest to the forget prompts)")] = "uniform",
     retain_reduce: Annotated[str | None, typer.Option("--retain-reduce", help="KL anchor mean: token (long answers weigh more) or row (every retain row the same) \\[tru: row, others: token]")] = None,
+    head_tokens: Annotated[int, typer.Option("--head-tokens", help="first answer tokens that decide answer-or-decline (see --head-weight)")] = 4,
+    head_weight: Annotated[float, typer.Option("--head-weight", help="extra weight of those tokens in TRU's target CE and the retain anchor; 0: off")] = 0.0,
     rmu_layer: Annotated[int | None, typer.Option("--rmu-layer")] = None,
     rmu_c: Annotated[float, typer.Option("--rmu-c", help="RMU steering scale c")] = 6.5,
     lora_rank: Annotated[int, typer.Option("--lora-rank")] = 16,
@@ -70,7 +72,8 @@ def train_command(
         refusals=str(refusals) if refusals else None, epochs=epochs, rephrase=rephrase, rephraser=rephraser, lr=lr, batch_size=batch_size,
         grad_accum=grad_accum, max_length=max_length, max_steps=max_steps, alpha=alpha, lam=lam, beta=beta,
         ga_term=ga_term, retain_loss=retain_loss, retain_batch_size=retain_batch_size, forget_tokens=forget_tokens,
-        retain_sampling=retain_sampling, retain_reduce=retain_reduce, rmu_layer=rmu_layer,
+        retain_sampling=retain_sampling, retain_reduce=retain_reduce, head_tokens=head_tokens,
+        head_weight=head_weight, rmu_layer=rmu_layer,
         rmu_c=rmu_c, lora_rank=lora_rank, lora_targets=lora_targets, full_finetune=full_finetune,
         save_merged=save_merged, seed=seed, resume=resume, progress=progress, checkpoint_every=checkpoint_every,
     )

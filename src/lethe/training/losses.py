@@ -30,7 +30,10 @@ class LossContext:
     (KL(pi_ref || pi_theta) on the retain answer tokens: keeps the whole next-token distribution of
     the starting model, not only its argmax, at the cost of one reference forward). ``retain_reduce``
     averages that KL over all answer tokens of the batch (``token``: long answers dominate) or per
-    row first (``row``: every retain row weighs the same, as the NLL losses do).
+    row first (``row``: every retain row weighs the same, as the NLL losses do). ``head_tokens`` /
+    ``head_weight``: TRU's target CE and retain anchor add ``head_weight`` times the mean over each
+    answer's first ``head_tokens`` tokens, where a chat model decides whether to answer or decline
+    (:func:`row_mean`).
     """
 
     model: torch.nn.Module
@@ -45,6 +48,8 @@ class LossContext:
     ga_term: str = "gd"
     retain_loss: str = "nll"
     retain_reduce: str = "token"
+    head_tokens: int = 0
+    head_weight: float = 0.0
     extra: dict = field(default_factory=dict)
 
     def ref_forward(self, enc: dict, **kw):
@@ -123,6 +128,32 @@ def model_nll(model, enc: dict) -> torch.Tensor:
     return nll(*answer_logits(model, enc))
 
 
+def row_mean(per_tok: torch.Tensor, mask: torch.Tensor, head_tokens: int = 0, head_weight: float = 0.0) -> torch.Tensor:
+    """Mean over rows of each row's mean of ``per_tok`` over its answer positions, plus
+    ``head_weight`` times its mean over the first ``head_tokens`` answer positions.
+
+    Whether a chat model answers or declines is settled in the first few tokens of its reply
+    (Qi et al. 2024, "Safety alignment should be made more than just a few tokens deep", arXiv
+    2406.05946); in a plain token mean those few tokens are ~1 % of a 100-token reasoning target.
+    The head term weighs that decision on both sides of the boundary: decline on the forget
+    prompts (target CE), keep the starting model's opening on the retain prompts (anchor)."""
+    rows = mask.any(dim=1)
+    if not bool(rows.any()):
+        return per_tok.sum() * 0
+    m = mask.to(per_tok.dtype)
+    out = (per_tok * m).sum(-1)[rows] / m.sum(-1)[rows]
+    if head_tokens > 0 and head_weight:
+        head = (mask & (mask.cumsum(-1) <= head_tokens)).to(per_tok.dtype)
+        out = out + head_weight * (per_tok * head).sum(-1)[rows] / head.sum(-1)[rows]
+    return out.mean()
+
+
+def decision_nll(ctx: LossContext, enc: dict) -> torch.Tensor:
+    """Token-averaged NLL per row (as :func:`model_nll`) with the ``ctx.head_*`` decision term."""
+    lp, mask = token_logprobs(*answer_logits(ctx.model, enc))
+    return row_mean(-lp, mask, ctx.head_tokens, ctx.head_weight)
+
+
 class UnlearnLoss:
     """Base class: ``needs_retain`` (error if no retain set), ``uses_retain`` (uses it if given),
     ``needs_reference`` (pi_ref), ``target_kind`` (``"reasoning"``, ``"refusal"`` or ``None``)."""
@@ -147,7 +178,7 @@ class UnlearnLoss:
             r = kl_to_reference(ctx, batch["retain"])
             parts["retain_kl"] = float(r.detach())
         else:
-            r = model_nll(ctx.model, batch["retain"])
+            r = decision_nll(ctx, batch["retain"])
             parts["retain_nll"] = float(r.detach())
         return ctx.lam * r
 
@@ -205,11 +236,13 @@ def kl_to_reference(ctx: LossContext, enc: dict) -> torch.Tensor:
     ref = ctx.ref_answer_logits(enc)[0][:, :-1][mask].float()
     lp, lq = torch.log_softmax(ref, -1), torch.log_softmax(sel, -1)
     kl = (lp.exp() * (lp - lq)).sum(-1)
-    if ctx.retain_reduce == "token":
+    if ctx.retain_reduce == "token" and not (ctx.head_tokens and ctx.head_weight):
         return kl.mean()
     per_tok = torch.zeros(mask.shape, dtype=kl.dtype, device=kl.device).masked_scatter(mask, kl)
-    rows = mask.any(dim=1)
-    return (per_tok.sum(-1)[rows] / mask.sum(-1)[rows]).mean()
+    if ctx.retain_reduce == "token":  # token mean + the head term
+        head = mask & (mask.cumsum(-1) <= ctx.head_tokens)
+        return kl.mean() + ctx.head_weight * row_mean(per_tok, head)
+    return row_mean(per_tok, mask, ctx.head_tokens, ctx.head_weight)
 
 
 @LOSSES.register("kl")
@@ -304,7 +337,7 @@ class IDK(UnlearnLoss):
     target_kind = "refusal"
 
     def __call__(self, ctx, batch):
-        t = model_nll(ctx.model, batch["target"])
+        t = decision_nll(ctx, batch["target"])
         parts = {"target_nll": float(t.detach())}
         return t + self._retain(ctx, batch, parts), parts
 
@@ -346,7 +379,7 @@ class TRU(UnlearnLoss):
         return ga_term == "npo" or super().uses_reference(retain_loss=retain_loss, has_retain=has_retain)
 
     def __call__(self, ctx, batch):
-        t = model_nll(ctx.model, batch["target"])
+        t = decision_nll(ctx, batch["target"])
         parts = {"target_nll": float(t.detach())}
         term = ctx.ga_term
         if term == "npo":

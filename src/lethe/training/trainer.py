@@ -72,6 +72,8 @@ class TrainConfig:
     forget_tokens: str | None = None  # all | novel (data.novel_token_mask); None: method default
     retain_sampling: str = "uniform"  # uniform (cursor over the set) | boundary (data.boundary_weights)
     retain_reduce: str | None = None  # KL anchor: token | row mean (losses.kl_to_reference); None: method default
+    head_tokens: int = 4  # with head_weight: the answer/decline decision tokens (losses.row_mean)
+    head_weight: float = 0.0  # extra weight of those tokens in TRU's target CE and the retain anchor; 0: off
     rmu_layer: int | None = None
     rmu_c: float = 6.5
     lora_rank: int = 16
@@ -168,6 +170,8 @@ def train(cfg: TrainConfig) -> dict:
         raise LetheError(f"unknown retain sampling {cfg.retain_sampling!r}: use uniform or boundary")
     if cfg.retain_reduce not in ("token", "row"):
         raise LetheError(f"unknown retain reduce {cfg.retain_reduce!r}: use token or row")
+    if cfg.head_tokens < 0 or cfg.head_weight < 0:
+        raise LetheError(f"--head-tokens and --head-weight must be >= 0 (got {cfg.head_tokens}, {cfg.head_weight})")
     if cfg.full_finetune and cfg.method == "rmu":
         raise LetheError("rmu is implemented with LoRA on the layers around --rmu-layer; drop --full-finetune")
 
@@ -235,7 +239,8 @@ def train(cfg: TrainConfig) -> dict:
 
     ctx = LossContext(model=model, ref_model=ref_model, alpha=cfg.alpha, lam=cfg.lam, beta=cfg.beta,
                       gamma=cfg.gamma, rmu_layer=rmu_layer, rmu_c=cfg.rmu_c, ga_term=cfg.ga_term,
-                      retain_loss=cfg.retain_loss, retain_reduce=cfg.retain_reduce, extra={"default_layer": rmu_layer, **cfg.extra})
+                      retain_loss=cfg.retain_loss, retain_reduce=cfg.retain_reduce,
+                      head_tokens=cfg.head_tokens, head_weight=cfg.head_weight, extra={"default_layer": rmu_layer, **cfg.extra})
 
     # --- resume ---------------------------------------------------------------------------
     ckpt = out / "checkpoint"
