@@ -132,6 +132,11 @@ def test_error_missing_retain(files, tiny_dir):
         _train(files, tiny_dir, method="gd", retain=None)
 
 
+def test_error_negative_head_weight(files, tiny_dir):
+    with pytest.raises(LetheError, match="head-weight must be >= 0"):
+        _train(files, tiny_dir, head_weight=-1.0)
+
+
 def test_error_unloadable_model(files):
     with pytest.raises(LetheError, match="could not load model"):
         _train(files, files / "no-such-model", model=str(files / "no-such-model"))
@@ -148,8 +153,8 @@ def test_train_tru_end_to_end_writes_adapter_that_loads_back(files, tiny_dir, ca
     assert [r["step"] for r in log] == [1, 2, 3, 4]
     # TRU's measured defaults fill the knobs left unset; the retain anchor is a KL to the start
     cfg = summary["config"]
-    assert (cfg["alpha"], cfg["lam"], cfg["retain_loss"], cfg["retain_batch_size"], cfg["retain_reduce"]) == (
-        0.1, 40.0, "kl", 8, "row")
+    assert (cfg["alpha"], cfg["lam"], cfg["retain_loss"], cfg["retain_batch_size"], cfg["retain_reduce"],
+            cfg["head_tokens"], cfg["head_weight"]) == (0.1, 40.0, "kl", 8, "row", 4, 0.5)
     assert {"loss", "target_nll", "forget_nll", "retain_kl", "tokens_per_s"} <= set(log[0])
     assert log[-1]["target_nll"] < log[0]["target_nll"]
     targets = [json.loads(x) for x in (run / "targets.jsonl").read_text().splitlines()]
@@ -192,7 +197,8 @@ def test_other_methods_run_through_cli(files, tiny_dir, method):
     _train(files, tiny_dir, method=method, out=out, max_steps=2, refusals=None)
     summary = json.loads((out / "summary.json").read_text())
     assert summary["steps"] == 2 and Path(summary["saved"]).exists()
-    assert (summary["config"]["lam"], summary["config"]["retain_loss"]) == (1.0, "nll")  # generic defaults
+    assert (summary["config"]["lam"], summary["config"]["retain_loss"], summary["config"]["head_weight"]) == (
+        1.0, "nll", 0.0)  # generic defaults
     if method == "rmu":
         assert summary["rmu_layer"] == 1
 

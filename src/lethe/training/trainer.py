@@ -32,12 +32,13 @@ from lethe.training.rephrase import forget_variants
 # TRU's are the configuration measured best on the CPU real-knowledge experiment (docs/training.md):
 # a small GA weight (alpha 0.1; 0.5 collapsed the default model), a retain anchor of weight
 # alpha * lam = 4 as a KL to the starting model averaged per retain row, 8 retain rows per step, lr 2e-4
-# for a 15-step budget (session 11).
+# for a 15-step budget (session 11); the first 4 answer tokens of the target and the anchor weighted
+# 0.5 more (head_weight, session 12).
 GENERIC_DEFAULTS: dict[str, object] = {"alpha": 1.0, "lam": 1.0, "lr": 1e-4, "retain_loss": "nll",
-                                       "forget_tokens": "all", "retain_reduce": "token"}
+                                       "forget_tokens": "all", "retain_reduce": "token", "head_weight": 0.0}
 METHOD_DEFAULTS: dict[str, dict] = {
     "tru": {"alpha": 0.1, "lam": 40.0, "lr": 2e-4, "retain_loss": "kl", "retain_reduce": "row",
-            "retain_batch_size": 8},
+            "retain_batch_size": 8, "head_weight": 0.5},
     "rmu": {"alpha": 100.0},
 }
 
@@ -73,7 +74,7 @@ class TrainConfig:
     retain_sampling: str = "uniform"  # uniform (cursor over the set) | boundary (data.boundary_weights)
     retain_reduce: str | None = None  # KL anchor: token | row mean (losses.kl_to_reference); None: method default
     head_tokens: int = 4  # with head_weight: the answer/decline decision tokens (losses.row_mean)
-    head_weight: float = 0.0  # extra weight of those tokens in TRU's target CE and the retain anchor; 0: off
+    head_weight: float | None = None  # extra weight of those tokens in the target CE and retain anchor; None: method default
     rmu_layer: int | None = None
     rmu_c: float = 6.5
     lora_rank: int = 16
@@ -170,7 +171,7 @@ def train(cfg: TrainConfig) -> dict:
         raise LetheError(f"unknown retain sampling {cfg.retain_sampling!r}: use uniform or boundary")
     if cfg.retain_reduce not in ("token", "row"):
         raise LetheError(f"unknown retain reduce {cfg.retain_reduce!r}: use token or row")
-    if cfg.head_tokens < 0 or cfg.head_weight < 0:
+    if cfg.head_tokens < 0 or cfg.head_weight < 0:  # head_weight is filled from the defaults above
         raise LetheError(f"--head-tokens and --head-weight must be >= 0 (got {cfg.head_tokens}, {cfg.head_weight})")
     if cfg.full_finetune and cfg.method == "rmu":
         raise LetheError("rmu is implemented with LoRA on the layers around --rmu-layer; drop --full-finetune")
