@@ -31,7 +31,8 @@ class LossContext:
     the starting model, not only its argmax, at the cost of one reference forward). ``retain_reduce``
     averages that KL over all answer tokens of the batch (``token``: long answers dominate) or per
     row first (``row``: every retain row weighs the same, as the NLL losses do). ``head_tokens`` /
-    ``head_weight``: TRU's target CE and retain anchor add ``head_weight`` times the mean over each
+    ``head_weight``: the target CE (TRU's reasoning targets, IDK's refusals) and the retain anchor add
+    ``head_weight`` times the mean over each
     answer's first ``head_tokens`` tokens, where a chat model decides whether to answer or decline
     (:func:`row_mean`).
     """
