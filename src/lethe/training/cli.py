@@ -51,7 +51,7 @@ def train_command(
     retain_sampling: Annotated[str, typer.Option("--retain-sampling", help="retain rows per step: uniform (cycle the set) or boundary (favour rows closest to the forget prompts)")] = "uniform",
     retain_reduce: Annotated[str | None, typer.Option("--retain-reduce", help="KL anchor mean: token (long answers weigh more) or row (every retain row the same) \\[tru: row, others: token]")] = None,
     head_tokens: Annotated[int, typer.Option("--head-tokens", help="first answer tokens that decide answer-or-decline (see --head-weight)")] = 4,
-    head_weight: Annotated[float | None, typer.Option("--head-weight", help="extra weight of those tokens in TRU's target CE and the retain anchor; 0: off \\[tru: 0.5, others: 0]")] = None,
+    head_weight: Annotated[float | None, typer.Option("--head-weight", help="extra weight of those tokens in the target CE (tru, idk) and the retain anchor; 0: off \\[tru: 0.5, others: 0]")] = None,
     rmu_layer: Annotated[int | None, typer.Option("--rmu-layer")] = None,
     rmu_c: Annotated[float, typer.Option("--rmu-c", help="RMU steering scale c")] = 6.5,
     lora_rank: Annotated[int, typer.Option("--lora-rank")] = 16,

@@ -32,9 +32,8 @@ class LossContext:
     averages that KL over all answer tokens of the batch (``token``: long answers dominate) or per
     row first (``row``: every retain row weighs the same, as the NLL losses do). ``head_tokens`` /
     ``head_weight``: the target CE (TRU's reasoning targets, IDK's refusals) and the retain anchor add
-    ``head_weight`` times the mean over each
-    answer's first ``head_tokens`` tokens, where a chat model decides whether to answer or decline
-    (:func:`row_mean`).
+    ``head_weight`` times the mean over each answer's first ``head_tokens`` tokens, where a chat model
+    decides whether to answer or decline (:func:`row_mean`).
     """
 
     model: torch.nn.Module
@@ -129,6 +128,11 @@ def model_nll(model, enc: dict) -> torch.Tensor:
     return nll(*answer_logits(model, enc))
 
 
+def head_mask(mask: torch.Tensor, head_tokens: int) -> torch.Tensor:
+    """The first ``head_tokens`` answer positions of each row of ``mask``."""
+    return mask & (mask.cumsum(-1) <= head_tokens)
+
+
 def row_mean(per_tok: torch.Tensor, mask: torch.Tensor, head_tokens: int = 0, head_weight: float = 0.0) -> torch.Tensor:
     """Mean over rows of each row's mean of ``per_tok`` over its answer positions, plus
     ``head_weight`` times its mean over the first ``head_tokens`` answer positions.
@@ -144,7 +148,7 @@ def row_mean(per_tok: torch.Tensor, mask: torch.Tensor, head_tokens: int = 0, he
     m = mask.to(per_tok.dtype)
     out = (per_tok * m).sum(-1)[rows] / m.sum(-1)[rows]
     if head_tokens > 0 and head_weight:
-        head = (mask & (mask.cumsum(-1) <= head_tokens)).to(per_tok.dtype)
+        head = head_mask(mask, head_tokens).to(per_tok.dtype)
         out = out + head_weight * (per_tok * head).sum(-1)[rows] / head.sum(-1)[rows]
     return out.mean()
 
@@ -241,8 +245,7 @@ def kl_to_reference(ctx: LossContext, enc: dict) -> torch.Tensor:
         return kl.mean()
     per_tok = torch.zeros(mask.shape, dtype=kl.dtype, device=kl.device).masked_scatter(mask, kl)
     if ctx.retain_reduce == "token":  # token mean + the head term
-        head = mask & (mask.cumsum(-1) <= ctx.head_tokens)
-        return kl.mean() + ctx.head_weight * row_mean(per_tok, head)
+        return kl.mean() + ctx.head_weight * row_mean(per_tok, head_mask(mask, ctx.head_tokens))
     return row_mean(per_tok, mask, ctx.head_tokens, ctx.head_weight)
 
 
