@@ -10,7 +10,7 @@ torch = pytest.importorskip("torch")
 pytest.importorskip("peft")
 
 from lethe.errors import LetheError  # noqa: E402
-from lethe.training.data import IGNORE, Pair, UnlearnBatches, encode_pair  # noqa: E402
+from lethe.training.data import IGNORE, Pair, UnlearnBatches, encode_pair, length_groups  # noqa: E402
 from lethe.training.losses import (  # noqa: E402
     LOSSES,
     LossContext,
@@ -18,6 +18,8 @@ from lethe.training.losses import (  # noqa: E402
     decision_nll,
     kl_to_reference,
     model_nll,
+    row_mean,
+    token_kl,
     token_logprobs,
 )
 from lethe.training.model import apply_lora  # noqa: E402
@@ -243,6 +245,62 @@ def test_kl_is_zero_at_reference_and_positive_after_training(tiny_dir):
     _step(model, ctx, LOSSES.create("ga"), batch, n=2)
     with torch.no_grad():
         assert float(kl_to_reference(ctx, batch["retain"])) > 1e-6
+
+
+def test_chunked_token_kl_matches_autograd_in_value_and_gradient():
+    """The memory-lean KL (closed-form backward, row chunks) equals autograd on the plain formula."""
+    g = torch.Generator().manual_seed(0)
+    z = torch.randn(7, 50, generator=g, dtype=torch.float64, requires_grad=True)
+    ref = torch.randn(7, 50, generator=g, dtype=torch.float64)
+    w = torch.rand(7, generator=g, dtype=torch.float64)  # an uneven upstream gradient
+    lp, lq = torch.log_softmax(ref, -1), torch.log_softmax(z, -1)
+    plain = (lp.exp() * (lp - lq)).sum(-1)
+    (gz_plain,) = torch.autograd.grad((plain * w).sum(), z)
+    lean = token_kl(z, ref, chunk=3)  # 7 rows in chunks of 3: a ragged last chunk
+    (gz_lean,) = torch.autograd.grad((lean * w).sum(), z)
+    assert torch.allclose(lean.double(), plain, atol=1e-6)
+    assert torch.allclose(gz_lean, gz_plain, atol=1e-10)
+    assert float(token_kl(ref, ref).abs().max()) < 1e-6  # zero at the reference
+    assert torch.autograd.gradcheck(lambda x: token_kl(x, ref, 2), (z,))
+
+
+def test_length_groups_cut_padding_and_cover_every_row_once():
+    lengths = [30, 190, 28, 35, 185, 31, 192, 29]
+    groups = length_groups(lengths, max_groups=2)
+    assert sorted(r for g in groups for r in g) == list(range(len(lengths)))
+    assert [sorted(g) for g in groups] == [[0, 2, 3, 5, 7], [1, 4, 6]]  # the facts, the long answers
+    padded = sum(len(g) * max(lengths[r] for r in g) for g in groups)
+    assert padded < 0.6 * len(lengths) * max(lengths)
+    assert length_groups([40, 40, 40]) == [[0, 1, 2]]  # nothing to gain: one group
+    assert length_groups([]) == []
+
+
+def test_retain_anchors_by_length_groups_equal_one_padded_call(tiny_dir):
+    """Grouping rows by length changes what is computed, not the loss or its gradient."""
+    model, _tok, batch = _setup(tiny_dir)
+    _step(model, LossContext(model=model), LOSSES.create("ga"), batch, n=2)  # drift from the reference
+    enc = batch["retain"]
+    assert len(length_groups(enc["attention_mask"].sum(-1).tolist())) > 1  # the test batch is mixed
+    params = [p for p in model.parameters() if p.requires_grad]
+    ctx = LossContext(model=model, retain_reduce="row", head_tokens=2, head_weight=0.5)
+
+    def padded_kl():  # the plain formula on the whole padded batch
+        logits, labels = answer_logits(model, enc)
+        m = labels[:, 1:] != IGNORE
+        with torch.no_grad():
+            lp = torch.log_softmax(ctx.ref_answer_logits(enc)[0][:, :-1][m], -1)
+        kl = (lp.exp() * (lp - torch.log_softmax(logits[:, :-1][m], -1))).sum(-1)
+        return row_mean(torch.zeros(m.shape).masked_scatter(m, kl), m, 2, 0.5)
+
+    def padded_nll():
+        lp, m = token_logprobs(*answer_logits(model, enc))
+        return row_mean(-lp, m, 2, 0.5)
+
+    for grouped, plain in ((lambda: kl_to_reference(ctx, enc), padded_kl), (lambda: decision_nll(ctx, enc), padded_nll)):
+        a, b = grouped(), plain()
+        ga, gb = torch.autograd.grad(a, params), torch.autograd.grad(b, params)
+        assert float(a.detach()) == pytest.approx(float(b.detach()), rel=1e-4) and float(a.detach()) > 0
+        assert all(torch.allclose(x, y, rtol=1e-3, atol=1e-6) for x, y in zip(ga, gb, strict=True))
 
 
 def test_kl_row_reduce_weighs_every_retain_row_the_same(tiny_dir):

@@ -119,6 +119,37 @@ def collate(encs: Sequence[dict], pad_id: int) -> dict:
     return {"input_ids": ids, "attention_mask": mask, "labels": labels}
 
 
+def length_groups(lengths: Sequence[int], max_groups: int = 4) -> list[list[int]]:
+    """Split rows into at most ``max_groups`` groups of similar length, fewest padded tokens first.
+
+    A retain batch mixes one-line facts (~30 tokens) with long chat answers (~190): padded to
+    the longest row, more than half of the tokens a step computes can be padding. Rows are sorted
+    by length and cut where the total ``rows x longest row`` summed over groups is smallest
+    (exact dynamic programme; a batch is a few dozen rows). Returns the row indices of each group.
+    """
+    order = sorted(range(len(lengths)), key=lambda i: lengths[i])
+    srt = [lengths[i] for i in order]
+    n, g_max = len(srt), max(1, min(max_groups, len(srt)))
+    inf = float("inf")
+    # cost[g][j]: fewest tokens for the first j sorted rows in g groups; cut[g][j]: where the last group starts
+    cost = [[0.0] + [inf] * n] + [[inf] * (n + 1) for _ in range(g_max)]
+    cut = [[0] * (n + 1) for _ in range(g_max + 1)]
+    for g in range(1, g_max + 1):
+        for j in range(1, n + 1):
+            for i in range(j):
+                c = cost[g - 1][i] + (j - i) * srt[j - 1]
+                if c < cost[g][j]:
+                    cost[g][j], cut[g][j] = c, i
+    best = min(range(1, g_max + 1), key=lambda g: (cost[g][n], g))  # ties: fewer groups
+    groups, j = [], n
+    for g in range(best, 0, -1):
+        i = cut[g][j]
+        if j > i:
+            groups.append(order[i:j])
+        j = i
+    return groups[::-1]
+
+
 class UnlearnBatches:
     """Yields dict batches ``{"forget", "target"?, "retain"?}`` of collated tensors.
 
