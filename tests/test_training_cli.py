@@ -154,7 +154,7 @@ def test_train_tru_end_to_end_writes_adapter_that_loads_back(files, tiny_dir, ca
     # TRU's measured defaults fill the knobs left unset; the retain anchor is a KL to the start
     cfg = summary["config"]
     assert (cfg["alpha"], cfg["lam"], cfg["retain_loss"], cfg["retain_batch_size"], cfg["retain_reduce"],
-            cfg["head_tokens"], cfg["head_weight"]) == (0.1, 40.0, "kl", 8, "row", 4, 0.5)
+            cfg["head_tokens"], cfg["head_weight"]) == (0.1, 40.0, "kl", 16, "row", 4, 0.5)
     assert {"loss", "target_nll", "forget_nll", "retain_kl", "tokens_per_s"} <= set(log[0])
     assert log[-1]["target_nll"] < log[0]["target_nll"]
     targets = [json.loads(x) for x in (run / "targets.jsonl").read_text().splitlines()]

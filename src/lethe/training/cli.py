@@ -46,7 +46,7 @@ def train_command(
     beta: Annotated[float, typer.Option(help="NPO/DPO/SimNPO beta")] = 0.1,
     ga_term: Annotated[str, typer.Option("--ga-term", help="TRU's unlearning term: gd, ga, npo, wga")] = "gd",
     retain_loss: Annotated[str | None, typer.Option("--retain-loss", help="retain anchor: nll (CE on retain answers) or kl (to the starting model) \\[tru: kl, others: nll]")] = None,
-    retain_batch_size: Annotated[int | None, typer.Option("--retain-batch-size", help="retain rows per step \\[tru: 8, others: --batch-size]")] = None,
+    retain_batch_size: Annotated[int | None, typer.Option("--retain-batch-size", help="retain rows per step \\[tru: 16, others: --batch-size]")] = None,
     forget_tokens: Annotated[str | None, typer.Option("--forget-tokens", help="forget-answer tokens the unlearning term sees: all, or novel (words the question does not contain) \\[all]")] = None,
     retain_sampling: Annotated[str, typer.Option("--retain-sampling", help="retain rows per step: uniform (cycle the set) or boundary (favour rows closest to the forget prompts)")] = "uniform",
     retain_reduce: Annotated[str | None, typer.Option("--retain-reduce", help="KL anchor mean: token (long answers weigh more) or row (every retain row the same) \\[tru: row, others: token]")] = None,
