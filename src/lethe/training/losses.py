@@ -269,10 +269,11 @@ class _TokenKL(torch.autograd.Function):
     """Per-row KL(p || softmax(z)) from logits ``z`` (rows x vocab) and the reference's log-probs,
     worked through ``chunk`` rows at a time.
 
-    Autograd's version of the same formula keeps three vocabulary-wide tensors per answer token
-    for its backward (log q, p, log p - log q: about 1.8 GB for 16 retain rows of 150 tokens with
-    a 152k vocabulary); this one keeps only the logits and log p and uses the closed-form gradient
-    softmax(z) - p, in the manner of fused-loss kernels such as Liger-Kernel's."""
+    Autograd's version of the same formula keeps three tokens x vocabulary tensors for its backward
+    (log q, p, log p - log q); this one keeps only the logits and log p and uses the closed-form
+    gradient softmax(z) - p, in the manner of fused-loss kernels such as Liger-Kernel's. (Measured
+    on the default model with 16 retain rows: peak RSS 20.7 -> 20.2 GB; the padding that
+    :func:`by_length` removes mattered more.)"""
 
     @staticmethod
     def forward(ctx, logits: torch.Tensor, ref_logp: torch.Tensor, chunk: int) -> torch.Tensor:
