@@ -10,6 +10,7 @@ D_r retain, pi_ref the frozen starting model (the LoRA base with adapters disabl
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, field
 
 import torch
@@ -153,7 +154,7 @@ def row_mean(per_tok: torch.Tensor, mask: torch.Tensor, head_tokens: int = 0, he
     return out.mean()
 
 
-def by_length(enc: dict, per_token) -> tuple[torch.Tensor, torch.Tensor]:
+def by_length(enc: dict, per_token: Callable[[dict], torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor]:
     """``per_token(sub)`` (the flat values over ``sub``'s answer tokens, row-major) run on groups of
     rows of similar length (:func:`~lethe.training.data.length_groups`), each trimmed of its
     padding, then put back as one ``rows x positions`` tensor with its answer mask (the layout of
