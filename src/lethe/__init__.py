@@ -14,10 +14,18 @@ from lethe.errors import LetheError
 from lethe.guard import Detection, Guard, GuardPlan, GuardResponse
 from lethe.store import STORES, ForgetRequest, UnlearnStore, open_store
 
-__version__ = "0.1.0"
+DISTRIBUTION = "lethe-unlearn"
+"""The name on the package index (``pip install lethe-unlearn``); ``lethe`` there is another project."""
+
+try:
+    from importlib.metadata import PackageNotFoundError, version
+
+    __version__ = version(DISTRIBUTION)
+except PackageNotFoundError:  # running from a source tree that was never installed
+    __version__ = "0.1.0"
 
 __all__ = [
     "BACKENDS", "STORES", "BackendConfig", "ChatBackend", "Detection", "ForgetRequest", "Guard", "GuardConfig",
     "GuardPlan", "GuardResponse", "LetheError", "UnlearnStore", "get_embedder", "load_backend", "open_store",
-    "__version__",
+    "DISTRIBUTION", "__version__",
 ]
