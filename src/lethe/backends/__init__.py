@@ -9,9 +9,26 @@ from lethe.config import BackendConfig
 
 
 def load_backend(cfg: BackendConfig | None = None, **overrides: object) -> ChatBackend:
-    """Instantiate the configured backend (``llamacpp`` default, ``openai``, ``hf``)."""
+    """Instantiate the configured backend (``llamacpp`` default, ``openai``, ``hf``) through the registry.
+
+    Each backend receives only the settings its constructor takes; a setting changed from its default
+    that the chosen backend cannot use (``adapter`` on ``openai``, ``base_url`` on ``llamacpp``) is a
+    one-line :class:`~lethe.errors.ConfigError` rather than silently ignored."""
+    import inspect
+
+    from lethe.errors import ConfigError
+
     cfg = (cfg or BackendConfig()).model_copy(update=overrides)
-    kwargs = cfg.model_dump(exclude={"kind", "model"})
+    cls = BACKENDS.get(cfg.kind)
+    params = inspect.signature(cls.__init__).parameters
+    takes_any = any(p.kind is inspect.Parameter.VAR_KEYWORD for p in params.values())
+    defaults = BackendConfig.model_fields
+    kwargs: dict[str, object] = {}
+    for name, value in cfg.model_dump(exclude={"kind", "model"}).items():
+        if name in params or takes_any:
+            kwargs[name] = value
+        elif value != defaults[name].get_default(call_default_factory=True):
+            raise ConfigError(f"backend.{name} does not apply to the '{cfg.kind}' backend")
     return BACKENDS.create(cfg.kind, cfg.model, **kwargs)
 
 

@@ -3,11 +3,19 @@
 Besides the blocking ``chat``/``stream``, ``achat``/``astream`` use ``openai.AsyncOpenAI``:
 cancelling them closes the HTTP connection, which vLLM and llama.cpp's server treat as an
 abort. The proxy relies on that to start the upstream call while detection still runs.
+
+Prompt log-probabilities (multiple-choice scoring) come from the legacy completions endpoint,
+which vLLM and llama.cpp's server keep: ``logprobs=K`` gives the top-K next tokens after a raw
+prompt, ``echo=True`` gives the prompt's own token log-probabilities. Whether the server offers
+them is probed on first use; a server that does not (OpenAI's chat-only models) makes
+:meth:`next_token_logprobs` raise ``NotImplementedError`` and the evaluation falls back to
+generate-and-parse. ``thread_safe``: one client serves concurrent evaluation workers.
 """
 
 from __future__ import annotations
 
 import asyncio
+import math
 import os
 from collections.abc import AsyncIterator, Iterator, Sequence
 
@@ -19,8 +27,8 @@ from lethe.errors import BackendError
 class OpenAIBackend(ChatBackend):
     name = "openai"
     supports_prefill = False  # the chat API has no portable assistant prefill
-    supports_logprobs = False
     supports_async = True
+    thread_safe = True
 
     def __init__(
         self,
@@ -31,7 +39,8 @@ class OpenAIBackend(ChatBackend):
         api_key_env: str = "OPENAI_API_KEY",
         timeout_s: float = 60.0,
         seed: int = 0,
-        **_: object,
+        logprobs: bool = True,
+        top_logprobs: int = 20,
     ) -> None:
         import openai
 
@@ -43,6 +52,82 @@ class OpenAIBackend(ChatBackend):
         self._client_kw = {"base_url": base_url, "api_key": key, "timeout": timeout_s, "max_retries": 1}
         self.client = openai.OpenAI(**self._client_kw)
         self._aclients: dict[int, object] = {}  # one AsyncOpenAI per event loop (httpx pools are loop-bound)
+        self._logprobs: bool | None = None if logprobs else False  # None: not probed yet
+        self.top_logprobs = top_logprobs
+
+    @property
+    def supports_logprobs(self) -> bool:  # type: ignore[override]
+        """Prompt log-probabilities via the completions endpoint (``False`` once a probe failed)."""
+        return self._logprobs is not False
+
+    def _completion(self, prompt: str, **kw: object):
+        """A legacy completion with log-probabilities; marks the server as lacking them on failure."""
+        if self._logprobs is False:
+            raise NotImplementedError(f"{self.base_url or 'the endpoint'} gives no prompt log-probabilities")
+        try:
+            resp = self.client.completions.create(model=self.model, prompt=prompt, temperature=0.0, **kw)
+            lp = resp.choices[0].logprobs
+            if lp is None or not lp.tokens:
+                raise NotImplementedError("the endpoint returned no log-probabilities")
+        except (self._openai.NotFoundError, self._openai.BadRequestError, NotImplementedError) as exc:
+            self._logprobs = False
+            raise NotImplementedError(
+                f"{self.base_url or 'the endpoint'} gives no prompt log-probabilities ({type(exc).__name__})"
+            ) from None
+        except self._openai.OpenAIError as exc:
+            err = self._error(exc)
+            if err is None:
+                raise
+            raise err from None
+        self._logprobs = True
+        return lp
+
+    def next_token_logprobs(self, prompt: str, candidates: Sequence[str]) -> list[float]:
+        """Top-K next-token log-probabilities after ``prompt``; a candidate outside the top K gets the
+        K-th value minus log(2) (an upper bound below every listed token), so argmax stays correct."""
+        lp = self._completion(prompt, max_tokens=1, logprobs=self.top_logprobs)
+        top = dict(lp.top_logprobs[0]) if lp.top_logprobs else {}
+        if not top:
+            raise NotImplementedError("the endpoint returned no top log-probabilities")
+        floor = min(top.values()) - math.log(2)
+        out = []
+        for c in candidates:
+            vals = [v for tok, v in top.items() if tok == c or tok.strip() == c.strip()]
+            exact = top.get(c)
+            out.append(float(exact if exact is not None else (max(vals) if vals else floor)))
+        return out
+
+    def continuation_logprob(self, prompt: str, continuation: str) -> tuple[float, int]:
+        """Sum of the log-probabilities of ``continuation``'s tokens, read from an echoed prompt.
+
+        Servers differ in how they align echoed log-probabilities (llama-cpp-python's server reports
+        each token's value under the distribution that follows it), so alignment is probed once against
+        a next-token request; a misaligned server makes this raise ``NotImplementedError``."""
+        if not self._echo_aligned():
+            raise NotImplementedError(
+                f"{self.base_url or 'the endpoint'} misaligns echoed prompt log-probabilities; "
+                "continuation scoring needs a server such as vLLM")
+        return self._echo_sum(prompt, continuation)
+
+    def _echo_sum(self, prompt: str, continuation: str) -> tuple[float, int]:
+        lp = self._completion(prompt + continuation, max_tokens=1, logprobs=1, echo=True)
+        start = len(prompt)
+        total, n = 0.0, 0
+        for off, val in zip(lp.text_offset, lp.token_logprobs, strict=False):
+            if start <= off < start + len(continuation) and val is not None:
+                total += float(val)
+                n += 1
+        return total, n
+
+    _PROBE = ("The capital of France is", " Paris")
+
+    def _echo_aligned(self) -> bool:
+        if getattr(self, "_aligned", None) is None:
+            head, tail = self._PROBE
+            echoed, n = self._echo_sum(head, tail)
+            direct = self.next_token_logprobs(head, [tail])[0]
+            self._aligned = n == 1 and abs(echoed - direct) < 0.05
+        return bool(self._aligned)
 
     def _error(self, exc: Exception) -> BackendError | None:
         o = self._openai

@@ -28,6 +28,9 @@ RewriterOpt = typer.Option("rule", "--rewriter", help="guard store rewriter: rul
 NliOpt = typer.Option("heuristic", "--nli", help="heuristic | hub:<model id>")
 RefusalOpt = typer.Option("embedding", "--refusal-classifier", help="embedding | hub:<model id>")
 GibOpt = typer.Option("rule", "--gibberish", help="rule | hub:<model id>")
+BaseUrlOpt = typer.Option(None, "--base-url", help="OpenAI-compatible server for --backend openai (vLLM, llama.cpp server)")
+ConcurrencyOpt = typer.Option(1, "--concurrency", min=1,
+                              help="questions in flight at once against an OpenAI-compatible server")
 
 
 def _run(fn, out: Path | None, **kw) -> dict:
@@ -62,10 +65,10 @@ def _summary(result: dict, out: Path | None) -> None:
         c.print(f"results written to {out}")
 
 
-def _backend(model: str, backend: str, adapter: str | None, seed: int):
+def _backend(model: str, backend: str, adapter: str | None, seed: int, base_url: str | None = None):
     from lethe.evaluation.runner import open_backend
 
-    return open_backend(model, backend, adapter, seed=seed)  # threads: LETHE_THREADS
+    return open_backend(model, backend, adapter, base_url=base_url, seed=seed)  # threads: LETHE_THREADS
 
 
 def _root(data: str | None):
@@ -100,13 +103,14 @@ def wmdp(
     benign: str = typer.Option("mmlu-dev", "--benign", help="mmlu-dev | none: in-domain benign scorer negatives"),
     attack: str | None = AttackOpt, seed: int = SeedOpt, home: Path | None = HomeOpt, data: str | None = DataOpt,
     filter: str = FilterOpt, rewriter: str = RewriterOpt, items: bool = ItemsOpt, out: Path = OutOpt,
+    base_url: str | None = BaseUrlOpt, concurrency: int = ConcurrencyOpt,
 ) -> None:
     """WMDP ProbAcc (and MMLU on the same method instance)."""
     from lethe.evaluation.runner import eval_mc
 
     _run(_guarded(lambda **k: eval_mc("wmdp", **k)), out, method_name=method,
-         backend=_guarded(_backend)(model=model, backend=backend, adapter=adapter, seed=seed),
-         root=_guarded(_root)(data=data), subsets=subset, limit=limit, mmlu_limit=mmlu_limit, seed=seed, kshot=kshot,
+         backend=_guarded(_backend)(model=model, backend=backend, adapter=adapter, seed=seed, base_url=base_url),
+         root=_guarded(_root)(data=data), subsets=subset, concurrency=concurrency, limit=limit, mmlu_limit=mmlu_limit, seed=seed, kshot=kshot,
          fmt=fmt, scorer=scorer, attack_name=attack, home=home, store_format=store_format, benign=benign, filter_kind=filter,
          rewriter=rewriter, keep_items=items)
 
@@ -121,13 +125,14 @@ def mmlu(
     benign: str = typer.Option("mmlu-dev", "--benign", help="mmlu-dev | none: in-domain benign scorer negatives"),
     attack: str | None = AttackOpt, seed: int = SeedOpt, home: Path | None = HomeOpt, data: str | None = DataOpt,
     filter: str = FilterOpt, rewriter: str = RewriterOpt, items: bool = ItemsOpt, out: Path = OutOpt,
+    base_url: str | None = BaseUrlOpt, concurrency: int = ConcurrencyOpt,
 ) -> None:
     """MMLU ProbAcc (with a guard method: the store holds the three WMDP concepts)."""
     from lethe.evaluation.runner import eval_mc
 
     _run(_guarded(lambda **k: eval_mc("mmlu", **k)), out, method_name=method,
-         backend=_guarded(_backend)(model=model, backend=backend, adapter=adapter, seed=seed),
-         root=_guarded(_root)(data=data), limit=limit, mmlu_limit=0, seed=seed, kshot=kshot, fmt=fmt, scorer=scorer,
+         backend=_guarded(_backend)(model=model, backend=backend, adapter=adapter, seed=seed, base_url=base_url),
+         root=_guarded(_root)(data=data), limit=limit, mmlu_limit=0, concurrency=concurrency, seed=seed, kshot=kshot, fmt=fmt, scorer=scorer,
          attack_name=attack, home=home, store_format=store_format, benign=benign, filter_kind=filter, rewriter=rewriter,
          mmlu_subjects=subjects or None, keep_items=items)
 
@@ -140,18 +145,22 @@ def tofu(
     retain_limit: int | None = typer.Option(None, "--retain-limit", help="items of retain/real/world (default --limit)"),
     splits: list[str] = typer.Option(["forget", "retain", "real_authors", "world_facts"], "--part"),
     probs: bool = typer.Option(True, "--probs/--no-probs", help="answer probabilities and truth ratios"),
-    reference: str | None = typer.Option(None, "--reference", help="results file of a reference run for forget quality"),
+    reference: str | None = typer.Option(None, "--reference", help="forget-quality reference: a results file, or the retain model's adapter (PEFT folder / GGUF LoRA, e.g. `lethe tofu prepare`'s retain), run once and cached"),
     max_tokens: int = typer.Option(200, "--max-tokens"),
     attack: str | None = AttackOpt, seed: int = SeedOpt, home: Path | None = HomeOpt, data: str | None = DataOpt,
     filter: str = FilterOpt, rewriter: str = RewriterOpt, nli: str = NliOpt, refusal_classifier: str = RefusalOpt,
     gibberish: str = GibOpt, items: bool = ItemsOpt, out: Path = OutOpt,
 ) -> None:
     """TOFU: ROUGE-L, probability, truth ratio, MU, FQ; DS, KFR/KRR, CS, RQ; detection rates."""
-    from lethe.evaluation.runner import eval_tofu
+    from lethe.evaluation.runner import eval_tofu, tofu_reference
 
+    root = _guarded(_root)(data=data)
+    if reference:
+        reference = _guarded(tofu_reference)(reference=reference, model=model, backend_kind=backend, root=root,
+                                             forget_split=split, limit=limit, seed=seed, max_tokens=max_tokens)
     _run(_guarded(eval_tofu), out, method_name=method,
          backend=_guarded(_backend)(model=model, backend=backend, adapter=adapter, seed=seed),
-         root=_guarded(_root)(data=data), forget_split=split, limit=limit, retain_limit=retain_limit, seed=seed,
+         root=root, forget_split=split, limit=limit, retain_limit=retain_limit, seed=seed,
          attack_name=attack, home=home, probs=probs, splits=splits, filter_kind=filter, rewriter=rewriter,
          reference=reference, comp_opts={"nli": nli, "refusal": refusal_classifier, "gibberish": gibberish},
          keep_items=items, max_tokens=max_tokens)

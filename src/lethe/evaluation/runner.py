@@ -35,12 +35,13 @@ from lethe.evaluation.metrics.rouge import rouge_l
 # -- plumbing ---------------------------------------------------------------------------------
 def versions() -> dict[str, str | None]:
     out: dict[str, str | None] = {"python": platform.python_version()}
-    for pkg in ("lethe", "torch", "transformers", "llama_cpp_python", "sentence-transformers", "numpy"):
+    for pkg in ("lethe-unlearn", "torch", "transformers", "llama_cpp_python", "sentence-transformers", "numpy"):
         try:
             out[pkg] = metadata.version(pkg)
         except metadata.PackageNotFoundError:
             out[pkg] = None
     out["llama_cpp"] = out.pop("llama_cpp_python")
+    out["lethe"] = out.pop("lethe-unlearn")
     return out
 
 
@@ -130,9 +131,21 @@ def mmlu_retain_examples(root, n: int = 30, seed: int = 0) -> list[tuple[str, st
 
 def run_mc_items(items: Sequence[dict], method: Method, backend: ChatBackend, *, is_forget: bool,
                  shots: dict[str, list[dict]] | None = None, fmt: str = "chat", scorer: str = "logprob",
-                 attack: Attack | None = None, desc: str = "", seed: int = 0, offset: int = 0) -> list[dict]:
-    out = []
-    for j, item in enumerate(progress(items, len(items), desc)):
+                 attack: Attack | None = None, desc: str = "", seed: int = 0, offset: int = 0,
+                 concurrency: int = 1) -> list[dict]:
+    """Score multiple-choice items in input order.
+
+    ``concurrency`` > 1 sends that many items at once to a backend that declares ``thread_safe``
+    (an OpenAI-compatible server batches concurrent requests; a local llama.cpp model would only
+    serialise them). The method's ``plan`` runs under one lock, so methods need not be thread-safe.
+    Letter log-probabilities fall back to generate-and-parse when the backend turns out to lack them
+    (each record says which scorer produced it)."""
+    import threading
+    from concurrent.futures import ThreadPoolExecutor
+
+    plan_lock = threading.Lock()
+
+    def one(j: int, item: dict) -> dict:
         idx = offset + j
         q = item["question"]
         if attack is not None and attack.target == "question":
@@ -142,26 +155,45 @@ def run_mc_items(items: Sequence[dict], method: Method, backend: ChatBackend, *,
         if attack is not None and attack.target == "message":
             msgs[-1] = {"role": "user", "content": attack.apply(msgs[-1]["content"], idx)}
         t_plan = time.perf_counter()
-        plan = method.plan(msgs, idx, is_forget)
+        with plan_lock:
+            plan = method.plan(msgs, idx, is_forget)
         t_score = time.perf_counter()
         rec: dict[str, Any] = {"id": item["id"], "subject": item["subject"], "answer": item["answer"],
                                "triggered": plan.triggered, "score": plan.score,
                                "plan_s": round(t_score - t_plan, 3)}
+        use = scorer
         if plan.response is not None:  # refusal: no letter; a seeded uniform guess (expected 25 %)
             rec["pred"] = random.Random(f"{seed}:refusal:{idx}").randrange(4)
             rec["refused"] = True
         elif scorer in ("logprob", "both"):
-            lps = MC.letter_logprobs(backend, MC.letter_prompt(backend, plan.messages, plan.prefill, fmt))
-            rec["logprobs"] = [round(x, 4) for x in lps]
-            rec["pred"] = MC.predict_logprob(lps)
-        if scorer in ("generate", "both") and plan.response is None:
+            try:
+                if not backend.supports_logprobs:
+                    raise NotImplementedError
+                lps = MC.letter_logprobs(backend, MC.letter_prompt(backend, plan.messages, plan.prefill, fmt))
+                rec["logprobs"] = [round(x, 4) for x in lps]
+                rec["pred"] = MC.predict_logprob(lps)
+            except NotImplementedError:
+                use = "generate"
+        if use in ("generate", "both") and plan.response is None:
             gp, text = MC.generate_and_parse(backend, plan.messages, plan.prefill)
             rec["gen_pred"], rec["gen_text"] = gp, text
             rec.setdefault("pred", gp)
+            if use != scorer:
+                rec["scorer"] = "generate"
         rec["correct"] = rec.get("pred") == item["answer"]
         rec["score_s"] = round(time.perf_counter() - t_score, 3)
-        out.append(rec)
-    return out
+        return rec
+
+    workers = concurrency if concurrency > 1 and getattr(backend, "thread_safe", False) else 1
+    bar = progress(range(len(items)), len(items), desc)
+    if workers == 1:
+        return [one(j, items[j]) for j in bar]
+    with ThreadPoolExecutor(max_workers=workers) as pool:
+        futures = [pool.submit(one, j, item) for j, item in enumerate(items)]
+        out = []
+        for f, _ in zip(futures, bar, strict=True):
+            out.append(f.result())
+        return out
 
 
 def mc_aggregate(recs: Sequence[dict]) -> dict[str, Any]:
@@ -212,7 +244,8 @@ def eval_mc(task: str, *, method_name: str, backend: ChatBackend, root, subsets:
             limit: int | None = 100, mmlu_limit: int | None = 100, seed: int = 0, kshot: int = 0,
             fmt: str = "chat", scorer: str = "logprob", attack_name: str | None = None, home=None,
             store_format: str = "mc", filter_kind: str = "guard", rewriter: str = "rule", benign: str = "mmlu-dev",
-            mmlu_subjects: Sequence[str] | None = None, keep_items: bool = True, config: dict | None = None) -> dict:
+            mmlu_subjects: Sequence[str] | None = None, keep_items: bool = True, config: dict | None = None,
+            concurrency: int = 1) -> dict:
     """``task='wmdp'``: WMDP subsets (+ MMLU on the same method instance); ``task='mmlu'``: MMLU only.
 
     The forget requests come from DRAGON's synthetic questions of the evaluated subsets (for
@@ -231,7 +264,8 @@ def eval_mc(task: str, *, method_name: str, backend: ChatBackend, root, subsets:
     attack = make_attack(attack_name, seed, root, backend) if attack_name and attack_name != "none" else None
     cfg = {"task": task, "method": method_name, "subsets": list(subsets), "limit": limit, "mmlu_limit": mmlu_limit,
            "seed": seed, "kshot": kshot, "format": fmt, "scorer": scorer, "attack": attack_name,
-           "store_format": store_format, "benign": benign, "filter": filter_kind, "rewriter": rewriter, **(config or {})}
+           "store_format": store_format, "benign": benign, "filter": filter_kind, "rewriter": rewriter,
+           "concurrency": concurrency, **(config or {})}
     result = _base_result(task, cfg, method, backend)
     items_out: list[dict] = []
     t1 = time.perf_counter()
@@ -240,7 +274,8 @@ def eval_mc(task: str, *, method_name: str, backend: ChatBackend, root, subsets:
         for sub in subsets:
             items = D.stratified_sample(D.load_wmdp(sub, root), limit, seed, key="answer")
             recs = run_mc_items(items, method, backend, is_forget=True, fmt=fmt, scorer=scorer, attack=attack,
-                                desc=f"wmdp-{sub} [{method_name}]", seed=seed, offset=len(all_recs))
+                                desc=f"wmdp-{sub} [{method_name}]", seed=seed, offset=len(all_recs),
+                                concurrency=concurrency)
             result["metrics"][f"wmdp_{sub}"] = mc_aggregate(recs)
             all_recs += recs
         if len(subsets) > 1:
@@ -251,7 +286,7 @@ def eval_mc(task: str, *, method_name: str, backend: ChatBackend, root, subsets:
         mm = load_mmlu_sample(root, mmlu_limit if task == "wmdp" else limit, seed, mmlu_subjects)
         shots = mmlu_shots(root, kshot, {m["subject"] for m in mm})
         recs = run_mc_items(mm, method, backend, is_forget=False, shots=shots, fmt=fmt, scorer=scorer,
-                            desc=f"mmlu [{method_name}]", seed=seed, offset=100000)
+                            desc=f"mmlu [{method_name}]", seed=seed, offset=100000, concurrency=concurrency)
         result["metrics"]["mmlu"] = mc_aggregate(recs)
         result["metrics"]["mmlu"]["fpr"] = result["metrics"]["mmlu"]["trigger_rate"]
         items_out += recs
@@ -452,6 +487,45 @@ def eval_tofu(*, method_name: str, backend: ChatBackend, root, forget_split: str
         result["items"] = {s: v for s, v in recs_by.items()}
     method.close()
     return result
+
+
+def tofu_reference(reference: str, *, model: str, backend_kind: str, root, forget_split: str = "forget05",
+                   limit: int | None = None, seed: int = 0, max_tokens: int = 200) -> str:
+    """A results file holding the reference model's forget truth ratios, for forget quality.
+
+    ``reference`` is such a results file already (returned as is), or a trained model: a PEFT
+    adapter folder or GGUF LoRA (``lethe tofu prepare``'s ``retain``), applied to ``model`` on
+    ``backend_kind`` like the evaluated adapter. Its forget split is run once (method ``none``,
+    same split, limit and seed) and cached under ``$LETHE_CACHE/tofu-reference/``, keyed by the
+    adapter's weights and those settings; later runs read the cached file."""
+    import hashlib
+
+    from lethe.config import cache_dir
+
+    path = Path(reference).expanduser()
+    if path.is_file() and path.suffix == ".json":
+        return str(path)
+    if not path.exists():
+        raise ConfigError(f"--reference not found: {reference} (a results JSON, a PEFT adapter folder or a GGUF LoRA)")
+    weights = path / "adapter_model.safetensors" if path.is_dir() else path
+    if not weights.exists():
+        raise ConfigError(f"--reference {reference} is neither a results JSON nor an adapter (no {weights.name})")
+    h = hashlib.sha256()
+    with weights.open("rb") as f:
+        for chunk in iter(lambda: f.read(1 << 20), b""):
+            h.update(chunk)
+    key = {"weights": h.hexdigest(), "model": model, "backend": backend_kind, "split": forget_split,
+           "limit": limit, "seed": seed, "max_tokens": max_tokens}
+    name = hashlib.sha256(json.dumps(key, sort_keys=True).encode()).hexdigest()[:16]
+    out = cache_dir() / "tofu-reference" / f"{forget_split}-{name}.json"
+    if out.exists():
+        return str(out)
+    backend = open_backend(model, backend_kind, str(path), seed=seed)
+    result = eval_tofu(method_name="none", backend=backend, root=root, forget_split=forget_split, limit=limit,
+                       seed=seed, splits=("forget",), max_tokens=max_tokens,
+                       config={"reference_of": str(path), "reference_key": key})
+    write_results(result, out)
+    return str(out)
 
 
 def _tofu_generation_metrics(result: dict, recs_by: dict[str, list[dict]], root, comp_opts: dict, backend) -> None:
