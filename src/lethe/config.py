@@ -39,6 +39,12 @@ class BackendConfig(BaseModel):
         "or a GGUF LoRA file (llamacpp)",
     )
     n_ctx: int = 4096
+    n_threads: int | None = Field(
+        None, ge=1, description="llamacpp: threads per call; unset: chosen per call from the cores other "
+        "processes leave free (1 to the CPUs this process may use)")
+    wait_policy: Literal["passive", "spin", "active"] | None = Field(
+        None, description="llamacpp: how idle threads wait (libgomp's OMP_WAIT_POLICY); unset: "
+        "OMP_WAIT_POLICY if set, else passive, which keeps processes on shared cores from starving each other")
     seed: int = 0
     timeout_s: float = 60.0
 

@@ -1,0 +1,94 @@
+"""llama.cpp on shared cores: the libgomp wait policy it is loaded with, and the thread governor."""
+
+from __future__ import annotations
+
+import os
+import re
+import subprocess
+import sys
+
+import pytest
+
+from lethe.backends.llamacpp import ThreadGovernor, default_threads, resolve_wait_policy
+from lethe.config import BackendConfig, GuardConfig
+from lethe.errors import BackendError
+
+
+def _spincount_after_import(policy: str, env_policy: str | None = None) -> tuple[str, str]:
+    """Import llama.cpp in a fresh process with libgomp printing its settings (OMP_DISPLAY_ENV)."""
+    env = {k: v for k, v in os.environ.items() if k != "OMP_WAIT_POLICY"} | {"OMP_DISPLAY_ENV": "VERBOSE"}
+    if env_policy:
+        env["OMP_WAIT_POLICY"] = env_policy
+    arg = "None" if policy == "none" else repr(policy)
+    code = ("import os, lethe.backends.llamacpp as L; p = L.import_llama_cpp(" + arg + "); "
+            "print(p, os.environ.get('OMP_WAIT_POLICY'))")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env, check=True,
+                         timeout=120)
+    counts = re.findall(r"GOMP_SPINCOUNT = '(\d+)'", out.stderr)
+    assert counts, out.stderr[-2000:]
+    return counts[-1], out.stdout.strip()  # the last libgomp loaded is llama.cpp's
+
+
+@pytest.mark.parametrize(("policy", "spincount"), [("passive", "0"), ("spin", "300000"), ("active", "30000000000")])
+def test_llama_cpp_loads_with_the_chosen_wait_policy(policy, spincount):
+    count, stdout = _spincount_after_import(policy)
+    assert count == spincount
+    assert stdout == f"{policy} None"  # the variable is restored: later OpenMP users keep their defaults
+
+
+def test_default_policy_is_passive_unless_the_environment_says_otherwise():
+    assert _spincount_after_import("none") == ("0", "passive None")
+    count, stdout = _spincount_after_import("none", env_policy="ACTIVE")
+    assert count == "30000000000" and stdout == "active ACTIVE"
+
+
+def test_resolve_wait_policy(monkeypatch):
+    monkeypatch.delenv("OMP_WAIT_POLICY", raising=False)
+    assert resolve_wait_policy(None) == "passive"
+    monkeypatch.setenv("OMP_WAIT_POLICY", "active")
+    assert resolve_wait_policy(None) == "active"
+    assert resolve_wait_policy("Spin") == "spin"
+    with pytest.raises(BackendError, match="wait_policy"):
+        resolve_wait_policy("lazy")
+
+
+def test_backend_section_accepts_threads_and_policy(tmp_path):
+    path = tmp_path / "guard.yaml"
+    path.write_text("backend:\n  n_threads: 1\n  wait_policy: spin\n")
+    cfg = GuardConfig.load(path)
+    assert cfg.backend.n_threads == 1 and cfg.backend.wait_policy == "spin"
+    with pytest.raises(Exception):  # noqa: B017 - pydantic's or Lethe's config error, either is fine
+        BackendConfig(n_threads=0)
+
+
+def test_governor_counts_other_processes_not_its_own_threads():
+    gov = ThreadGovernor(interval_s=0.0)
+    assert 1 <= gov.threads() <= default_threads()
+    assert ThreadGovernor(fixed=3).threads() == 3
+    # busy processes on every CPU: nothing is free, one thread is left
+    hogs = [subprocess.Popen([sys.executable, "-c", "while True: pass"]) for _ in range(default_threads() + 1)]
+    try:
+        import time
+
+        time.sleep(0.5)
+        assert gov.busy_elsewhere() >= 1.0
+        assert gov.threads() == 1
+    finally:
+        for h in hogs:
+            h.kill()
+            h.wait()
+
+
+def test_backend_applies_the_governors_count_to_the_context():
+    from llama_cpp import llama_cpp as C
+
+    from lethe.backends.llamacpp import LlamaCppBackend
+
+    be = LlamaCppBackend(n_ctx=512)
+    assert be.describe()["n_threads"] == "auto" and be.describe()["wait_policy"] in ("passive", "spin", "active")
+    be.governor.fixed = 1
+    be.chat([{"role": "user", "content": "Say hi."}], max_tokens=2)
+    assert C.llama_n_threads(be.llm._ctx.ctx) == 1 and C.llama_n_threads_batch(be.llm._ctx.ctx) == 1
+    fixed = LlamaCppBackend(n_ctx=512, n_threads=1)
+    assert fixed.describe()["n_threads"] == 1
+    assert C.llama_n_threads(fixed.llm._ctx.ctx) == 1
