@@ -1,50 +1,225 @@
-"""The ``lethe`` command line."""
+"""The ``lethe`` command line.
+
+Start-up is cheap on purpose: this module imports only typer; each command imports what it
+runs (the embedder and detector for ``check``, the chat model for ``chat``), and the
+evaluation, training and serving commands are mounted lazily (``LazyGroup``): their modules
+load only when one of them runs, so ``lethe --help`` and argument errors answer at once.
+"""
 
 from __future__ import annotations
 
+import importlib
 import json
+import os
 import sys
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Any
 
+import click
 import typer
+from typer.core import TyperGroup
 
-from lethe.errors import LetheError
+from lethe.cli.options import HomeOpt
+from lethe.errors import InputError, LetheError
 
-app = typer.Typer(help="Lethe: make LLMs forget (DRAGON guard, TRU training, evaluation).", no_args_is_help=True)
+
+class LazySpec:
+    """A command mounted by name: module, attribute, whether it is a Typer app or a function,
+    the one-line help shown in ``lethe --help`` (tests check it against the module's own) and
+    the extra that provides its dependencies."""
+
+    def __init__(self, module: str, attr: str, kind: str, help: str, extra: str) -> None:
+        self.module, self.attr, self.kind, self.help, self.extra = module, attr, kind, help, extra
+
+
+LAZY_COMMANDS: dict[str, LazySpec] = {
+    "eval": LazySpec("lethe.evaluation.cli", "eval_app", "typer",
+                     "Run benchmarks (TOFU, WMDP, MMLU, MUSE, continual) and score generations.", "eval"),
+    "report": LazySpec("lethe.evaluation.cli", "report_command", "cmd",
+                       "Render results files into one HTML report (table + plots).", "eval"),
+    "train": LazySpec("lethe.training.cli", "train_command", "cmd",
+                      "Unlearn a forget set with one method; writes a PEFT adapter to OUT/adapter.", "train"),
+    "targets": LazySpec("lethe.training.cli", "targets_app", "typer",
+                        "Reasoning targets for TRU and the guider.", "train"),
+    "guider": LazySpec("lethe.training.cli", "guider_app", "typer",
+                       "Build data for and LoRA-fine-tune the dedicated CoT guider (DRAGON).", "train"),
+    "tofu": LazySpec("lethe.training.cli", "tofu_app", "typer",
+                     "TOFU: build the target and retain models a TOFU evaluation starts from.", "train"),
+    "serve": LazySpec("lethe.serving.cli", "serve_command", "cmd",
+                      "Serve the guard as an OpenAI-compatible proxy with an admin API (/v1, /admin, /metrics).",
+                      "serve"),
+}
+_LAZY_PANEL = "Evaluation, training and serving"
+
+
+def load_lazy(name: str) -> click.Command:
+    """The click command of a lazily mounted ``name``, built the way ``add_typer`` / ``command`` would."""
+    spec = LAZY_COMMANDS[name]
+    try:
+        obj = getattr(importlib.import_module(spec.module), spec.attr)
+    except ImportError as exc:
+        raise LetheError(f"'lethe {name}' is not available: {exc} (install it with: "
+                         f"pip install 'lethe-unlearn[{spec.extra}]')") from None
+    holder = typer.Typer()
+    if spec.kind == "typer":
+        holder.add_typer(obj, name=name, rich_help_panel=_LAZY_PANEL)
+    else:
+        holder.command(name, rich_help_panel=_LAZY_PANEL)(obj)
+    return typer.main.get_group(holder).commands[name]
+
+
+class LazyGroup(TyperGroup):
+    """The top-level group: core commands as usual, ``LAZY_COMMANDS`` imported on invocation.
+    Listings (``--help``) show a lazy command through a stub that carries its help line."""
+
+    def list_commands(self, ctx: click.Context) -> list[str]:
+        return [*super().list_commands(ctx), *(n for n in LAZY_COMMANDS if n not in self.commands)]
+
+    def get_command(self, ctx: click.Context, cmd_name: str) -> click.Command | None:
+        cmd = super().get_command(ctx, cmd_name)
+        if cmd is None and cmd_name in LAZY_COMMANDS:
+            stub = click.Command(cmd_name, help=LAZY_COMMANDS[cmd_name].help)
+            stub.rich_help_panel = _LAZY_PANEL  # type: ignore[attr-defined]
+            return stub
+        return cmd
+
+    def resolve_command(self, ctx: click.Context, args: list[str]) -> tuple[str | None, click.Command | None, list[str]]:
+        if args and args[0] in LAZY_COMMANDS and args[0] not in self.commands:
+            self.commands[args[0]] = load_lazy(args[0])
+        return super().resolve_command(ctx, args)
+
+
+app = typer.Typer(cls=LazyGroup, help="Lethe: make LLMs forget (DRAGON guard, TRU training, evaluation).",
+                  no_args_is_help=True, rich_markup_mode="rich")
 forget_app = typer.Typer(help="Add, list and revoke forget requests.", no_args_is_help=True)
 app.add_typer(forget_app, name="forget")
 
-HomeOpt = Annotated[str | None, typer.Option("--home", envvar="LETHE_HOME", help="store and config folder")]
+ConfigOpt = Annotated[Path | None, typer.Option("--config", "-c", envvar="LETHE_CONFIG", metavar="FILE",
+                                                help="The guard configuration to use.",
+                                                show_default="<home>/guard.yaml")]
+JsonOpt = Annotated[bool, typer.Option("--json", help="Print one JSON object a line instead of text.")]
 
 
-def _guard(home: str | None, model: str | None = None):
-    from lethe import Guard
-    from lethe.config import GuardConfig, lethe_home
+def configure_output(verbose: bool) -> None:
+    """Ordinary commands print only Lethe's own output: third-party warnings (torch's tracer,
+    transformers' advisories), their progress bars ("Loading weights") and their log records
+    below ERROR are hidden; ``--verbose`` (or ``LETHE_VERBOSE=1``) shows all of them and INFO logs."""
+    import logging
+    import warnings
+
+    if verbose:
+        os.environ["LETHE_VERBOSE"] = "1"
+        logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
+        warnings.simplefilter("default")
+        return
+    os.environ.pop("LETHE_VERBOSE", None)
+    for var, value in (("HF_HUB_DISABLE_PROGRESS_BARS", "1"), ("TRANSFORMERS_VERBOSITY", "error"),
+                       ("TRANSFORMERS_NO_ADVISORY_WARNINGS", "1"), ("TOKENIZERS_PARALLELISM", "false")):
+        os.environ.setdefault(var, value)
+    warnings.simplefilter("ignore")
+    warnings.filterwarnings("default", module=r"lethe(\.|$)")
+
+    def own_or_severe(record: logging.LogRecord) -> bool:
+        return record.name.split(".")[0] == "lethe" or record.levelno >= logging.ERROR
+
+    handler = logging.StreamHandler(sys.stderr)
+    handler.setFormatter(logging.Formatter("%(levelname)s: %(message)s"))
+    handler.addFilter(own_or_severe)
+    root = logging.getLogger()
+    root.handlers[:] = [handler]
+    root.setLevel(logging.WARNING)
+
+
+def _print_version(value: bool) -> None:
+    if value:
+        from lethe import __version__
+
+        typer.echo(f"lethe {__version__}")
+        raise typer.Exit()
+
+
+@app.callback()
+def _root(
+    version: Annotated[bool, typer.Option("--version", callback=_print_version, is_eager=True,
+                                          help="Print Lethe's version and exit.")] = False,
+    verbose: Annotated[bool, typer.Option("--verbose", "-v", envvar="LETHE_VERBOSE",
+                                          help="Also show third-party warnings, logs and progress bars.")] = False,
+) -> None:
+    """Lethe: make LLMs forget (DRAGON guard, TRU training, evaluation)."""
+    configure_output(verbose)
+
+
+def _config(home: str | None, config: Path | None = None):
+    """The home folder and its configuration, through the one loader every entry point uses."""
+    from lethe.config import lethe_home, load_config
 
     path = lethe_home(home)
-    cfg = GuardConfig.load(path / "guard.yaml")
+    return path, load_config(path, config)
+
+
+def _guard(home: str | None, model: str | None = None, config: Path | None = None):
+    """The guard on the store the configuration names (SQLite, PostgreSQL, ...)."""
+    from lethe import Guard
+
+    path, cfg = _config(home, config)
     if model:
         cfg.backend.model = model
     return Guard.open(path, config=cfg)
 
 
+def _store(home: str | None, config: Path | None = None):
+    """The configured store alone (no embedder loaded: its size is read from the store)."""
+    from lethe.store import open_store
+
+    path, cfg = _config(home, config)
+    return open_store(cfg, path, dim=None)
+
+
+_BOMS = ((b"\xef\xbb\xbf", "utf-8"), (b"\xff\xfe", "utf-16-le"), (b"\xfe\xff", "utf-16-be"))
+
+
+def read_text_file(path: Path) -> str:
+    """A user's text file as text: UTF-8 with or without a byte-order mark (and UTF-16 with one,
+    as Windows editors write it). Anything else is a one-line ``InputError`` naming the file and
+    the line of the first byte that is not UTF-8."""
+    try:
+        data = path.read_bytes()
+    except FileNotFoundError:
+        raise InputError(f"file not found: {path}") from None
+    except IsADirectoryError:
+        raise InputError(f"{path} is a folder, not a file") from None
+    except OSError as exc:
+        raise InputError(f"cannot read {path}: {exc.strerror or exc}") from None
+    encoding, start = "utf-8", 0
+    for bom, enc in _BOMS:
+        if data.startswith(bom):
+            encoding, start = enc, len(bom)
+            break
+    try:
+        return data[start:].decode(encoding)
+    except UnicodeDecodeError as exc:
+        at = start + exc.start
+        line = data.count(b"\n", 0, at) + 1
+        column = at - (data.rfind(b"\n", 0, at) + 1) + 1
+        raise InputError(f"{path}:{line}: not {encoding.upper()} text (byte 0x{data[at]:02x} at column {column}); "
+                         "save the file as UTF-8") from None
+
+
 def _read_jsonl(path: Path, field: str = "prompt") -> list[dict]:
-    if not path.exists():
-        raise LetheError(f"file not found: {path}")
+    """JSON Lines with a string ``field`` on every non-blank line; errors name file and line."""
     rows = []
-    for i, line in enumerate(path.read_text(encoding="utf-8").splitlines(), start=1):
+    for i, line in enumerate(read_text_file(path).splitlines(), start=1):
         if not line.strip():
             continue
         try:
             obj = json.loads(line)
         except json.JSONDecodeError as exc:
-            raise LetheError(f"{path}:{i}: bad JSON ({exc.msg})") from None
+            raise InputError(f"{path}:{i}: bad JSON ({exc.msg} at column {exc.colno})") from None
         if not isinstance(obj, dict) or not isinstance(obj.get(field), str):
-            raise LetheError(f"{path}:{i}: each line needs a string field '{field}'")
+            raise InputError(f"{path}:{i}: each line needs a string field '{field}'")
         rows.append(obj)
     if not rows:
-        raise LetheError(f"{path}: no records")
+        raise InputError(f"{path}: no records (one JSON object a line, with a '{field}' field)")
     return rows
 
 

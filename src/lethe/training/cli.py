@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import sys
 from pathlib import Path
 from typing import Annotated
@@ -151,6 +152,48 @@ def guider_train(
                                "train_time_s": s["train_time_s"], "enable": f"add to guard.yaml: {s['enable']}"}))
 
 
+tofu_app = typer.Typer(help="TOFU: build the target and retain models a TOFU evaluation starts from.",
+                       no_args_is_help=True)
+
+
+@tofu_app.command("prepare")
+def tofu_prepare(
+    split: Annotated[str, typer.Option("--split", help="forget01 | forget05 | forget10")] = "forget05",
+    base: Annotated[str, typer.Option("--base", help="base model: 'default' (embedded Qwen2.5-Coder-0.5B), hub id or folder")] = "default",
+    retain_authors: Annotated[int, typer.Option("--retain-authors", help="retain authors learnt (the first N of TOFU's 200)")] = 30,
+    full: Annotated[bool, typer.Option("--full", help="the whole protocol: every non-forget author, the paper's recipe (GPU)")] = False,
+    epochs: Annotated[int | None, typer.Option("--epochs", help="recipe override")] = None,
+    lr: Annotated[float | None, typer.Option("--lr", help="recipe override")] = None,
+    lora_rank: Annotated[int | None, typer.Option("--lora-rank", help="recipe override")] = None,
+    batch_size: Annotated[int | None, typer.Option("--batch-size", help="recipe override")] = None,
+    max_length: Annotated[int | None, typer.Option("--max-length", help="recipe override")] = None,
+    full_finetune: Annotated[bool | None, typer.Option("--full-finetune/--lora", help="recipe override: train all weights or LoRA")] = None,
+    recall_limit: Annotated[int, typer.Option("--recall-limit", help="questions per part for the greedy recall probe (0: skip)")] = 100,
+    save_merged: Annotated[bool, typer.Option("--save-merged", help="also write merged weights (OUT/merged)")] = False,
+    data: Annotated[str | None, typer.Option("--data", help="benchmark folder (shared/data layout); default LETHE_DATA")] = None,
+    as_json: Annotated[bool, typer.Option("--json", help="print one JSON object as the last line")] = False,
+    progress: Annotated[bool, typer.Option("--progress/--quiet")] = True,
+) -> None:
+    """Fine-tune BASE on TOFU: the target (forget + retain authors) and the retain model (retain only)."""
+    from lethe.training.tofu import CPU_RECIPE, PAPER_RECIPE, prepare, recipe_with
+
+    recipe = recipe_with(PAPER_RECIPE if full else CPU_RECIPE, epochs=epochs, lr=lr, lora_rank=lora_rank,
+                         batch_size=batch_size, max_length=max_length, full_finetune=full_finetune)
+    m = prepare(base=base, split=split, retain_authors=retain_authors, full=full, recipe=recipe, data=data,
+                recall_limit=recall_limit, save_merged=save_merged, progress=progress)
+    if int(os.environ.get("RANK", "0")) != 0:  # under accelerate launch: rank 0 reports
+        return
+    brief = {"target": m["target"], "retain": m["retain"], "folder": m["folder"], "cached": m["cached"],
+             "recall": {k: v.get("recall") for k, v in m["models"].items()},
+             "train_time_s": {k: v.get("train_time_s") for k, v in m["models"].items()},
+             "gguf": {k: v.get("gguf") for k, v in m["models"].items()}}
+    if as_json:
+        typer.echo(json.dumps(brief))
+    else:
+        for k in ("target", "retain"):
+            typer.echo(f"{k}: {brief[k]}  recall {brief['recall'][k]}  train {brief['train_time_s'][k]} s")
+
+
 def _standalone() -> None:  # pragma: no cover - `python -m lethe.training.cli` before main.py wiring
     from lethe.errors import LetheError
 
@@ -158,6 +201,7 @@ def _standalone() -> None:  # pragma: no cover - `python -m lethe.training.cli` 
     app.command("train")(train_command)
     app.add_typer(targets_app, name="targets")
     app.add_typer(guider_app, name="guider")
+    app.add_typer(tofu_app, name="tofu")
     try:
         app(standalone_mode=False)
     except LetheError as exc:

@@ -128,8 +128,13 @@ def apply_lora(
     layers: list[int] | None = None,
 ):
     """Wrap ``model`` with LoRA adapters (peft); only the adapter weights stay trainable."""
+    import torch
     from peft import LoraConfig, get_peft_model
 
+    if layers is not None and target_modules in (None, "all-linear"):
+        # peft takes layers_to_transform with explicit names only: every linear layer but the head
+        target_modules = sorted({n.rsplit(".", 1)[-1] for n, m in model.named_modules()
+                                 if isinstance(m, torch.nn.Linear) and ".layers." in f".{n}"})
     cfg = LoraConfig(
         r=rank,
         lora_alpha=alpha or 2 * rank,

@@ -80,9 +80,12 @@ class TrainConfig:
     lora_rank: int = 16
     lora_alpha: int | None = None
     lora_targets: list[str] | str | None = None  # None: all-linear; preset or names (model.lora_target_modules)
+    lora_top_layers: int | None = None  # LoRA on the last N decoder layers only (None: every layer)
+    prefix_cache: bool = True  # with lora_top_layers: losses that can (sft) cache the frozen layers' states
     full_finetune: bool = False
     weight_decay: float = 0.0
     warmup_steps: int = 0
+    lr_schedule: str = "constant"  # constant | linear (decay to 0 at the last step) | cosine, after warmup
     max_grad_norm: float = 1.0
     seed: int = 0
     dtype: str = "float32"
@@ -216,6 +219,10 @@ def train(cfg: TrainConfig) -> dict:
         if cfg.method == "rmu":
             targets = targets or ["gate_proj", "up_proj", "down_proj"]
             layers = [i for i in range(rmu_layer - 2, rmu_layer + 1) if i >= 0]
+        elif cfg.lora_top_layers:
+            if not 1 <= cfg.lora_top_layers <= n_layers:
+                raise LetheError(f"--lora-top-layers must be between 1 and {n_layers} (got {cfg.lora_top_layers})")
+            layers = list(range(n_layers - cfg.lora_top_layers, n_layers))
         model = apply_lora(model, rank=cfg.lora_rank, alpha=cfg.lora_alpha, target_modules=targets, layers=layers)
     model.train()
     params = [p for p in model.parameters() if p.requires_grad]
@@ -242,6 +249,11 @@ def train(cfg: TrainConfig) -> dict:
                       gamma=cfg.gamma, rmu_layer=rmu_layer, rmu_c=cfg.rmu_c, ga_term=cfg.ga_term,
                       retain_loss=cfg.retain_loss, retain_reduce=cfg.retain_reduce,
                       head_tokens=cfg.head_tokens, head_weight=cfg.head_weight, extra={"default_layer": rmu_layer, **cfg.extra})
+    # LoRA on the top layers only: the layers below map each row to fixed states, which a loss that
+    # supports it (sft) computes once and reuses (not under DDP, whose forward must see every call)
+    if (cfg.prefix_cache and cfg.lora_top_layers and not cfg.full_finetune and world == 1
+            and getattr(loss_fn, "supports_prefix_cache", False) and cfg.lora_top_layers < n_layers):
+        ctx.extra["prefix_layer"] = n_layers - cfg.lora_top_layers
 
     # --- resume ---------------------------------------------------------------------------
     ckpt = out / "checkpoint"
@@ -271,8 +283,18 @@ def train(cfg: TrainConfig) -> dict:
         (ckpt / "state.json").write_text(json.dumps({"method": cfg.method, "step": step, "epoch": epoch,
                                                      "micro_in_epoch": micro}))
 
+    if cfg.lr_schedule not in ("constant", "linear", "cosine"):
+        raise LetheError(f"unknown lr schedule {cfg.lr_schedule!r}: use constant, linear or cosine")
+
     def lr_at(s: int) -> float:
-        return cfg.lr * min(1.0, (s + 1) / cfg.warmup_steps) if cfg.warmup_steps else cfg.lr
+        if cfg.warmup_steps and s < cfg.warmup_steps:
+            return cfg.lr * (s + 1) / cfg.warmup_steps
+        if cfg.lr_schedule == "constant":
+            return cfg.lr
+        frac = (s - cfg.warmup_steps) / max(1, total_steps - cfg.warmup_steps)
+        if cfg.lr_schedule == "linear":
+            return cfg.lr * max(0.0, 1.0 - frac)
+        return cfg.lr * 0.5 * (1.0 + math.cos(math.pi * min(1.0, frac)))
 
     # --- loop -------------------------------------------------------------------------------
     bar = tqdm(total=total_steps, initial=step, desc=f"lethe train {cfg.method}", disable=not (main and cfg.progress))
