@@ -10,6 +10,8 @@ metric registries. Third-party code registers with the decorator::
 
 from __future__ import annotations
 
+import importlib
+import pkgutil
 from collections.abc import Callable, Iterator
 from typing import Generic, TypeVar
 
@@ -50,3 +52,17 @@ class Registry(Generic[T]):
 
     def __iter__(self) -> Iterator[str]:
         return iter(sorted(self._items))
+
+
+def import_submodules(package: str) -> list[str]:
+    """Import every module of ``package`` (so their ``@REGISTRY.register`` decorators run).
+
+    A package of parts (attacks, metrics, backends) calls this from its ``__init__``: adding a part is
+    adding a file beside its neighbours, with no list to edit."""
+    pkg = importlib.import_module(package)
+    names = []
+    for info in pkgutil.iter_modules(pkg.__path__):
+        if not info.name.startswith("_"):
+            importlib.import_module(f"{package}.{info.name}")
+            names.append(info.name)
+    return names

@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
-from lethe.backends import hf, llamacpp, openai_compat  # noqa: F401  (registration)
 from lethe.backends.base import BACKENDS, ChatBackend, ChatResult, Message
 from lethe.backends.embeddings import Embedder, get_embedder
 from lethe.config import BackendConfig
+from lethe.registry import import_submodules
+
+import_submodules(__name__)  # every backend module registers itself in BACKENDS
 
 
 def load_backend(cfg: BackendConfig | None = None, **overrides: object) -> ChatBackend:
