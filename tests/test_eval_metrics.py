@@ -85,7 +85,20 @@ def test_rouge_recall():
 def test_registry_names():
     for name in ("ds", "dds", "dus", "rq", "cs", "kfr_krr", "truth_ratio", "forget_quality", "model_utility", "prob_acc"):
         assert name in METRICS
-    assert METRICS.get("ds")(0.21343, 0.98445) == pytest.approx(21.40, abs=0.01)
+    assert METRICS.create("ds")(0.21343, 0.98445) == pytest.approx(21.40, abs=0.01)
+
+
+def test_metrics_declare_direction_and_aggregation():
+    from lethe.evaluation.metrics import direction_of
+
+    assert METRICS.create("ds").direction == "lower" and METRICS.create("dds").aggregation == "sequence"
+    assert METRICS.create("forget_quality").direction == "higher"
+    assert METRICS.create("rougeL_recall").aggregation == "item"
+    # result keys map to the metric they end with; unknown keys have no direction
+    assert direction_of("tofu.forget05.ds") == "lower" and direction_of("model_utility") == "higher"
+    assert direction_of("wall_time_s") == "none"
+    for name in METRICS.names():
+        assert METRICS.create(name).describe()["direction"] in ("higher", "lower", "none")
 
 
 def test_rule_entity_extractor_and_thresholds():

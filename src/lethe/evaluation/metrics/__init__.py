@@ -1,26 +1,11 @@
-"""Metric functions and the METRICS registry (name -> function)."""
+"""Metric functions and the METRICS registry of metric classes (name -> class with direction)."""
 
 from __future__ import annotations
 
 from lethe.evaluation.metrics import dragon, mc, rouge, tofu
-from lethe.registry import Registry
+from lethe.evaluation.metrics.base import METRICS, Metric, direction_of
+from lethe.registry import import_submodules
 
-METRICS: Registry = Registry("metric")
-for _name, _fn in {
-    "rougeL_recall": rouge.rouge_l_recall,
-    "probability": tofu.norm_prob,
-    "truth_ratio": tofu.truth_ratio,
-    "truth_ratio_aggregate": tofu.truth_ratio_aggregate,
-    "forget_quality": tofu.forget_quality,
-    "model_utility": tofu.model_utility,
-    "ds": dragon.deviation_score,
-    "dds": dragon.dynamic_deviation_score,
-    "dus": dragon.dynamic_utility_score,
-    "kfr_krr": dragon.knowledge_rates,
-    "cs": dragon.consistency_score,
-    "rq": dragon.refusal_quality,
-    "prob_acc": mc.prob_acc,
-}.items():
-    METRICS.register(_name)(_fn)  # type: ignore[arg-type]
+import_submodules(__name__)  # every metric module registers its classes
 
-__all__ = ["METRICS", "dragon", "mc", "rouge", "tofu"]
+__all__ = ["METRICS", "Metric", "direction_of", "dragon", "mc", "rouge", "tofu"]
