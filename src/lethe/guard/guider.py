@@ -49,6 +49,11 @@ class Guider(ABC):
     @abstractmethod
     def guide(self, query: str, policy: Policy, kind: str) -> Guidance: ...
 
+    @classmethod
+    def from_config(cls, cfg: GuiderConfig, backend: Callable[[], ChatBackend], home: Path | None) -> Guider:
+        """Build from a ``guider:`` section; ``backend`` is called only by guiders that need the model."""
+        return cls()
+
 
 def template_reasoning(policy: Policy, kind: str) -> str:
     topic = _TOPIC.get(kind, "a restricted topic")
@@ -62,8 +67,7 @@ def template_reasoning(policy: Policy, kind: str) -> str:
 
 @GUIDERS.register("template")
 class TemplateGuider(Guider):
-    def __init__(self, **_: object) -> None:
-        pass
+    """Policy + kind, never the query's content; no model call."""
 
     def guide(self, query: str, policy: Policy, kind: str) -> Guidance:
         return Guidance(True, template_reasoning(policy, kind), "template")
@@ -110,10 +114,14 @@ def parse_guidance(text: str) -> tuple[bool, str] | None:
 class LLMGuider(Guider):
     source = "llm"
 
-    def __init__(self, backend: ChatBackend, max_tokens: int = 160, temperature: float = 0.0, **_: object) -> None:
+    def __init__(self, backend: ChatBackend, max_tokens: int = 160, temperature: float = 0.0) -> None:
         self.backend = backend
         self.max_tokens = max_tokens
         self.temperature = temperature
+
+    @classmethod
+    def from_config(cls, cfg: GuiderConfig, backend: Callable[[], ChatBackend], home: Path | None) -> Guider:
+        return cls(backend(), max_tokens=cfg.max_tokens, temperature=cfg.temperature)
 
     def ask(self, query: str, policy: Policy, temperature: float | None = None) -> tuple[bool, str] | None:
         """One guider call: ``(requires_refusal, cot_instruction)``, or ``None`` when it does not parse."""
@@ -140,7 +148,7 @@ class TrainedGuider(LLMGuider):
     source = "trained"
 
     def __init__(self, adapter_path: str, base_model: str | None = None, device: str | None = None,
-                 **kw: object) -> None:
+                 max_tokens: int = 160, temperature: float = 0.0) -> None:
         from lethe.backends.hf import HFBackend
 
         cfg = Path(adapter_path).expanduser() / "adapter_config.json"
@@ -148,22 +156,19 @@ class TrainedGuider(LLMGuider):
             raise ConfigError(f"no guider adapter at {adapter_path} (adapter_config.json missing; "
                               "train one with `lethe guider train`)")
         base = base_model or json.loads(cfg.read_text())["base_model_name_or_path"]
-        super().__init__(HFBackend(base, adapter=str(cfg.parent), device=device), **kw)  # type: ignore[arg-type]
+        super().__init__(HFBackend(base, adapter=str(cfg.parent), device=device), max_tokens, temperature)
 
-
-def guider_from_config(cfg: GuiderConfig, backend: Callable[[], ChatBackend], home: Path | None = None) -> Guider:
-    """The guider a ``guard.yaml`` ``guider:`` section asks for; ``backend`` is called only for ``llm``.
-
-    A relative ``adapter_path`` is looked up in the working directory, then in the home folder.
-    """
-    if cfg.kind == "template":
-        return GUIDERS.create("template")
-    if cfg.kind == "trained":
+    @classmethod
+    def from_config(cls, cfg: GuiderConfig, backend: Callable[[], ChatBackend], home: Path | None) -> Guider:
+        """A relative ``adapter_path`` is looked up in the working directory, then in the home folder."""
         if not cfg.adapter_path:
             raise ConfigError("guider.kind=trained needs guider.adapter_path")
         path = Path(cfg.adapter_path).expanduser()
         if not path.is_absolute() and not path.exists() and home is not None and (home / path).exists():
             path = home / path
-        return GUIDERS.create("trained", adapter_path=str(path), max_tokens=cfg.max_tokens,
-                              temperature=cfg.temperature)
-    return GUIDERS.create("llm", backend(), max_tokens=cfg.max_tokens, temperature=cfg.temperature)
+        return cls(str(path), max_tokens=cfg.max_tokens, temperature=cfg.temperature)
+
+
+def guider_from_config(cfg: GuiderConfig, backend: Callable[[], ChatBackend], home: Path | None = None) -> Guider:
+    """The guider a ``guard.yaml`` ``guider:`` section asks for, built through ``GUIDERS``."""
+    return GUIDERS.get(cfg.kind).from_config(cfg, backend, home)
