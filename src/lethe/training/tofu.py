@@ -165,18 +165,23 @@ def measure_recall(model_dir: Path, plan: TofuPlan, parts: dict[str, list[dict]]
                    progress: bool = True) -> dict:
     """Greedy ROUGE-L recall of the answers, per part, served the way ``lethe eval`` serves it:
     llama.cpp with the GGUF LoRA on the embedded default, transformers (+ PEFT) otherwise."""
+    import os
+
+    from rouge_score.rouge_scorer import RougeScorer
     from tqdm import tqdm
 
-    from lethe.evaluation.metrics.rouge import rouge_l
-    from lethe.evaluation.runner import open_backend
+    from lethe.backends import BACKENDS
+    from lethe.config import DEFAULT_MODEL
 
+    scorer = RougeScorer(["rougeL"], use_stemmer=True)  # docs/metrics.md: ROUGE-L recall vs the answer
     t0 = time.perf_counter()
     if plan.recipe.full_finetune:
-        backend = open_backend(str(model_dir / "model"), "hf")
+        backend = BACKENDS.create("hf", str(model_dir / "model"))
     elif plan.base == "default":
-        backend = open_backend("default", "llamacpp", str(model_dir / "adapter"))
+        threads = int(os.environ.get("LETHE_THREADS", "0")) or None
+        backend = BACKENDS.create("llamacpp", DEFAULT_MODEL, adapter=str(model_dir / "adapter"), n_threads=threads)
     else:
-        backend = open_backend(_base_path(plan.base), "hf", str(model_dir / "adapter"))
+        backend = BACKENDS.create("hf", _base_path(plan.base), adapter=str(model_dir / "adapter"))
     out: dict = {"backend": backend.name, "max_tokens": max_tokens}
     samples: dict[str, list[dict]] = {}
     try:
@@ -185,7 +190,7 @@ def measure_recall(model_dir: Path, plan: TofuPlan, parts: dict[str, list[dict]]
             for r in tqdm(rows, desc=f"recall {model_dir.name}/{part}", disable=not progress, leave=False):
                 text = backend.chat([{"role": "user", "content": r["prompt"]}], max_tokens=max_tokens,
                                     temperature=0.0).text
-                recs.append(rouge_l(r["answer"], text)["recall"])
+                recs.append(scorer.score(r["answer"], text)["rougeL"].recall)
                 if len(samples.setdefault(part, [])) < 3:
                     samples[part].append({"prompt": r["prompt"], "answer": r["answer"], "generated": text})
             out[part] = {"n": len(recs), "rougeL_recall": round(sum(recs) / max(len(recs), 1), 4)}
