@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import numpy as np
+import pytest
 
 from lethe.guard.entities import EntityMatcher, entity_record, guess_subject
 from lethe.store import ForgetRequest, NegativeSample, SQLiteStore
@@ -62,3 +63,67 @@ def test_normalize_folds_homoglyphs_and_spacing():
     assert fold("Hinа Аmeen") == "hina ameen"  # Cyrillic а/А inside Latin words
     assert fold("Ｈｉｎａ\u200b Ameen") == "hina ameen"  # full-width + zero-width
     assert fold("Москва") == "moskva"  # a real Cyrillic word is transliterated, not folded
+
+
+def _meta_keys(path) -> set[str]:
+    import sqlite3
+
+    with sqlite3.connect(path) as db:
+        return {r[0] for r in db.execute("SELECT key FROM meta")}
+
+
+def test_key_lives_in_an_owner_only_file_not_in_the_database(tmp_path, monkeypatch):
+    monkeypatch.delenv("LETHE_SECRET", raising=False)
+    store = SQLiteStore(tmp_path / "store.db", dim=8, watch=False)
+    key = store.secret()
+    store.close()
+    kf = tmp_path / "store.key"
+    assert kf.stat().st_mode & 0o777 == 0o600 and kf.read_text().strip() == key.hex()
+    assert "secret" not in _meta_keys(tmp_path / "store.db") and "key_check" in _meta_keys(tmp_path / "store.db")
+    assert SQLiteStore(tmp_path / "store.db", dim=8, watch=False).secret() == key
+
+
+def test_a_copied_database_without_its_key_is_refused(tmp_path, monkeypatch):
+    import shutil
+
+    from lethe.errors import StoreError
+
+    monkeypatch.delenv("LETHE_SECRET", raising=False)
+    SQLiteStore(tmp_path / "a" / "store.db", dim=8, watch=False).close()
+    (tmp_path / "b").mkdir()
+    shutil.copy(tmp_path / "a" / "store.db", tmp_path / "b" / "store.db")
+    with pytest.raises(StoreError, match="needs its name-hashing key"):
+        SQLiteStore(tmp_path / "b" / "store.db", dim=8, watch=False)
+    monkeypatch.setenv("LETHE_SECRET", "not the key")
+    with pytest.raises(StoreError, match="different name-hashing key"):
+        SQLiteStore(tmp_path / "b" / "store.db", dim=8, watch=False)
+    monkeypatch.setenv("LETHE_SECRET", (tmp_path / "a" / "store.key").read_text())  # the key, from a secret manager
+    assert SQLiteStore(tmp_path / "b" / "store.db", dim=8, watch=False).secret() == \
+        bytes.fromhex((tmp_path / "a" / "store.key").read_text().strip())
+
+
+def test_a_key_file_readable_by_others_is_refused(tmp_path, monkeypatch):
+    from lethe.errors import StoreError
+
+    monkeypatch.delenv("LETHE_SECRET", raising=False)
+    SQLiteStore(tmp_path / "store.db", dim=8, watch=False).close()
+    (tmp_path / "store.key").chmod(0o644)
+    with pytest.raises(StoreError, match="chmod 600"):
+        SQLiteStore(tmp_path / "store.db", dim=8, watch=False)
+
+
+def test_an_older_store_moves_its_in_database_key_out(tmp_path, monkeypatch):
+    import sqlite3
+
+    monkeypatch.delenv("LETHE_SECRET", raising=False)
+    legacy = bytes(range(32))
+    with sqlite3.connect(tmp_path / "store.db") as db:  # the layout older versions wrote
+        db.executescript("CREATE TABLE meta (key TEXT PRIMARY KEY, value BLOB NOT NULL);")
+        db.execute("INSERT INTO meta VALUES ('schema_version', '1'), ('dim', '8')")
+        db.execute("INSERT INTO meta VALUES ('secret', ?)", (legacy,))
+    store = SQLiteStore(tmp_path / "store.db", dim=8, watch=False)
+    assert store.secret() == legacy  # names hashed with it still match
+    store.close()
+    assert (tmp_path / "store.key").read_text().strip() == legacy.hex()
+    assert "secret" not in _meta_keys(tmp_path / "store.db")
+    assert SQLiteStore(tmp_path / "store.db", dim=8, watch=False).secret() == legacy

@@ -20,7 +20,7 @@ import httpx
 import pytest
 import yaml
 
-from lethe.config import BackendConfig, GuardConfig
+from lethe.config import BackendConfig, GuardConfig, StoreConfig
 from lethe.serving import ServeSettings, create_app
 from test_serving_support import ServerThread, echo_upstream
 
@@ -50,8 +50,9 @@ def pg_schema():
     s.close()
 
 
-def _cfg(upstream_url: str) -> GuardConfig:
-    return GuardConfig(backend=BackendConfig(kind="openai", model="echo", base_url=upstream_url + "/v1", timeout_s=10))
+def _cfg(upstream_url: str, **store) -> GuardConfig:
+    return GuardConfig(backend=BackendConfig(kind="openai", model="echo", base_url=upstream_url + "/v1", timeout_s=10),
+                       store=StoreConfig(**store))
 
 
 def _triggered(url: str) -> bool:
@@ -74,11 +75,13 @@ def test_forget_on_replica_a_is_enforced_by_replica_b_within_a_second(tmp_path, 
     from lethe.serving.cli import open_guard
 
     monkeypatch.setenv("LETHE_TEST_REPLICA_ADMIN", ADMIN)
+    monkeypatch.setenv("LETHE_SECRET", "the replicas' name-hashing key")  # from a secret manager, on every replica
     apps = []
     for name in ("a", "b"):
-        settings = ServeSettings(home=str(tmp_path / name), store="postgres", store_dsn=DSN, store_schema=pg_schema,
-                                 admin_key_env="LETHE_TEST_REPLICA_ADMIN", default_rewriter="rule")
-        apps.append(create_app(open_guard(tmp_path / name, _cfg(upstream.url), settings), settings))
+        settings = ServeSettings(home=str(tmp_path / name), admin_key_env="LETHE_TEST_REPLICA_ADMIN",
+                                 default_rewriter="rule")
+        cfg = _cfg(upstream.url, kind="postgres", dsn=DSN, schema=pg_schema)
+        apps.append(create_app(open_guard(tmp_path / name, cfg), settings))
     auth = {"Authorization": f"Bearer {ADMIN}"}
     with ServerThread(apps[0]) as a, ServerThread(apps[1]) as b:
         assert not _triggered(a.url) and not _triggered(b.url)
@@ -115,10 +118,9 @@ def _free_port() -> int:
 @pytest.mark.parametrize("store", ["sqlite", pytest.param("postgres", marks=needs_pg)])
 def test_kill9_replica_while_adding_keeps_every_acknowledged_request(tmp_path, upstream, store, request):
     schema = f"k_{uuid.uuid4().hex[:10]}"
-    serve = {"store": store, "admin_key_env": "LETHE_TEST_KILL_ADMIN", "default_rewriter": "rule"}
-    if store == "postgres":
-        serve |= {"store_dsn": DSN, "store_schema": schema}
-    cfg = _cfg(upstream.url).model_dump() | {"serve": serve}
+    serve = {"admin_key_env": "LETHE_TEST_KILL_ADMIN", "default_rewriter": "rule"}
+    section = {"kind": store} | ({"dsn": DSN, "schema": schema} if store == "postgres" else {})
+    cfg = _cfg(upstream.url).model_dump(mode="json", by_alias=True) | {"serve": serve, "store": section}
     (tmp_path / "guard.yaml").write_text(yaml.safe_dump(cfg))
     home = tmp_path / "home"
     env = os.environ | {"LETHE_TEST_KILL_ADMIN": ADMIN}

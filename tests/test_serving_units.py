@@ -8,10 +8,11 @@ import pytest
 import typer
 from typer.testing import CliRunner
 
+from lethe.config import load_config
 from lethe.errors import ConfigError
 from lethe.serving.auth import KeySet, bearer, fingerprint, hash_key, new_key
 from lethe.serving.cli import serve_command
-from lethe.serving.settings import ServeSettings
+from lethe.serving.settings import ServeSettings, with_overrides
 
 
 def test_keys_env_and_hashed_file(tmp_path, monkeypatch):
@@ -41,12 +42,17 @@ def test_bearer_parsing():
 def test_settings_from_the_serve_section(tmp_path):
     p = tmp_path / "guard.yaml"
     p.write_text("backend: {kind: openai}\nserve:\n  port: 9000\n  fail_mode: open\n  store: postgres\n")
-    s = ServeSettings.load(p, host="0.0.0.0", port=None)
-    assert (s.port, s.fail_mode, s.store, s.host) == (9000, "open", "postgres", "0.0.0.0")
-    assert ServeSettings.load(tmp_path / "none.yaml").port == 8000
+    cfg = load_config(path=p)
+    s = with_overrides(cfg.serve, host="0.0.0.0", port=None)
+    assert isinstance(s, ServeSettings)
+    # serve.store is the deprecated spelling of store.kind
+    assert (s.port, s.fail_mode, cfg.store.kind, s.host) == (9000, "open", "postgres", "0.0.0.0")
+    assert load_config(path=tmp_path / "none.yaml", missing_ok=True).serve.port == 8000
     p.write_text("serve:\n  fail_mode: sideways\n")
-    with pytest.raises(ConfigError, match="fail_mode"):
-        ServeSettings.load(p)
+    with pytest.raises(ConfigError, match="serve.fail_mode"):
+        load_config(path=p)
+    with pytest.raises(ConfigError, match="serve.port"):
+        with_overrides(cfg.serve, port=70000)
 
 
 def test_serve_command_is_a_typer_command(tmp_path):

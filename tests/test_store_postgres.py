@@ -15,6 +15,7 @@ import pytest
 
 from lethe.errors import StoreError
 from lethe.store.base import STORES, ForgetRequest, NegativeSample
+from lethe.store.keys import KeySource
 
 DSN = os.environ.get("LETHE_TEST_PG_DSN")
 pytestmark = pytest.mark.skipif(
@@ -57,11 +58,12 @@ def _wait(cond, timeout: float) -> float:
     return time.perf_counter() - t0
 
 
-def test_registered_and_roundtrip(schema):
+def test_registered_and_roundtrip(schema, tmp_path):
     from lethe.store.postgres import PostgresStore
 
     assert STORES.get("postgres") is PostgresStore
-    s = PostgresStore(DSN, dim=DIM, schema=schema)
+    key = KeySource(env=None, file=tmp_path / "store.key")
+    s = PostgresStore(DSN, dim=DIM, schema=schema, key=key)
     try:
         assert s.schema_version() == 2 and s.ping()
         req, samples = _request(1)
@@ -83,9 +85,12 @@ def test_registered_and_roundtrip(schema):
         secret = s.secret()
     finally:
         s.close()
-    again = PostgresStore(DSN, dim=DIM, schema=schema, listen=False)  # migrations are idempotent
+    again = PostgresStore(DSN, dim=DIM, schema=schema, listen=False, key=key)  # migrations are idempotent
     try:
         assert again.secret() == secret and again.schema_version() == 2
+        # the key lives in the key file (owner-only), never in the database
+        assert (tmp_path / "store.key").stat().st_mode & 0o777 == 0o600
+        assert {r[0] for r in again._read("SELECT key FROM {s}.meta")} == {"dim", "key_check"}
         assert again.get_request(req.id).revoked_at is not None  # type: ignore[union-attr]
     finally:
         again.close()
@@ -93,14 +98,15 @@ def test_registered_and_roundtrip(schema):
         PostgresStore(DSN, dim=DIM + 1, schema=schema, listen=False)
 
 
-def test_concurrent_first_open_runs_migrations_once(schema):
+def test_concurrent_first_open_runs_migrations_once(schema, tmp_path):
     from lethe.store.postgres import PostgresStore
 
     stores, errors = [], []
+    key = KeySource(env=None, file=tmp_path / "store.key")
 
     def open_one() -> None:
         try:
-            stores.append(PostgresStore(DSN, dim=DIM, schema=schema, listen=False))
+            stores.append(PostgresStore(DSN, dim=DIM, schema=schema, listen=False, key=key))
         except Exception as exc:  # pragma: no cover - the assertion reports it
             errors.append(exc)
 
@@ -110,7 +116,7 @@ def test_concurrent_first_open_runs_migrations_once(schema):
     for t in threads:
         t.join()
     assert not errors and len(stores) == 4
-    assert len({s.secret() for s in stores}) == 1
+    assert len({s.secret() for s in stores}) == 1  # one key file, created once
     rows = stores[0]._read("SELECT version FROM {s}.migrations ORDER BY version")
     assert [r[0] for r in rows] == [1, 2]
     for s in stores:
@@ -216,3 +222,57 @@ def test_kill9_while_adding_loses_no_acknowledged_request(schema):
         assert len(s.search(np.ones((1, DIM), dtype=np.float32) / np.sqrt(DIM), k=5)[0]) == 5
     finally:
         s.close()
+
+
+def test_key_moves_out_of_the_database_and_replicas_need_it(schema, tmp_path, monkeypatch):
+    from lethe.config import StoreConfig
+    from lethe.store import open_store
+    from lethe.store.postgres import PostgresStore
+
+    monkeypatch.delenv("LETHE_SECRET", raising=False)
+    legacy = bytes(range(32))
+    old = PostgresStore(DSN, dim=DIM, schema=schema, listen=False)  # a store written by an older Lethe:
+    old._meta_put("secret", legacy)  # its hashing key in the database
+    old.close()
+    cfg = StoreConfig(kind="postgres", dsn=DSN, schema=schema)
+    s = open_store(cfg, tmp_path / "a", dim=DIM)
+    try:
+        assert s.secret() == legacy  # names hashed with it still match
+        assert (tmp_path / "a" / "store.key").read_text().strip() == legacy.hex()
+        assert {r[0] for r in s._read("SELECT key FROM {s}.meta")} == {"dim", "key_check"}
+    finally:
+        s.close()
+    # a replica without the key is refused in one line (no new key, no silent mismatch)
+    with pytest.raises(StoreError, match="needs its name-hashing key"):
+        open_store(cfg, tmp_path / "b", dim=DIM)
+    monkeypatch.setenv("LETHE_SECRET", "a different passphrase")
+    with pytest.raises(StoreError, match="different name-hashing key"):
+        open_store(cfg, tmp_path / "b", dim=DIM)
+    monkeypatch.setenv("LETHE_SECRET", legacy.hex())  # the key from a secret manager: any replica
+    s = open_store(cfg, tmp_path / "b", dim=DIM)
+    try:
+        assert s.secret() == legacy and not (tmp_path / "b" / "store.key").exists()
+    finally:
+        s.close()
+
+
+def test_open_store_builds_the_configured_kind(schema, tmp_path, monkeypatch):
+    from lethe.config import GuardConfig, StoreConfig
+    from lethe.store import open_store
+    from lethe.store.postgres import PostgresStore
+
+    monkeypatch.setenv("LETHE_TEST_DSN_VAR", DSN)
+    cfg = GuardConfig(store=StoreConfig(kind="postgres", dsn_env="LETHE_TEST_DSN_VAR", schema=schema))
+    s = open_store(cfg, tmp_path, dim=DIM)
+    try:
+        assert isinstance(s, PostgresStore) and s.schema == schema and s.dim == DIM
+    finally:
+        s.close()
+    s = open_store(cfg, tmp_path, dim=None)  # list/revoke: the size comes from the store
+    try:
+        assert s.dim == DIM
+    finally:
+        s.close()
+    monkeypatch.delenv("LETHE_TEST_DSN_VAR")
+    with pytest.raises(StoreError, match=r"\$LETHE_TEST_DSN_VAR"):
+        open_store(cfg, tmp_path, dim=DIM)

@@ -231,11 +231,12 @@ def forget_add(
     policy: Annotated[str | None, typer.Option(help="policy name (default: retrieved by kind)")] = None,
     rewriter: Annotated[str, typer.Option(help="llm (default model writes paraphrases) | rule")] = "llm",
     home: HomeOpt = None,
+    config: ConfigOpt = None,
 ) -> None:
     """Register a forget request. Only rewrites (and embeddings) are stored, never the prompts."""
     rows = _read_jsonl(file)
     entities = sorted({e for r in rows for e in r.get("entities", []) if isinstance(e, str)})
-    guard = _guard(home)
+    guard = _guard(home, config=config)
     req = guard.forget([r["prompt"] for r in rows], kind=kind, subject=subject, entities=entities or None,
                        policy=policy, rewriter=rewriter)
     typer.echo(req.id)
@@ -246,26 +247,30 @@ def forget_list(
     all_: Annotated[bool, typer.Option("--all", help="include revoked")] = False,
     json_: Annotated[bool, typer.Option("--json")] = False,
     home: HomeOpt = None,
+    config: ConfigOpt = None,
 ) -> None:
-    from lethe.config import lethe_home
-    from lethe.store import open_store
-
-    store = open_store(lethe_home(home))
-    for r in store.list_requests(include_revoked=all_):
-        row = {"id": r.id, "kind": r.kind, "subject": r.subject, "policy": r.policy, "prompts": r.n_prompts,
-               "created_at": r.created_at, "revoked_at": r.revoked_at}
-        typer.echo(json.dumps(row) if json_ else
-                   f"{r.id}  {r.kind:<9} {r.n_prompts:>4} prompts  {r.subject or '-'}"
-                   + ("  (revoked)" if r.revoked_at else ""))
+    """Ids, kinds and counts of the requests, and the label where the operator gave one (--subject)."""
+    store = _store(home, config)
+    try:
+        for r in store.list_requests(include_revoked=all_):
+            row = {"id": r.id, "kind": r.kind, "label": r.subject, "policy": r.policy, "prompts": r.n_prompts,
+                   "names": len(r.entities), "created_at": r.created_at, "revoked_at": r.revoked_at}
+            typer.echo(json.dumps(row) if json_ else
+                       f"{r.id}  {r.kind:<9} {r.n_prompts:>4} prompts {len(r.entities):>2} names  {r.subject or '-'}"
+                       + ("  (revoked)" if r.revoked_at else ""))
+    finally:
+        store.close()
 
 
 @forget_app.command("revoke")
-def forget_revoke(request_id: str, home: HomeOpt = None) -> None:
-    from lethe.config import lethe_home
-    from lethe.store import open_store
-
-    if not open_store(lethe_home(home)).revoke(request_id):
-        raise LetheError(f"no live request with id {request_id}")
+def forget_revoke(request_id: str, home: HomeOpt = None, config: ConfigOpt = None) -> None:
+    """Revoke a request; every process serving from the store stops enforcing it within a second."""
+    store = _store(home, config)
+    try:
+        if not store.revoke(request_id):
+            raise LetheError(f"no live request with id {request_id}")
+    finally:
+        store.close()
     typer.echo(f"revoked {request_id}")
 
 
@@ -275,12 +280,13 @@ def check(
     file: Annotated[Path | None, typer.Option("--file", help="JSONL with a 'prompt' field")] = None,
     json_: Annotated[bool, typer.Option("--json", help="one JSON line per query")] = False,
     home: HomeOpt = None,
+    config: ConfigOpt = None,
 ) -> None:
     """Detection only: is each query inside a forget scope?"""
     if (query is None) == (file is None):
         raise LetheError("give either a QUERY or --file")
     queries = [query] if query is not None else [r["prompt"] for r in _read_jsonl(file)]  # type: ignore[arg-type]
-    guard = _guard(home)
+    guard = _guard(home, config=config)
     guard.require_nonempty()
     for q, d in zip(queries, guard.detect_many(queries), strict=True):
         if json_:
@@ -297,9 +303,10 @@ def chat(
     max_tokens: Annotated[int, typer.Option()] = 200,
     model: Annotated[str | None, typer.Option(help="override the backend model")] = None,
     home: HomeOpt = None,
+    config: ConfigOpt = None,
 ) -> None:
     """The guarded answer of the configured model."""
-    res = _guard(home, model).chat(query, max_tokens=max_tokens, use_guard=not no_guard)
+    res = _guard(home, model, config).chat(query, max_tokens=max_tokens, use_guard=not no_guard)
     if json_:
         typer.echo(json.dumps(res.to_dict(), ensure_ascii=False))
     else:
@@ -311,10 +318,11 @@ def calibrate(
     target_fpr: Annotated[float, typer.Option(help="allowed false-positive rate on benign queries")] = 0.01,
     file: Annotated[Path | None, typer.Option("--file", help="benign JSONL ('prompt'); default: shipped hold-out")] = None,
     home: HomeOpt = None,
+    config: ConfigOpt = None,
 ) -> None:
     """Choose tau for a target false-positive rate and save it in guard.yaml."""
     benign = [r["prompt"] for r in _read_jsonl(file)] if file else None
-    tau = _guard(home).calibrate(benign, target_fpr=target_fpr)
+    tau = _guard(home, config=config).calibrate(benign, target_fpr=target_fpr)
     typer.echo(json.dumps({"tau": tau, "target_fpr": target_fpr}))
 
 
@@ -326,9 +334,10 @@ app.add_typer(benign_app, name="benign")
 def benign_add(
     file: Annotated[Path, typer.Option("--file", help="JSONL, one object a line with 'prompt'")],
     home: HomeOpt = None,
+    config: ConfigOpt = None,
 ) -> None:
     """Add benign queries as extra scorer negatives (e.g. your users' everyday traffic)."""
-    n = _guard(home).add_benign([r["prompt"] for r in _read_jsonl(file)])
+    n = _guard(home, config=config).add_benign([r["prompt"] for r in _read_jsonl(file)])
     typer.echo(json.dumps({"added": n}))
 
 

@@ -19,7 +19,7 @@ from tqdm import tqdm
 from lethe.backends import load_backend
 from lethe.backends.base import ChatBackend, Message
 from lethe.backends.embeddings import Embedder, get_embedder
-from lethe.config import GuardConfig, lethe_home
+from lethe.config import GuardConfig, lethe_home, load_config
 from lethe.errors import EmptyStoreError, LetheError
 from lethe.guard import intervention
 from lethe.guard.augment import augment
@@ -100,11 +100,11 @@ class Guard:
         backend: ChatBackend | None = None,
         store: UnlearnStore | None = None,
     ) -> Guard:
-        """Open (or create) the guard living in a Lethe home folder."""
+        """Open (or create) the guard living in a Lethe home folder, on the store its configuration names."""
         path = lethe_home(home)
-        cfg = config or GuardConfig.load(path / CONFIG_FILE)
+        cfg = config or load_config(path)
         embedder = get_embedder(cfg.embedder)
-        st = store if store is not None else open_store(path, dim=embedder.dim)
+        st = store if store is not None else open_store(cfg, path, dim=embedder.dim)
         return cls(st, cfg, backend, embedder, path)
 
     # -- in-domain benign queries (scorer negatives) -------------------------------------
@@ -147,7 +147,7 @@ class Guard:
 
     def save_config(self) -> None:
         if self.home is not None:
-            self.config.save(self.home / CONFIG_FILE)
+            self.config.save(self.config.source or self.home / CONFIG_FILE)  # the file it was loaded from
 
     # -- forget requests ----------------------------------------------------------------
     def forget(
@@ -161,7 +161,12 @@ class Guard:
         rewriter: str = "llm",
         seed: int = 0,
     ) -> ForgetRequest:
-        """Register a forget request. The prompts are used in memory only and never stored."""
+        """Register a forget request. The prompts are used in memory only and never stored.
+
+        Names (``entities``, ``subject``, or the one guessed from the prompts) are stored only
+        as keyed hashes. ``subject`` is also kept as the request's label, in clear, because
+        the operator gave it; a guessed name never is.
+        """
         if kind not in KINDS:
             raise LetheError(f"unknown kind '{kind}' (use one of: {', '.join(KINDS)})")
         prompts = [p for p in (normalize(p) for p in prompts) if p]
@@ -192,7 +197,7 @@ class Guard:
         samples += [NegativeSample("", vecs[len(rewrites) + j], "augment") for j in range(len(aug))]
         off = len(rewrites) + len(aug)
         samples += [NegativeSample("", vecs[off + j], "hard_negative") for j in range(len(hard))]
-        req = ForgetRequest(kind=kind, subject=subject or (names[0] if names else None), policy=policy,
+        req = ForgetRequest(kind=kind, subject=subject, policy=policy,
                             entities=records, n_prompts=len(prompts))
         self.store.add_request(req, samples)
         self.detector.refresh()

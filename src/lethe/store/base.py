@@ -14,11 +14,15 @@ import uuid
 from abc import ABC, abstractmethod
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Literal
+from pathlib import Path
+from typing import TYPE_CHECKING, Literal
 
 import numpy as np
 
 from lethe.registry import Registry
+
+if TYPE_CHECKING:
+    from lethe.config import StoreConfig
 
 Kind = Literal["privacy", "copyright", "harmful", "knowledge"]
 # privacy: a person (entity matching); the others are concept scopes (scorer primary).
@@ -67,6 +71,14 @@ class UnlearnStore(ABC):
 
     dim: int
 
+    @classmethod
+    def from_config(cls, config: StoreConfig, home: Path, dim: int) -> UnlearnStore:
+        """Build this kind from the ``store:`` section of ``guard.yaml`` (see :func:`lethe.store.open_store`).
+
+        The built-in kinds read their own fields; a third-party kind gets ``options``.
+        """
+        return cls(dim=dim, **config.options)  # type: ignore[call-arg]
+
     @abstractmethod
     def add_request(self, request: ForgetRequest, samples: list[NegativeSample]) -> str:
         """Persist a request and its samples atomically; returns the request id."""
@@ -90,7 +102,8 @@ class UnlearnStore(ABC):
 
     @abstractmethod
     def secret(self) -> bytes:
-        """Key for hashing entity names (stable for the store's lifetime)."""
+        """Key for hashing entity names (stable for the store's lifetime; kept outside the database,
+        see :mod:`lethe.store.keys`)."""
 
     _version: int = 0
 

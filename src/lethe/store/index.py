@@ -11,7 +11,12 @@ from __future__ import annotations
 import threading
 
 import numpy as np
-from usearch.index import Index
+
+try:  # onnxruntime must be loaded before usearch's extension module: the other order crashes the
+    import onnxruntime  # noqa: F401  process when onnxruntime is imported later (usearch 2.26, onnxruntime 1.32)
+except ImportError:  # the embedder then runs on torch
+    pass
+from usearch.index import Index  # noqa: E402
 
 
 class VectorIndex:

@@ -8,6 +8,9 @@ the database. Adds and revokes are one transaction each and send ``NOTIFY`` in i
 (delivered on commit); a listener thread in every replica applies them to its index as
 they arrive, typically within milliseconds. A reconcile pass every ``poll_interval_s``
 (and after a listener reconnect) catches anything a dropped connection missed.
+
+The name-hashing key is not in the database: every replica gets it from ``secret_env``
+(a secret manager) or a key file (:mod:`lethe.store.keys`).
 """
 
 from __future__ import annotations
@@ -16,16 +19,21 @@ import json
 import logging
 import os
 import re
-import secrets
 import threading
 import time
 from collections.abc import Callable
+from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 
 from lethe.errors import StoreError
 from lethe.store.base import STORES, ForgetRequest, Match, NegativeSample, UnlearnStore
 from lethe.store.index import VectorIndex
+from lethe.store.keys import KeySource, resolve_key
+
+if TYPE_CHECKING:
+    from lethe.config import StoreConfig
 
 log = logging.getLogger("lethe.store.postgres")
 
@@ -86,23 +94,27 @@ class PostgresStore(UnlearnStore):
 
     ``dsn``: a libpq connection string or URL (``LETHE_STORE_DSN`` when ``None``).
     ``schema``: the PostgreSQL schema holding the tables (one deployment per schema).
+    ``key``: where the name-hashing key lives; ``None`` reads ``$LETHE_SECRET`` when the
+    key is first needed.
     """
 
     def __init__(
         self,
         dsn: str | None = None,
-        dim: int = 384,
+        dim: int | None = 384,
         schema: str = "lethe",
         poll_interval_s: float = 5.0,
         listen: bool = True,
+        key: KeySource | None = None,
     ) -> None:
         dsn = dsn or os.environ.get("LETHE_STORE_DSN")
         if not dsn:
-            raise StoreError("the postgres store needs a DSN (store_dsn in the config or LETHE_STORE_DSN)")
+            raise StoreError("the postgres store needs a DSN (store.dsn in guard.yaml or the store.dsn_env "
+                             "variable, default LETHE_STORE_DSN)")
         if not _SCHEMA_RE.match(schema):
             raise StoreError(f"bad PostgreSQL schema name '{schema}' (lowercase letters, digits, _)")
         self.dsn = dsn
-        self.dim = dim
+        self.dim = dim or 384
         self.schema = schema
         self.channel = f"lethe_store_{schema}"
         self.poll_interval_s = poll_interval_s
@@ -110,15 +122,16 @@ class PostgresStore(UnlearnStore):
         self._lock = threading.RLock()  # guards the main connection
         self._ilock = threading.RLock()  # guards index + caches
         self._subscribers: list[Callable[[], None]] = []
-        self._index = VectorIndex(dim)
+        self._index = VectorIndex(self.dim)
         self._cache: dict[int, NegativeSample] = {}  # live positive samples in the index
         self._by_request: dict[str, list[int]] = {}
         self._version = 0
         self._stop = threading.Event()
         self._conn = _connect(dsn)
         self._migrate()
-        self._init_meta()
-        self._secret = self._meta("secret")
+        self._init_meta(dim)
+        self._key_source = key
+        self._secret: bytes | None = self._resolve_key(key) if key is not None else None
         self.reconcile(full=True)
         self._listener: threading.Thread | None = None
         self.listening = threading.Event()
@@ -126,6 +139,15 @@ class PostgresStore(UnlearnStore):
             self._listener = threading.Thread(target=self._listen_loop, name="lethe-pg-listen", daemon=True)
             self._listener.start()
             self.listening.wait(10)
+
+    @classmethod
+    def from_config(cls, config: StoreConfig, home: Path, dim: int) -> PostgresStore:
+        dsn = config.dsn or os.environ.get(config.dsn_env)
+        if not dsn:
+            raise StoreError(f"the postgres store needs a DSN: set store.dsn in guard.yaml or ${config.dsn_env}")
+        key_file = Path(config.key_file).expanduser() if config.key_file else Path("store.key")
+        return cls(dsn, dim=dim, schema=config.db_schema,
+                   key=KeySource(env=config.secret_env or None, file=home / key_file), **config.options)
 
     # -- connection helpers ------------------------------------------------------------
     def _db(self):
@@ -185,29 +207,52 @@ class PostgresStore(UnlearnStore):
     def schema_version(self) -> int:
         return int(self._read("SELECT max(version) FROM {s}.migrations")[0][0])
 
-    def _init_meta(self) -> None:
-        with self._lock:
-            conn = self._db()
-            with conn.transaction():
-                for key, value in (("dim", str(self.dim).encode()), ("secret", secrets.token_bytes(32))):
-                    conn.execute(
-                        f"INSERT INTO {self._s}.meta (key, value) VALUES (%s, %s) ON CONFLICT (key) DO NOTHING",
-                        (key, value),
-                    )
-        stored = int(self._meta("dim") or str(self.dim).encode())
-        if stored != self.dim:
+    def _init_meta(self, dim: int | None) -> None:
+        """The embedding size; ``dim=None`` takes the stored one (list, revoke)."""
+        if dim is not None:
+            self._meta_put("dim", str(dim).encode())
+        raw = self._meta("dim")
+        if raw is None:
+            return
+        stored = int(raw)
+        if dim is None:
+            self.dim = stored
+            self._index = VectorIndex(stored)
+        elif stored != self.dim:
             raise StoreError(f"the PostgreSQL store holds {stored}-d embeddings but the embedder gives {self.dim}-d")
 
     def _meta(self, key: str) -> bytes | None:
         rows = self._read("SELECT value FROM {s}.meta WHERE key=%s", (key,))
         return bytes(rows[0][0]) if rows else None
 
+    def _meta_put(self, key: str, value: bytes) -> None:
+        self._write("INSERT INTO {s}.meta (key, value) VALUES (%s, %s) ON CONFLICT (key) DO NOTHING", (key, value))
+
+    def _meta_delete(self, key: str) -> None:
+        self._write("DELETE FROM {s}.meta WHERE key=%s", (key,))
+
+    def _write(self, query: str, params: tuple) -> None:
+        import psycopg
+
+        with self._lock:
+            try:
+                self._db().execute(query.format(s=self._s), params)
+            except psycopg.OperationalError as exc:
+                raise StoreError(f"PostgreSQL write failed: {str(exc).strip().splitlines()[0]}") from None
+
+    def _resolve_key(self, source: KeySource) -> bytes:
+        return resolve_key(source, self._meta, self._meta_put, self._meta_delete,
+                           f"{_redact(self.dsn)} (schema {self.schema})")
+
     def secret(self) -> bytes:
-        env = os.environ.get("LETHE_SECRET")
-        if env:
-            return env.encode()
-        assert self._secret is not None
+        if self._secret is None:
+            self._secret = self._resolve_key(KeySource())
         return self._secret
+
+    def live_count(self) -> int:
+        """Live requests in this replica's index."""
+        with self._ilock:
+            return len(self._by_request)
 
     # -- index maintenance -------------------------------------------------------------
     def _load_samples(self, request_ids: list[str]) -> dict[str, list[NegativeSample]]:

@@ -1,26 +1,41 @@
 """Embedded store: one SQLite database in WAL mode, plus an in-memory vector index.
 
 Every add is one transaction (request row + sample rows), so a crash leaves either the
-whole request or nothing. The index is rebuilt from the database on open and kept in
-step on add and revoke.
+whole request or nothing. The index is built from the database on open and kept in step
+on this process's adds and revokes.
+
+Several processes may use one database (``lethe serve`` and the CLI on one home). Each
+notices the others' commits through ``PRAGMA data_version``, which changes for a
+connection whenever another connection commits: it is checked on the read path
+(``version()``, ``search``; at most every ``check_interval_s``) and by a background
+watcher every ``poll_interval_s``, so subscribers (the detector's refit) run without
+traffic too. A change is applied incrementally: requests that became live are loaded,
+revoked ones leave the index.
 """
 
 from __future__ import annotations
 
 import json
+import logging
 import os
-import secrets
 import sqlite3
 import threading
 import time
 from collections.abc import Callable
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 
 from lethe.errors import StoreError
 from lethe.store.base import STORES, ForgetRequest, Match, NegativeSample, UnlearnStore
 from lethe.store.index import VectorIndex
+from lethe.store.keys import KeySource, resolve_key
+
+if TYPE_CHECKING:
+    from lethe.config import StoreConfig
+
+log = logging.getLogger("lethe.store.sqlite")
 
 SCHEMA_VERSION = 1
 _SCHEMA = """
@@ -44,75 +59,175 @@ CREATE TABLE IF NOT EXISTS samples (
 );
 CREATE INDEX IF NOT EXISTS samples_request ON samples(request_id);
 """
+_CHUNK = 500  # request ids per IN (...) query
 
 
 @STORES.register("sqlite")
 class SQLiteStore(UnlearnStore):
-    def __init__(self, path: str | os.PathLike[str], dim: int = 384) -> None:
+    """SQLite-backed :class:`UnlearnStore`.
+
+    ``key``: where the name-hashing key lives (default: ``$LETHE_SECRET``, else
+    ``store.key`` beside the database). ``watch``: run the background watcher that
+    applies other processes' changes; ``check_interval_s`` rate-limits the read-path check.
+    """
+
+    def __init__(
+        self,
+        path: str | os.PathLike[str],
+        dim: int | None = 384,
+        key: KeySource | None = None,
+        watch: bool = True,
+        poll_interval_s: float = 0.25,
+        check_interval_s: float = 0.1,
+    ) -> None:
         self.path = Path(path)
         self.path.parent.mkdir(parents=True, exist_ok=True)
-        self.dim = dim
+        self.dim = dim or 384
+        self.poll_interval_s = poll_interval_s
+        self.check_interval_s = check_interval_s
         self._lock = threading.RLock()
         self._subscribers: list[Callable[[], None]] = []
         try:
-            self._db = sqlite3.connect(self.path, check_same_thread=False, isolation_level=None)
+            self._db = sqlite3.connect(self.path, check_same_thread=False, isolation_level=None, timeout=30)
             self._db.execute("PRAGMA journal_mode=WAL")
             self._db.execute("PRAGMA synchronous=FULL")
             self._db.execute("PRAGMA foreign_keys=ON")
             self._db.executescript(_SCHEMA)
         except sqlite3.DatabaseError as exc:
             raise StoreError(f"cannot open store {self.path}: {exc}") from None
-        self._init_meta()
-        self._index = VectorIndex(dim)
+        self._init_meta(dim)
+        self._key = resolve_key(key or KeySource(file=self.path.parent / "store.key"), self._meta,
+                                self._meta_put, self._meta_delete, str(self.path))
+        self._index = VectorIndex(self.dim)
+        self._by_request: dict[str, list[int]] = {}  # live request -> its indexed sample ids
         self._version = 0
-        self._rebuild_index()
+        self._data_version = self._pragma_data_version()
+        self._last_check = time.monotonic()
+        self._sync(full=True)
+        self._stop = threading.Event()
+        self._watcher: threading.Thread | None = None
+        if watch:
+            self._watcher = threading.Thread(target=self._watch_loop, name="lethe-sqlite-watch", daemon=True)
+            self._watcher.start()
+
+    @classmethod
+    def from_config(cls, config: StoreConfig, home: Path, dim: int) -> SQLiteStore:
+        path = Path(config.path).expanduser() if config.path else Path("store.db")
+        key_file = Path(config.key_file).expanduser() if config.key_file else Path("store.key")
+        return cls(home / path, dim=dim, key=KeySource(env=config.secret_env or None, file=home / key_file),
+                   **config.options)
 
     # -- meta ------------------------------------------------------------------------
     def _meta(self, key: str) -> bytes | None:
-        row = self._db.execute("SELECT value FROM meta WHERE key=?", (key,)).fetchone()
-        return row[0] if row else None
+        with self._lock:
+            row = self._db.execute("SELECT value FROM meta WHERE key=?", (key,)).fetchone()
+        if row is None:
+            return None
+        return row[0].encode() if isinstance(row[0], str) else bytes(row[0])
 
-    def _init_meta(self) -> None:
+    def _meta_put(self, key: str, value: bytes) -> None:
+        with self._lock:
+            self._db.execute("INSERT OR IGNORE INTO meta VALUES (?, ?)", (key, value))
+
+    def _meta_delete(self, key: str) -> None:
+        with self._lock:
+            self._db.execute("DELETE FROM meta WHERE key=?", (key,))
+
+    def _init_meta(self, dim: int | None) -> None:
+        """Schema version and embedding size; ``dim=None`` takes the stored size (list, revoke)."""
         with self._lock:
             self._db.execute("BEGIN IMMEDIATE")
             try:
                 if self._meta("schema_version") is None:
                     self._db.execute("INSERT INTO meta VALUES ('schema_version', ?)", (str(SCHEMA_VERSION),))
-                    self._db.execute("INSERT INTO meta VALUES ('dim', ?)", (str(self.dim),))
-                    self._db.execute("INSERT INTO meta VALUES ('secret', ?)", (secrets.token_bytes(32),))
+                stored = self._meta("dim")
+                if stored is None and dim is not None:
+                    self._db.execute("INSERT INTO meta VALUES ('dim', ?)", (str(dim),))
                 self._db.execute("COMMIT")
             except BaseException:
                 self._db.execute("ROLLBACK")
                 raise
-        stored_dim = int(self._meta("dim") or self.dim)
-        if stored_dim != self.dim:
-            raise StoreError(f"store {self.path} holds {stored_dim}-d embeddings but the embedder gives {self.dim}-d")
+        if stored is not None and dim is None:
+            self.dim = int(stored)
+        elif stored is not None and int(stored) != dim:
+            raise StoreError(f"store {self.path} holds {int(stored)}-d embeddings but the embedder gives {dim}-d")
 
     def secret(self) -> bytes:
-        env = os.environ.get("LETHE_SECRET")
-        if env:
-            return env.encode()
-        value = self._meta("secret")
-        assert value is not None
-        return bytes(value)
+        return self._key
 
-    # -- index -----------------------------------------------------------------------
-    def _rebuild_index(self) -> None:
+    # -- index and other processes' changes -------------------------------------------
+    def _pragma_data_version(self) -> int:
         with self._lock:
-            rows = self._db.execute(
-                "SELECT s.id, s.embedding FROM samples s JOIN requests r ON r.id = s.request_id "
-                "WHERE r.revoked_at IS NULL AND s.role != 'hard_negative'"
-            ).fetchall()
-            self._index.clear()
+            return int(self._db.execute("PRAGMA data_version").fetchone()[0])
+
+    def _sync(self, full: bool = False) -> bool:
+        """Bring the index in line with the database; True when anything changed."""
+        with self._lock:
+            self._db.execute("BEGIN")  # one snapshot for the live set and its samples
+            try:
+                live = {r[0] for r in self._db.execute("SELECT id FROM requests WHERE revoked_at IS NULL")}
+                if full:
+                    self._index.clear()
+                    self._by_request.clear()
+                gone = set(self._by_request) - live
+                new = sorted(live - set(self._by_request))
+                rows: list[tuple] = []
+                for i in range(0, len(new), _CHUNK):
+                    part = new[i:i + _CHUNK]
+                    rows += self._db.execute(
+                        "SELECT id, request_id, embedding FROM samples WHERE role != 'hard_negative' AND "
+                        f"request_id IN ({','.join('?' * len(part))}) ORDER BY id", part).fetchall()
+            finally:
+                self._db.execute("COMMIT")
+            for rid in gone:
+                self._index.remove(self._by_request.pop(rid))
+            for rid in new:
+                self._by_request[rid] = []
+            for r in rows:
+                self._by_request[r[1]].append(int(r[0]))
             if rows:
-                keys = [r[0] for r in rows]
-                vecs = np.stack([np.frombuffer(r[1], dtype=np.float32) for r in rows])
-                self._index.add(keys, vecs)
-            self._version += 1
+                self._index.add([int(r[0]) for r in rows], np.stack([np.frombuffer(r[2], np.float32) for r in rows]))
+            changed = bool(gone or new)
+            if changed or full:
+                self._version += 1
+        return changed
+
+    def poll(self) -> bool:
+        """Apply other processes' commits, if any, and tell subscribers; True when something changed."""
+        with self._lock:
+            self._last_check = time.monotonic()
+            dv = self._pragma_data_version()
+            if dv == self._data_version:
+                return False
+            self._data_version = dv
+            changed = self._sync()
+        if changed:
+            self._notify()
+        return changed
+
+    def _maybe_poll(self) -> None:
+        if time.monotonic() - self._last_check >= self.check_interval_s:
+            try:
+                self.poll()
+            except sqlite3.Error as exc:
+                log.warning("store check failed: %s", exc)
+
+    def _watch_loop(self) -> None:
+        while not self._stop.wait(self.poll_interval_s):
+            try:
+                self.poll()
+            except sqlite3.ProgrammingError:  # closed
+                return
+            except Exception:
+                log.exception("store watcher failed")
+
+    def version(self) -> int:
+        self._maybe_poll()
+        return self._version
 
     def refresh(self) -> None:
-        """Re-read the database (another process may have written to it)."""
-        self._rebuild_index()
+        """Re-read the whole database and tell subscribers."""
+        self._sync(full=True)
         self._notify()
 
     # -- writes ----------------------------------------------------------------------
@@ -144,6 +259,7 @@ class SQLiteStore(UnlearnStore):
                 self._db.execute("ROLLBACK")
                 raise
             pos = [s for s in samples if s.role != "hard_negative"]
+            self._by_request[request.id] = [int(s.id or 0) for s in pos]
             if pos:
                 self._index.add([int(s.id or 0) for s in pos], np.stack([s.embedding for s in pos]))
             self._version += 1
@@ -155,13 +271,15 @@ class SQLiteStore(UnlearnStore):
             cur = self._db.execute(
                 "UPDATE requests SET revoked_at=? WHERE id=? AND revoked_at IS NULL", (time.time(), request_id)
             )
-            if cur.rowcount == 0:
+            revoked = cur.rowcount > 0
+            ids = self._by_request.pop(request_id, None)  # None: unknown here, or revoked elsewhere
+            if ids:
+                self._index.remove(ids)
+            if not revoked and ids is None:
                 return False
-            ids = [r[0] for r in self._db.execute("SELECT id FROM samples WHERE request_id=?", (request_id,))]
-            self._index.remove(ids)
             self._version += 1
         self._notify()
-        return True
+        return revoked  # False: another process revoked it first (now applied here too)
 
     # -- reads -----------------------------------------------------------------------
     @staticmethod
@@ -183,6 +301,11 @@ class SQLiteStore(UnlearnStore):
         with self._lock:
             rows = self._db.execute(f"SELECT {self._REQ_COLS} FROM requests{where} ORDER BY created_at").fetchall()
         return [self._row_to_request(r) for r in rows]
+
+    def live_count(self) -> int:
+        """Live requests in this process's index."""
+        with self._lock:
+            return len(self._by_request)
 
     def samples(self, live_only: bool = True) -> list[NegativeSample]:
         q = "SELECT s.id, s.request_id, s.role, s.text, s.embedding FROM samples s JOIN requests r ON r.id=s.request_id"
@@ -211,10 +334,14 @@ class SQLiteStore(UnlearnStore):
         }
 
     def search(self, embeddings: np.ndarray, k: int = 5) -> list[list[Match]]:
+        self._maybe_poll()
         hits = self._index.search(np.atleast_2d(embeddings), k)
         by_id = self._samples_by_id(sorted({key for row in hits for key, _ in row}))
         return [[Match(by_id[key], score) for key, score in row if key in by_id] for row in hits]
 
     def close(self) -> None:
+        self._stop.set()
+        if self._watcher is not None and self._watcher is not threading.current_thread():
+            self._watcher.join(timeout=2)
         with self._lock:
             self._db.close()
