@@ -126,4 +126,49 @@ def test_an_older_store_moves_its_in_database_key_out(tmp_path, monkeypatch):
     store.close()
     assert (tmp_path / "store.key").read_text().strip() == legacy.hex()
     assert "secret" not in _meta_keys(tmp_path / "store.db")
+    for f in tmp_path.glob("store.db*"):  # nor are its bytes left behind in free pages or the WAL
+        assert legacy not in f.read_bytes(), f.name
     assert SQLiteStore(tmp_path / "store.db", dim=8, watch=False).secret() == legacy
+
+
+def test_a_guessed_name_is_never_stored_in_clear_and_a_copied_home_without_its_key_confirms_nothing(
+        tmp_path, monkeypatch):
+    """``embedding_only``: no file of the home names the person; the label is the operator's alone."""
+    import shutil
+
+    from lethe import Guard, GuardConfig
+    from lethe.errors import StoreError
+    from lethe.guard.entities import EntityMatcher
+
+    monkeypatch.delenv("LETHE_SECRET", raising=False)
+    name = "Marisol Quintero-Hale"
+    prompts = [f"Where was the novelist {name} born?", f"What genre does {name} write?",
+               f"Which awards has {name} received?"]
+    home = tmp_path / "home"
+    g = Guard.open(home, config=GuardConfig(embedding_only=True))
+    guessed = g.forget(prompts, kind="privacy", rewriter="rule", progress=False)  # no subject: guessed
+    labelled = g.forget(prompts[:1], kind="privacy", subject="ticket-4711", rewriter="rule", progress=False)
+    assert g.detect(f"Tell me about {name}.").triggered
+    g.store.close()
+    for f in home.iterdir():  # store.db, its WAL, the key file, ...
+        blob = f.read_bytes().lower()
+        assert b"quintero" not in blob and b"marisol" not in blob, f.name
+    store = SQLiteStore(home / "store.db", dim=g.embedder.dim, watch=False)
+    reqs = {r.id: r for r in store.list_requests()}
+    assert reqs[guessed.id].subject is None and reqs[labelled.id].subject == "ticket-4711"
+    assert reqs[guessed.id].entities  # the guessed name, as keyed hashes
+    key = store.secret()
+    store.close()
+    # with the database and the key, a guessed name can be confirmed (the threat model says so) ...
+    m = EntityMatcher(key)
+    m.set_entries([(guessed.id, rec) for rec in reqs[guessed.id].entities])
+    assert m.match(name) and m.match(name)[0].request_id == guessed.id
+    # ... without it the hashes do not answer a guess (any other key matches nothing) ...
+    blind = EntityMatcher(b"a guessed key".ljust(32, b"\0"))
+    blind.set_entries([(guessed.id, rec) for rec in reqs[guessed.id].entities])
+    assert blind.match(name) == []
+    # ... and a database copied without its key does not open
+    (tmp_path / "copy").mkdir()
+    shutil.copy(home / "store.db", tmp_path / "copy" / "store.db")
+    with pytest.raises(StoreError, match="needs its name-hashing key"):
+        SQLiteStore(tmp_path / "copy" / "store.db", dim=g.embedder.dim, watch=False)

@@ -230,6 +230,14 @@ class PostgresStore(UnlearnStore):
 
     def _meta_delete(self, key: str) -> None:
         self._write("DELETE FROM {s}.meta WHERE key=%s", (key,))
+        import psycopg
+
+        try:  # rewrite the (tiny) table so the deleted row does not linger as a dead tuple
+            with self._lock:
+                self._db().execute(f"VACUUM FULL {self._s}.meta")
+        except psycopg.Error as exc:
+            log.warning("could not VACUUM FULL %s.meta after deleting %r: %s", self.schema, key,
+                        str(exc).strip().splitlines()[0])
 
     def _write(self, query: str, params: tuple) -> None:
         import psycopg

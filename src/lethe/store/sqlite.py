@@ -92,6 +92,7 @@ class SQLiteStore(UnlearnStore):
             self._db.execute("PRAGMA journal_mode=WAL")
             self._db.execute("PRAGMA synchronous=FULL")
             self._db.execute("PRAGMA foreign_keys=ON")
+            self._db.execute("PRAGMA secure_delete=ON")  # deleted bytes are zeroed, not left in free pages
             self._db.executescript(_SCHEMA)
         except sqlite3.DatabaseError as exc:
             raise StoreError(f"cannot open store {self.path}: {exc}") from None
@@ -132,6 +133,8 @@ class SQLiteStore(UnlearnStore):
     def _meta_delete(self, key: str) -> None:
         with self._lock:
             self._db.execute("DELETE FROM meta WHERE key=?", (key,))
+            # the old page may survive in the write-ahead log until a checkpoint copies it back
+            self._db.execute("PRAGMA wal_checkpoint(TRUNCATE)")
 
     def _init_meta(self, dim: int | None) -> None:
         """Schema version and embedding size; ``dim=None`` takes the stored size (list, revoke)."""
