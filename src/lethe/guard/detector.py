@@ -29,6 +29,8 @@ from __future__ import annotations
 
 import random
 import re
+import threading
+import time
 from dataclasses import dataclass, field
 from importlib import resources
 from pathlib import Path
@@ -40,8 +42,10 @@ from lethe.backends.embeddings import Embedder
 from lethe.config import DetectorConfig
 from lethe.guard.bertscore import bertscore_f1_tokens
 from lethe.guard.entities import EntityMatcher
+from lethe.guard.privacy import RequestVectors, decide
+from lethe.guard.scope import date_tokens, person_query
 from lethe.guard.scorer import SCORERS, Scorer
-from lethe.store.base import CONCEPT_KINDS, UnlearnStore
+from lethe.store.base import CONCEPT_KINDS, NegativeSample, UnlearnStore
 from lethe.text import normalize
 
 
@@ -95,13 +99,20 @@ class Detector:
         self.store = store
         self.embedder = embedder
         self.config = config or DetectorConfig()
-        self.matcher = EntityMatcher(store.secret())
+        self.matcher = EntityMatcher(store.secret(), fuzzy=self.config.fuzzy)
         self.scorer: Scorer = SCORERS.create(self.config.scorer)
         self._rouge = rouge_scorer.RougeScorer(["rougeL"], use_stemmer=True)
         self._benign_train, self.benign_holdout = benign_split(load_benign())
         self._benign_train = self._benign_train + list(extra_benign or [])
         self._benign_emb: np.ndarray | None = None
         self._kinds: dict[str, str] = {}
+        self._vectors: dict[str, RequestVectors] = {}  # live request id -> its sample embeddings
+        self._staged: dict[str, list[NegativeSample]] = {}  # samples handed over before the store add
+        self._concept_ids: frozenset[str] | None = None  # the concept requests the scorer was fit on
+        self._lock = threading.RLock()
+        self._refit_thread: threading.Thread | None = None
+        self._refit_gen = 0
+        self.last_refit_s = 0.0
         self._version = -1
         self.refresh()
         store.subscribe(self.refresh)
@@ -112,25 +123,85 @@ class Detector:
             self._benign_emb = self.embedder.encode(self._benign_train)
         return self._benign_emb
 
-    def refresh(self) -> None:
-        """Re-read requests, rebuild the name matcher and refit the scorer."""
-        requests = self.store.list_requests()
-        self._kinds = {r.id: r.kind for r in requests}
-        self.matcher.set_entries([(r.id, rec) for r in requests for rec in r.entities])
-        samples = self.store.samples(live_only=True)
-        pos = [s.embedding for s in samples if s.label == 1]
-        hard = [s.embedding for s in samples if s.label == 0]
+    def stage(self, request_id: str, samples: list[NegativeSample]) -> None:
+        """Samples of a request about to be added through this process (its refresh need not re-read them)."""
+        self._staged[request_id] = samples
+
+    def refresh(self, full: bool = False) -> None:
+        """Follow the store: load the vectors of new requests, drop revoked ones, rebuild the hashed-name
+        index. Incremental: an add or revoke touches only that request (plus a re-read of the request
+        list); the concept scorer is refit only when the concept requests change, in the background
+        (``background_refit``). ``full`` re-reads every sample and refits."""
+        with self._lock:
+            version = self.store.version()
+            if not full and version == self._version:
+                return
+            requests = self.store.list_requests()
+            live = {r.id: r for r in requests}
+            if full:
+                self._vectors.clear()
+            new = [rid for rid in live if rid not in self._vectors]
+            unstaged = {rid for rid in new if rid not in self._staged}
+            loaded: dict[str, list[NegativeSample]] = {}
+            if unstaged:  # written by another process (or at open): read them from the store
+                for s in self.store.samples(live_only=True):
+                    if s.request_id in unstaged:
+                        loaded.setdefault(s.request_id, []).append(s)
+            dim = self.embedder.dim
+            for rid in new:
+                self._vectors[rid] = RequestVectors.of(live[rid].kind, self._staged.pop(rid, None)
+                                                       or loaded.get(rid, []), dim)
+            for rid in [r for r in self._vectors if r not in live]:
+                del self._vectors[rid]
+            self._kinds = {r.id: r.kind for r in requests}
+            self.matcher.set_entries([(r.id, rec) for r in requests for rec in r.entities])
+            self._version = version
+            concept = frozenset(rid for rid, k in self._kinds.items() if k in CONCEPT_KINDS)
+            if full or concept != self._concept_ids:
+                self._concept_ids = concept
+                self._refit(background=self.config.background_refit and not full)
+
+    def _refit(self, background: bool) -> None:
+        """Fit a fresh scorer on the concept requests' positives against benign queries and their hard
+        negatives, then swap it in; detection keeps using the previous one meanwhile."""
+        with self._lock:
+            ids = self._concept_ids or frozenset()
+            pos = [self._vectors[r].positives() for r in ids if r in self._vectors]
+            hard = [self._vectors[r].hard_negatives() for r in ids if r in self._vectors]
+            self._refit_gen += 1
+            gen = self._refit_gen
         neg = self.benign_embeddings()
-        if hard:
-            neg = np.vstack([neg, np.stack(hard)])
-        self.scorer.fit(np.stack(pos) if pos else np.zeros((0, self.embedder.dim), np.float32), neg)
-        self._version = self.store.version()
+        dim = self.embedder.dim
+        P = np.vstack(pos) if pos else np.zeros((0, dim), np.float32)
+        N = np.vstack([neg, *hard]) if hard else neg
+
+        def fit() -> None:
+            t = time.perf_counter()
+            scorer = SCORERS.create(self.config.scorer)
+            scorer.fit(P, N)
+            with self._lock:
+                if gen == self._refit_gen:  # a newer refit supersedes this one
+                    self.scorer = scorer
+            self.last_refit_s = time.perf_counter() - t
+
+        if background and len(P):
+            th = threading.Thread(target=fit, name="lethe-scorer-refit", daemon=True)
+            self._refit_thread = th
+            th.start()
+        else:
+            fit()
+
+    def wait_refit(self, timeout: float | None = None) -> None:
+        """Block until a background scorer refit has finished (adds of concept requests, calibration)."""
+        th = self._refit_thread
+        if th is not None:
+            th.join(timeout)
 
     def add_benign(self, prompts: list[str]) -> None:
         """Extra scorer negatives (in-domain benign queries); refits the scorer."""
         self._benign_train = self._benign_train + list(prompts)
         self._benign_emb = None
-        self.refresh()
+        self._refit(background=False)
 
     @property
     def empty(self) -> bool:
@@ -142,24 +213,32 @@ class Detector:
         return float(np.clip((s - lo) / max(1e-6, hi - lo), 0.0, 1.0))
 
     def score_texts(self, texts: list[str]) -> list[Detection]:
+        """Confidence per text. Privacy requests: retrieval first, then a decision conditioned on each
+        candidate request (``lethe.guard.privacy``); concept requests: the scorer-primary fusion."""
         if self._version != self.store.version():
             self.refresh()
         norm = [normalize(t) for t in texts]
         if self.empty or not texts:
             return [Detection(0.0, False, {"entity": 0.0, "similarity": 0.0, "scorer": 0.0}) for _ in texts]
+        scorer, vectors = self.scorer, self._vectors
         emb = self.embedder.encode(norm)
-        probs = self.scorer.predict(emb)
-        matches = self.store.search(emb, k=5)
+        probs = scorer.predict(emb)
+        matches = self.store.search(emb, k=16)
+        benign = self.benign_embeddings()
+        benign_sim = (emb @ benign.T).max(axis=1) if len(benign) else np.full(len(norm), -1.0)
         out = []
         for i, text in enumerate(norm):
             comps: dict[str, float] = {}
             matched: list[dict] = []
-            hits = self.matcher.match(text)
-            ent = hits[0].score if hits else 0.0
-            comps["entity"] = ent
+            q = self.matcher.tokens(text)
+            hits = self.matcher.match(text, q)
+            scope_hits = self.matcher.match_scope(text, date_tokens(text), q, person_query(text))
+            retrieved = list(dict.fromkeys(m.sample.request_id for m in matches[i]))
+            dec = decide(emb[i], float(benign_sim[i]), retrieved, hits, scope_hits, vectors, q, self.config)
             best = matches[i][0] if matches[i] else None
+            ent = dec.entity if dec else 0.0
+            comps["entity"] = ent
             comps["similarity_raw"] = best.score if best else 0.0
-            comps["similarity"] = self._sim_component(best.score) if best else 0.0
             comps["scorer"] = float(probs[i])
             concept = 0.0
             concept_matches = [m for m in matches[i][:3]
@@ -175,31 +254,49 @@ class Detector:
             t1 = self.config.concept_scorer_threshold if concept_mode else self.config.scorer_threshold
             scorer_part = float(np.clip((comps["scorer"] - t1) / max(1e-6, 1 - t1), 0.0, 1.0))
             if concept_mode:  # scorer primary; lexical/BERTScore evidence only where the scorer agrees
+                ent = max([h.score for h in hits[:1]] + [ent])
+                comps["entity"] = ent
                 concept = concept * comps["scorer"]
                 comps["concept"] = concept
-            sim_part = 0.0 if concept_mode else comps["similarity"]
-            if not concept_mode and 0.0 < ent < 0.5 and names_other_person(text):
-                # "What genre does Marisol Garcia write?" reads like a forgotten "Marisol Quintero-Hale"
-                # question to an embedding; a full name that shares only a first name with the forgotten
-                # one is evidence that the query is about someone else. (Damping every unknown full name
-                # also cut TOFU retain FPR to 0.002 but missed name-less positives such as "the writer
-                # born in Cape Town, South Africa": places look like names to a regex.)
-                damp = self.config.other_name_damping
-                sim_part, scorer_part = sim_part * damp, scorer_part * damp
-                comps["other_name"] = 1.0
-            parts = {"entity": ent, "similarity": sim_part, "scorer": scorer_part, "concept": concept}
+                sim_part, scope = 0.0, 0.0
+                comps["similarity"] = self._sim_component(best.score) if best else 0.0
+                if 0.0 < ent < 0.5 and names_other_person(text):
+                    scorer_part *= self.config.other_name_damping
+                    comps["other_name"] = 1.0
+            else:
+                sim_part = dec.similarity if dec else 0.0
+                scope = dec.scope if dec else 0.0
+                comps["similarity"] = sim_part
+                comps["scope"] = scope
+                if dec is not None:
+                    comps["similarity_request"] = dec.sim_raw
+                    comps["margin"] = dec.margin
+                    if dec.other_person:
+                        comps["other_name"] = 1.0
+            parts = {"entity": ent, "scope": scope, "similarity": sim_part, "scorer": scorer_part, "concept": concept}
             score = 1.0 - float(np.prod([1.0 - v for v in parts.values()]))
             triggered = score > self.config.tau
             fired = [k for k, v in sorted(parts.items(), key=lambda kv: -kv[1]) if v >= 0.5]
             rid = None
-            if hits and ent >= max(parts["similarity"], parts["scorer"], concept):
+            if dec is not None and not concept_mode and max(ent, scope, sim_part) >= max(scorer_part, concept):
+                rid = dec.request_id
+                if dec.name_hit is not None:
+                    matched.append({"component": "entity", "request_id": rid, "score": round(ent, 4),
+                                    "tokens_matched": f"{dec.name_hit.matched_tokens}/{dec.name_hit.total_tokens}",
+                                    "fuzzy": dec.name_hit.fuzzy, "other_person": dec.name_hit.other_person})
+                if dec.scope_hit is not None:
+                    matched.append({"component": "scope", "request_id": rid, "score": round(scope, 4),
+                                    "entities": dec.scope_hit.matched})
+                matched.append({"component": "similarity", "request_id": rid, "cosine": round(dec.sim_raw, 4),
+                                "margin": round(dec.margin, 4)})
+            elif concept_mode and hits and ent >= max(scorer_part, concept):
                 rid = hits[0].request_id
                 matched.append({"component": "entity", "request_id": rid, "score": round(ent, 4),
                                 "tokens_matched": f"{hits[0].matched_tokens}/{hits[0].total_tokens}",
                                 "fuzzy": hits[0].fuzzy})
             if best is not None:
                 rid = rid or best.sample.request_id
-                matched.append({"component": "similarity", "request_id": best.sample.request_id,
+                matched.append({"component": "nearest", "request_id": best.sample.request_id,
                                 "sample_id": best.sample.id, "role": best.sample.role,
                                 "cosine": round(best.score, 4), "sample_text": best.sample.text})
             out.append(Detection(score, triggered, comps, rid, self._kinds.get(rid or ""), matched, fired))

@@ -27,8 +27,10 @@ from lethe.guard.detector import Detection, Detector
 from lethe.guard.entities import entity_record, guess_subject
 from lethe.guard.guider import Guider, guider_from_config
 from lethe.guard.policies import PolicyLibrary
-from lethe.guard.rewrite import REWRITERS, RuleRewriter, choose_rewrite
+from lethe.guard.rewrite import REWRITERS, RuleRewriter, choose_rewrite, is_copy
+from lethe.guard.scope import scope_records, swap_entities
 from lethe.store import KINDS, ForgetRequest, NegativeSample, UnlearnStore, open_store
+from lethe.store.base import CONCEPT_KINDS
 from lethe.text import normalize
 
 CONFIG_FILE = "guard.yaml"
@@ -160,16 +162,27 @@ class Guard:
         progress: bool = True,
         rewriter: str = "llm",
         seed: int = 0,
+        answers: list[str | None] | None = None,
     ) -> ForgetRequest:
         """Register a forget request. The prompts are used in memory only and never stored.
 
         Names (``entities``, ``subject``, or the one guessed from the prompts) are stored only
         as keyed hashes. ``subject`` is also kept as the request's label, in clear, because
         the operator gave it; a guessed name never is.
+
+        Privacy requests also keep the *scope* the prompts imply (``lethe.guard.scope``): the salient
+        entities they name — quoted titles, prizes, places, dates — as keyed hashes of their tokens.
+        ``answers`` (aligned with ``prompts``, optional) adds the salient entities of the answers the
+        same way; the answer text itself is never stored or embedded.
         """
         if kind not in KINDS:
             raise LetheError(f"unknown kind '{kind}' (use one of: {', '.join(KINDS)})")
-        prompts = [p for p in (normalize(p) for p in prompts) if p]
+        if answers is not None and len(answers) != len(prompts):
+            raise LetheError(f"got {len(answers)} answers for {len(prompts)} prompts")
+        pairs = [(normalize(p), normalize(a or "")) for p, a in zip(prompts, answers or [None] * len(prompts),
+                                                                     strict=True)]
+        answers = [a for p, a in pairs if p and a]
+        prompts = [p for p, _ in pairs if p]
         if not prompts:
             raise LetheError("a forget request needs at least one non-empty prompt")
         if policy:
@@ -180,28 +193,57 @@ class Guard:
             names = [guessed] if guessed else []
         key = self.store.secret()
         records = [entity_record(n, key) for n in names]
-        rw = REWRITERS.create(rewriter, backend=self.backend) if rewriter == "llm" else REWRITERS.create(rewriter)
-        rule = RuleRewriter()
-        rewrites: list[str] = []
-        for p in tqdm(prompts, desc="rewriting forget prompts", disable=not progress, unit="prompt"):
-            cands = rw.candidates(p, self.config.rewrites_per_prompt)
-            best, _ = choose_rewrite(p, cands, self.embedder, rule)
-            rewrites.append(best)
-        # augmentations and name-swapped hard negatives are derived from the rewrites only
-        aug = [a for r in rewrites for a in augment(r, seed=seed)]
-        hard = _name_swaps(rewrites + aug, names, random.Random(seed), per_text=2)
+        if kind == "privacy":
+            records += scope_records(prompts + answers, names, key)
+        rewrites, aug, hard = self._sample_texts(prompts, names, rewriter, seed, progress, kind)
         vecs = self.embedder.encode(rewrites + aug + hard)
         keep_text = not self.config.embedding_only
-        samples = [NegativeSample("", vecs[i], "rewrite", rewrites[i] if keep_text else None)
+        # a rewrite outside the copy bound (lethe.guard.rewrite) is stored as its embedding only
+        samples = [NegativeSample("", vecs[i], "rewrite",
+                                  rewrites[i] if keep_text and within_bound(rewrites[i], prompts[i], names) else None)
                    for i in range(len(rewrites))]
         samples += [NegativeSample("", vecs[len(rewrites) + j], "augment") for j in range(len(aug))]
         off = len(rewrites) + len(aug)
         samples += [NegativeSample("", vecs[off + j], "hard_negative") for j in range(len(hard))]
         req = ForgetRequest(kind=kind, subject=subject, policy=policy,
                             entities=records, n_prompts=len(prompts))
+        self.detector.stage(req.id, samples)
         self.store.add_request(req, samples)
         self.detector.refresh()
+        if kind in CONCEPT_KINDS:
+            self.detector.wait_refit()  # the add returns with its scorer in place
         return req
+
+    def _sample_texts(self, prompts: list[str], names: list[str], rewriter: str, seed: int,
+                      progress: bool = False, kind: str = "privacy") -> tuple[list[str], list[str], list[str]]:
+        """(rewrites, augmentations, hard negatives) of normalised forget prompts.
+
+        Hard negatives are the same questions about someone else: for privacy requests one name swap per
+        rewrite and augmentation plus one entity swap (other title, place, prize or year) per rewrite, so
+        the per-request similarity test can tell the subject of a question from its shape; concept
+        requests keep two name swaps per text (scorer negatives)."""
+        rw = REWRITERS.create(rewriter, backend=self.backend) if rewriter == "llm" else REWRITERS.create(rewriter)
+        rule = RuleRewriter()
+        rewrites: list[str] = []
+        for p in tqdm(prompts, desc="rewriting forget prompts", disable=not progress, unit="prompt"):
+            cands = rw.candidates(p, self.config.rewrites_per_prompt)
+            valid = [c for c in dict.fromkeys(cands) if not is_copy(c, p) and 0.3 <= len(c) / max(1, len(p)) <= 3.0]
+            # one valid candidate (the rule rewriter): choose_rewrite would keep it; skip its BERTScore pass
+            rewrites.append(valid[0] if len(valid) == 1 else choose_rewrite(p, cands, self.embedder, rule)[0])
+        # augmentations and name-swapped hard negatives are derived from the rewrites only
+        aug = [a for r in rewrites for a in augment(r, seed=seed)]
+        rng = random.Random(seed)
+        if kind != "privacy":
+            return rewrites, aug, _name_swaps(rewrites + aug, names, rng, per_text=2)
+        hard = _name_swaps(rewrites + aug, names, rng, per_text=1)
+        hard += [t for t in (swap_entities(r, rng) for r in rewrites) if t]
+        return rewrites, aug, list(dict.fromkeys(hard))
+
+    def sample_texts(self, prompts: list[str], names: list[str], rewriter: str = "rule", seed: int = 0,
+                     kind: str = "privacy") -> list[str]:
+        """Every text ``forget`` would embed for these prompts (callers batch-embed many requests at once)."""
+        prompts = [p for p in (normalize(p) for p in prompts) if p]
+        return [t for part in self._sample_texts(prompts, names, rewriter, seed, kind=kind) for t in part]
 
     def revoke(self, request_id: str) -> bool:
         ok = self.store.revoke(request_id)
