@@ -118,6 +118,27 @@ class InterventionConfig(Section):
     fake_profile: bool = Field(False, description="answer with a fictitious profile instead of declining")
 
 
+class OutputCheckConfig(Section):
+    """A backstop on the way out (``lethe.guard.output_check``): the model's answer, streamed or not,
+    scanned for forgotten names and for sentences close to the store; a leaking answer is replaced
+    (streams: truncated) with the policy's decline. Off by default."""
+
+    enabled: bool = Field(False, description="scan answers before they reach the client")
+    names: bool = Field(True, description="block answers that name a forgotten person (keyed-hash matcher)")
+    name_threshold: float = Field(
+        0.5, gt=0.0, le=1.0, description="entity score at which an answer names a forgotten person (1.0 the "
+        "whole name, 0.6 a rare surname alone, 0.25 a first name alone)")
+    similarity: bool = Field(True, description="block answers with a sentence close to a stored sample")
+    threshold: float = Field(0.8, ge=0.0, le=1.0, description="cosine of an answer sentence to a stored "
+                             "rewrite or augmentation at which it blocks")
+    min_words: int = Field(4, ge=1, description="shorter answer sentences are not embedded")
+    holdback_chars: int = Field(
+        48, ge=8, le=4096, description="streams: characters held back before release, so a name split "
+        "across chunks is caught before any of it is sent; the added latency of a stream is bounded by it")
+    views: bool = Field(True, description="non-streamed answers are also read through decoded views "
+                        "(base64, ROT13, reversed, leetspeak) for names")
+
+
 class StoreConfig(Section):
     """The negative unlearn store: which kind, where, and where its name-hashing key lives."""
 
@@ -207,6 +228,8 @@ class GuardConfig(Section):
     embedding_only: bool = Field(False, description="store rewrites as embeddings only, without their text")
     max_new_tokens: int = Field(200, gt=0, description="answer length of Guard.chat")
     store: StoreConfig = Field(default_factory=StoreConfig, description="the negative unlearn store")
+    output_check: OutputCheckConfig = Field(default_factory=OutputCheckConfig,
+                                            description="the answer scanned on the way out (off by default)")
     serve: ServeConfig = Field(default_factory=ServeConfig, description="the HTTP service (lethe serve)")
 
     _source: Path | None = PrivateAttr(None)

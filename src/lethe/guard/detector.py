@@ -27,11 +27,13 @@ cheapest fix for a false-positive-prone domain, and never forget-side data.
 
 from __future__ import annotations
 
+import json
 import random
 import re
 import threading
 import time
-from dataclasses import dataclass, field
+from collections.abc import Callable
+from dataclasses import dataclass, field, replace
 from importlib import resources
 from pathlib import Path
 
@@ -46,6 +48,7 @@ from lethe.guard.privacy import RequestVectors, decide
 from lethe.guard.scope import date_tokens, person_query
 from lethe.guard.scorer import SCORERS, Scorer
 from lethe.store.base import CONCEPT_KINDS, NegativeSample, UnlearnStore
+from lethe.guard.views import decoded_views
 from lethe.text import normalize
 
 
@@ -59,6 +62,8 @@ class Detection:
     matched: list[dict] = field(default_factory=list)
     fired: list[str] = field(default_factory=list)
 
+    # where the deciding text came from: role, message index, field, view (``detect_messages``)
+    source: dict = field(default_factory=dict)
     def explain(self) -> str:
         parts = ", ".join(f"{k}={v:.3f}" for k, v in self.components.items())
         verdict = "IN SCOPE" if self.triggered else "out of scope"
@@ -87,6 +92,7 @@ def benign_split(rows: list[dict], seed: int = 0, holdout: float = 0.2) -> tuple
     """Deterministic train / calibration split of the benign set."""
     prompts = [r["prompt"] for r in rows]
     rng = random.Random(seed)
+            "source": {k: v for k, v in self.source.items() if k != "text"},
     idx = list(range(len(prompts)))
     rng.shuffle(idx)
     cut = int(len(idx) * (1 - holdout))
@@ -303,19 +309,55 @@ class Detector:
         return out
 
     def detect_messages(self, messages: list[dict]) -> Detection:
-        """Score the last user turn, the last few user turns joined and, for a long last turn, each of
-        its segments (lines / sentences); the highest wins. Segments defeat dilution: a forget question
-        wrapped in a role-play preamble or buried in a list of tasks is scored on its own too."""
-        users = [m["content"] for m in messages if m.get("role") == "user" and isinstance(m.get("content"), str)]
-        if not users:
+        """Score everything the upstream model will read; the highest role-weighted score wins.
+
+        Every message of every role (``message_parts``: string content, text content parts, ``name``
+        fields, tool-call function names and arguments), each read whole, in windows when long and
+        through its decoded views (``expand``); the last ``history_turns`` user turns joined and the
+        last ``history_turns`` parts of any role joined, so a question split across turns or roles is
+        also read in one piece. Windows defeat dilution (a forget question wrapped in a role-play
+        preamble or buried in a long document is scored on its own too); views defeat encodings.
+        The winning detection's ``source`` says where its text came from."""
+        parts = message_parts(messages)
+        if not parts:
             return Detection(0.0, False)
-        texts = [users[-1]]
+        items: dict[str, dict] = {}  # text -> source (the highest role weight wins a duplicate)
+
+        def add(text: str, source: dict) -> None:
+            if not text.strip():
+                return
+            old = items.get(text)
+            if old is None or role_weight(source["role"]) > role_weight(old["role"]):
+                items[text] = source
+
+        budget = REQUEST_WINDOW_CHARS
+        for p in reversed(parts):  # newest first: a request's window budget goes to its latest turns
+            for how, t in self.expand(p.text, max_chars=min(MAX_WINDOW_CHARS, max(0, budget))):
+                add(t, {"role": p.role, "message": p.index, "field": p.field, "read": how, "text": t})
+                if how != "whole":
+                    budget -= len(t)
         n = self.config.history_turns
-        if len(users) > 1 and n > 1:
-            texts.append(" ".join(users[-n:]))
-        texts += segments(users[-1])
+        if n > 1:
+            users = [p.text for p in parts if p.role == "user" and p.field == "content"]
+            if len(users) > 1:
+                joined = " ".join(users[-n:])
+                add(joined, {"role": "user", "message": None, "field": "content", "read": "user_turns", "text": joined})
+            recent = [p for p in parts if p.field == "content"][-n:]
+            if len(recent) > 1:
+                joined = " ".join(p.text for p in recent)
+                role = min((p.role for p in recent), key=role_weight)
+                add(joined, {"role": role, "message": None, "field": "content", "read": "conversation", "text": joined})
+        texts = list(items)
         dets = self.score_texts(texts)
-        return max(dets, key=lambda d: d.score)
+        best: Detection | None = None
+        for text, d in zip(texts, dets, strict=True):
+            src = items[text]
+            w = role_weight(src["role"])
+            score = d.score * w
+            if best is None or score > best.score:
+                best = replace(d, score=score, triggered=score > self.config.tau, source=src)
+        assert best is not None
+        return best
 
 
 _NAME_SPAN = re.compile(r"\b[A-Z][a-z]+(?:[ -](?:[A-Z]\.|[A-Z][a-z][A-Za-z'-]*))+")
@@ -328,12 +370,186 @@ def names_other_person(text: str) -> bool:
     return bool(_NAME_SPAN.search(text))
 
 
-_SEGMENT = re.compile(r"(?<=[.?!])\s+|\n+")
+_SEGMENT = re.compile(r"(?<=[.?!;])\s+|\n+")
+WINDOW_WORDS = 40  # a sentence longer than this is cut into windows of this many words, half overlapping
+SHORT_UNIT_WORDS = 8  # a unit this short is also read with its neighbours ("What is her name?")
+MAX_WINDOW_CHARS = 48_000  # characters of one text's windows embedded at most (see ``segments``)
+REQUEST_WINDOW_CHARS = 96_000  # characters of windows embedded for one request at most, newest message first
 
 
-def segments(text: str, min_words: int = 4, max_segments: int = 12, long_words: int = 25) -> list[str]:
-    """Sentence/line segments of a long message (none for a short one, which is scored whole)."""
+def segments(text: str, min_words: int = 3, long_words: int = 25, max_chars: int = MAX_WINDOW_CHARS) -> list[str]:
+    """Overlapping windows that cover every sentence and line of a long text (none for a short one,
+    which is scored whole).
+
+    The text is cut into units (sentences / lines; a unit over ``WINDOW_WORDS`` words into windows of
+    that many words with half overlap); every unit of at least ``min_words`` words is a window, and so
+    is every pair of neighbouring units one of which is short (``SHORT_UNIT_WORDS``), so a question
+    split over two sentences ("... the writer born in Karachi. What is her name?") is read in one
+    piece. The cost is bounded by ``max_chars`` characters embedded: when the windows would hold more,
+    the pairs are dropped; a text whose units alone hold more (longer than any message the server
+    accepts by default) keeps its first and last units up to the bound, and its middle is read by
+    the name matcher only (which reads every text whole, at no embedding cost)."""
     if len(text.split()) <= long_words:
         return []
-    parts = [p.strip() for p in _SEGMENT.split(text) if len(p.split()) >= min_words]
-    return parts[:max_segments] if len(parts) > 1 else []
+    units: list[str] = []
+    for piece in _SEGMENT.split(text):
+        ws = piece.split()
+        if len(ws) > WINDOW_WORDS:
+            step = WINDOW_WORDS // 2
+            units += [" ".join(ws[i:i + WINDOW_WORDS]) for i in range(0, len(ws) - step, step)]
+        elif ws:
+            units.append(" ".join(ws))
+    if len(units) < 2:
+        return []
+    singles = [u for u in units if len(u.split()) >= min_words]
+    pairs = [f"{a} {b}" for a, b in zip(units, units[1:], strict=False)
+             if min(len(a.split()), len(b.split())) <= SHORT_UNIT_WORDS]
+    windows = list(dict.fromkeys(singles + pairs))
+    if sum(map(len, windows)) > max_chars:
+        windows = list(dict.fromkeys(singles))
+    if sum(map(len, windows)) > max_chars:
+        head: list[str] = []
+        tail: list[str] = []
+        used = 0
+        for i in range(len(windows)):  # alternate first and last windows until the bound
+            w = windows[i // 2] if i % 2 == 0 else windows[-1 - i // 2]
+            if used + len(w) > max_chars:
+                break
+            (head if i % 2 == 0 else tail).append(w)
+            used += len(w)
+        windows = head + tail[::-1]
+    return [w for w in windows if w != text]
+
+
+# -- what an upstream model reads ---------------------------------------------------------
+# Factor on a text's confidence by the role of the message it came from. A forgotten question
+# is as answerable from a system, developer, assistant or tool message as from a user turn
+# (the model reads them all), so every role counts in full; see docs/guard-inputs.md for the
+# false-positive measurement behind this choice.
+ROLE_WEIGHTS: dict[str, float] = {"user": 1.0, "system": 1.0, "assistant": 1.0, "tool": 1.0}
+_ROLE_ALIAS = {"developer": "system", "function": "tool"}
+# Content-part types whose text is read; every other part (image_url, input_audio, file, ...) is not.
+TEXT_PART_TYPES = frozenset({"text", "input_text", "output_text"})
+PROBE_MIN_ENTITY = 0.5  # a probed view is scored only if it names a forgotten surname or more
+
+
+def role_weight(role: str) -> float:
+    return ROLE_WEIGHTS.get(_ROLE_ALIAS.get(role, role), 1.0)
+
+
+@dataclass
+class MessagePart:
+    """One piece of text of a chat request: its message's role and index, and the field it sits in
+    ("content", "content[2]", "name", "tool_calls[0]", "function_call")."""
+
+    role: str
+    index: int
+    field: str
+    text: str
+
+
+def _json_strings(value: object) -> list[str]:
+    """Every string inside a JSON value (keys that are sentences too), depth-first."""
+    if isinstance(value, str):
+        return [value]
+    if isinstance(value, dict):
+        return [s for k, v in value.items() for s in (_json_strings(k) if " " in str(k) else []) + _json_strings(v)]
+    if isinstance(value, list):
+        return [s for v in value for s in _json_strings(v)]
+    return []
+
+
+def _call_text(call: object) -> str:
+    """A tool call's function name and argument strings, as one text."""
+    if not isinstance(call, dict):
+        return ""
+    fn = call.get("function", call)
+    if not isinstance(fn, dict):
+        return ""
+    args = fn.get("arguments")
+    strings: list[str] = []
+    if isinstance(args, str):
+        try:
+            strings = _json_strings(json.loads(args))
+        except ValueError:
+            strings = [args]
+    else:
+        strings = _json_strings(args)
+    name = fn.get("name")
+    return " ".join(([name.replace("_", " ")] if isinstance(name, str) else []) + strings).strip()
+
+
+def message_parts(messages: list[dict]) -> list[MessagePart]:
+    """Every text an upstream chat model would read in ``messages`` (OpenAI chat format).
+
+    Read: string ``content``; content parts of the text types (``TEXT_PART_TYPES``), each alone and,
+    when there are several, joined; ``refusal`` parts and fields; the ``name`` field; tool calls'
+    function names and arguments (JSON arguments by their string values); the legacy
+    ``function_call``. Not read: images, audio, files and any other non-text part, ids
+    (``tool_call_id``) and unknown fields."""
+    out: list[MessagePart] = []
+    for i, m in enumerate(messages):
+        if not isinstance(m, dict):
+            continue
+        role = str(m.get("role") or "user")
+        content = m.get("content")
+        if isinstance(content, str):
+            out.append(MessagePart(role, i, "content", content))
+        elif isinstance(content, list):
+            texts: list[str] = []
+            for j, part in enumerate(content):
+                if isinstance(part, str):
+                    text = part
+                elif isinstance(part, dict) and part.get("type") in TEXT_PART_TYPES and isinstance(part.get("text"), str):
+                    text = part["text"]
+                elif isinstance(part, dict) and part.get("type") == "refusal" and isinstance(part.get("refusal"), str):
+                    text = part["refusal"]
+                else:
+                    continue
+                texts.append(text)
+                if len([q for q in content if isinstance(q, str | dict)]) > 1:
+                    out.append(MessagePart(role, i, f"content[{j}]", text))
+            if texts:  # the parts joined, as an OpenAI-compatible server hands them to the model
+                out.append(MessagePart(role, i, "content", "\n".join(texts)))
+        if isinstance(m.get("refusal"), str):
+            out.append(MessagePart(role, i, "refusal", m["refusal"]))
+        if isinstance(m.get("name"), str):
+            out.append(MessagePart(role, i, "name", m["name"].replace("_", " ")))
+        calls = m.get("tool_calls")
+        for j, call in enumerate(calls if isinstance(calls, list) else []):
+            text = _call_text(call)
+            if text:
+                out.append(MessagePart(role, i, f"tool_calls[{j}]", text))
+        if m.get("function_call") is not None:
+            text = _call_text(m["function_call"])
+            if text:
+                out.append(MessagePart(role, i, "function_call", text))
+    return [p for p in out if p.text.strip()]
+
+
+def expand_text(text: str, probe: Callable[[str], bool] | None = None,
+                max_chars: int = MAX_WINDOW_CHARS) -> list[tuple[str, str]]:
+    """(how it was read, text) for ``text`` whole, its windows and its decoded views (each view
+    windowed too when long), the windows within ``max_chars`` characters; duplicates dropped."""
+    out: dict[str, str] = {text: "whole"}
+    budget = max_chars
+    for w in segments(text, max_chars=budget):
+        out.setdefault(w, "window")
+        budget -= len(w)
+    for name, v in decoded_views(text, probe):
+        out.setdefault(v, f"view:{name}")
+        for w in segments(v, max_chars=max(0, budget)):
+            out.setdefault(w, f"view:{name}/window")
+            budget -= len(w)
+    return [(how, t) for t, how in out.items()]
+    def expand(self, text: str, max_chars: int | None = None) -> list[tuple[str, str]]:
+        """``text`` as the detector reads it: (how it was read, the text read) for the text whole, its
+        windows when it is long (``segments``, at most ``max_chars`` characters) and its decoded views
+        (``lethe.guard.views``)."""
+        return expand_text(text, self._probe, MAX_WINDOW_CHARS if max_chars is None else max_chars)
+
+    def _probe(self, text: str) -> bool:
+        """Whether a cheaply decoded view names a forgotten person (keyed-hash matcher only)."""
+        hits = self.matcher.match(normalize(text))
+        return bool(hits) and hits[0].score >= PROBE_MIN_ENTITY
+
