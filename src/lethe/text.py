@@ -72,3 +72,61 @@ def despace_letters(text: str) -> str:
         lambda m: re.sub(r"[ .\-_]", "", m.group(0)),
         text,
     )
+
+
+# Cyrillic as Western names are written back from it (Хина -> Hina, Аль-Хашим -> Al-Hashim): "h" for
+# х, soft and hard signs dropped, й as "i"; anyascii's scientific-style "kh" / "'" is kept as well.
+_CYRILLIC_WEST = str.maketrans({
+    "а": "a", "б": "b", "в": "v", "г": "g", "д": "d", "е": "e", "ё": "yo", "ж": "zh", "з": "z", "и": "i",
+    "й": "i", "к": "k", "л": "l", "м": "m", "н": "n", "о": "o", "п": "p", "р": "r", "с": "s", "т": "t",
+    "у": "u", "ф": "f", "х": "h", "ц": "ts", "ч": "ch", "ш": "sh", "щ": "shch", "ъ": "", "ы": "y", "ь": "",
+    "э": "e", "ю": "yu", "я": "ya", "і": "i", "ї": "yi", "є": "ye", "ґ": "g", "ў": "w",
+})
+_CYRILLIC = re.compile("[\u0400-\u04ff]")
+_CJK_CHAR = re.compile("[\u3400-\u4dbf\u4e00-\u9fff\uf900-\ufaff]")
+_CJK_RUN = re.compile("[\u3400-\u4dbf\u4e00-\u9fff\uf900-\ufaff]+")
+
+
+def _cyrillic_west(text: str, w: bool) -> str:
+    def word(m: re.Match[str]) -> str:
+        src = m.group(0)
+        out = src.lower().translate(_CYRILLIC_WEST)
+        if w:  # в stands for both v and w in Western names (Уильямс, Кувейти); уи- for wi-
+            out = out.replace("v", "w")
+            out = re.sub(r"^ui", "wi", out)
+        return out[:1].upper() + out[1:] if src[:1].isupper() else out
+
+    return re.sub(r"[\u0400-\u04ff]+", word, text)
+
+
+def _cjk_syllables(text: str) -> str:
+    """CJK ideographs romanised one syllable a word ("张伟" -> "Zhang Wei", not "ZhangWei")."""
+    return _CJK_RUN.sub(lambda m: " " + " ".join(anyascii(c) for c in m.group(0)) + " ", text)
+
+
+def _cjk_names(text: str) -> str:
+    """A run of two or three ideographs read as a Chinese name: surname, then the given name's
+    syllables joined ("张小明" -> "Zhang Xiaoming"), the form pinyin names are written in."""
+    def name(m: re.Match[str]) -> str:
+        syl = [anyascii(c) for c in m.group(0)]
+        if not 2 <= len(syl) <= 3:
+            return " " + " ".join(syl) + " "
+        given = "".join(syl[1:]).lower()
+        return f" {syl[0]} {given[:1].upper()}{given[1:]} "
+
+    return _CJK_RUN.sub(name, text)
+
+
+def romanizations(text: str) -> list[str]:
+    """Other Latin renderings of a text written (partly) in Cyrillic or CJK script, besides the one
+    ``normalize`` gives: what a name looks like when it was written back from the other script.
+    Empty for Latin-only text. Arabic and other abjads are not covered (their short vowels are not
+    written, so no single Latin form can be recovered)."""
+    text = unicodedata.normalize("NFKC", text)
+    out: list[str] = []
+    if _CYRILLIC.search(text):
+        out += [_cyrillic_west(text, w=False), _cyrillic_west(text, w=True)]
+    if _CJK_CHAR.search(text):
+        out += [_cjk_syllables(text), _cjk_names(text)]
+    base = normalize(text)
+    return [v for v in dict.fromkeys(normalize(v) for v in out) if v != base]

@@ -23,11 +23,11 @@ from lethe.config import GuardConfig, lethe_home, load_config
 from lethe.errors import EmptyStoreError, LetheError
 from lethe.guard import intervention
 from lethe.guard.augment import augment
-from lethe.guard.detector import Detection, Detector
+from lethe.guard.detector import TEXT_PART_TYPES, Detection, Detector
 from lethe.guard.entities import entity_record, guess_subject
 from lethe.guard.guider import Guider, guider_from_config
 from lethe.guard.policies import PolicyLibrary
-from lethe.guard.rewrite import REWRITERS, RuleRewriter, choose_rewrite, is_copy
+from lethe.guard.rewrite import REWRITERS, RuleRewriter, choose_rewrite, is_copy, within_bound
 from lethe.guard.scope import scope_records, swap_entities
 from lethe.store import KINDS, ForgetRequest, NegativeSample, UnlearnStore, open_store
 from lethe.store.base import CONCEPT_KINDS
@@ -259,22 +259,23 @@ class Guard:
         return self.detector.detect_messages(_as_messages(query))
 
     def detect_many(self, queries: list[str], batch_size: int = 128) -> list[Detection]:
-        """Batched ``detect`` of single-turn queries (each scored whole and, if long, per segment)."""
-        from lethe.guard.detector import segments
-
+        """Batched ``detect`` of single-turn user queries: each read as ``detect`` reads a user turn
+        (whole, in windows when long, and through its decoded views); the highest score wins."""
         out: list[Detection] = []
         for i in range(0, len(queries), batch_size):
             chunk = queries[i:i + batch_size]
-            texts, owner = [], []
+            texts, owner, how = [], [], []
             for j, q in enumerate(chunk):
-                for t in [q, *segments(q)]:
+                for read, t in self.detector.expand(q):
                     texts.append(t)
                     owner.append(j)
+                    how.append(read)
             best: dict[int, Detection] = {}
-            for j, d in zip(owner, self.detector.score_texts(texts), strict=True):
+            for j, read, t, d in zip(owner, how, texts, self.detector.score_texts(texts), strict=True):
                 if j not in best or d.score > best[j].score:
+                    d.source = {"role": "user", "message": 0, "field": "content", "read": read, "text": t}
                     best[j] = d
-            out.extend(best[j] for j in range(len(chunk)))
+            out.extend(best[j] if j in best else Detection(0.0, False) for j in range(len(chunk)))
         return out
 
     def require_nonempty(self) -> None:
@@ -298,22 +299,31 @@ class Guard:
         return tau
 
     # -- intervention -------------------------------------------------------------------
-    def plan(self, messages: str | Sequence[Message], use_guard: bool = True) -> GuardPlan:
+    def plan(self, messages: str | Sequence[Message], use_guard: bool = True,
+             read: Sequence[Message] | None = None) -> GuardPlan:
+        """Detect, and for an in-scope request guide and build the intervened messages.
+
+        ``read`` is what detection reads when it differs from what goes upstream (a proxy that
+        forwards role and text only passes the client's messages with their names and tool calls);
+        by default detection reads ``messages``. The policy and guider reason about the text that
+        decided the detection, whatever its role (``_in_scope_text``)."""
         msgs = _as_messages(messages)
         t0 = time.perf_counter()
-        det = self.detect(msgs) if use_guard else Detection(0.0, False)
+        det = self.detect(read if read is not None else msgs) if use_guard else Detection(0.0, False)
         timings = {"detect_s": time.perf_counter() - t0}
         if not det.triggered:
             return GuardPlan(det, msgs, timings=timings)
         kind = det.kind or "privacy"
         req = self.store.get_request(det.request_id) if det.request_id else None
-        last_user = next(m["content"] for m in reversed(msgs) if m["role"] == "user")
-        pol = self.policies.retrieve(kind, query=last_user, name=req.policy if req else None)
+        query = _in_scope_text(det, msgs)
+        pol = self.policies.retrieve(kind, query=query, name=req.policy if req else None)
         t1 = time.perf_counter()
-        guidance = self.guider.guide(last_user, pol, kind)
+        guidance = self.guider.guide(query, pol, kind)
         timings["guide_s"] = time.perf_counter() - t1
-        iv = intervention.build(msgs, pol, guidance.reasoning, self.config.intervention.placement,
-                                self.backend.supports_prefill)
+        placement = self.config.intervention.placement
+        if not any(m.get("role") == "user" for m in msgs):
+            placement = "system"  # nothing to wrap: the in-scope text came in another role only
+        iv = intervention.build(_editable(msgs), pol, guidance.reasoning, placement, self.backend.supports_prefill)
         return GuardPlan(det, iv.messages, iv.prefill, pol.name, guidance.reasoning, iv.placement, timings)
 
     def chat(
@@ -352,6 +362,44 @@ def _lstrip_first(it: Iterator[str]) -> Iterator[str]:
             if not piece:
                 continue
             piece = piece[:1].upper() + piece[1:]
+def _part_text(content: object) -> str:
+    """A message's text content: a string as is, text parts joined by newlines (``message_parts``)."""
+    if isinstance(content, str):
+        return content
+    if not isinstance(content, list):
+        return ""
+    texts = []
+    for part in content:
+        if isinstance(part, str):
+            texts.append(part)
+        elif isinstance(part, dict) and part.get("type") in TEXT_PART_TYPES and isinstance(part.get("text"), str):
+            texts.append(part["text"])
+    return "\n".join(texts)
+
+
+def _in_scope_text(det: Detection, msgs: list[Message]) -> str:
+    """The text the policy and the guider reason about: the one that decided the detection (a
+    window, a decoded view, a system or tool message), else the last user turn, else the last text."""
+    text = det.source.get("text") if det.source else None
+    if isinstance(text, str) and text.strip():
+        return text
+    texts = [(m.get("role"), _part_text(m.get("content"))) for m in msgs]
+    users = [t for r, t in texts if r == "user" and t.strip()]
+    rest = [t for _, t in texts if t.strip()]
+    return (users or rest or [""])[-1]
+
+
+def _editable(msgs: list[Message]) -> list[Message]:
+    """The messages with the first system turn's and the last user turn's content parts joined into
+    a string, the two turns an intervention writes into; every other message as it came."""
+    out = [dict(m) for m in msgs]
+    for role, pick in (("system", 0), ("user", -1)):
+        idx = [i for i, m in enumerate(out) if m.get("role") == role]
+        if idx and not isinstance(out[idx[pick]].get("content"), str):
+            out[idx[pick]]["content"] = _part_text(out[idx[pick]].get("content"))
+    return out  # type: ignore[return-value]
+
+
             first = False
         yield piece
 

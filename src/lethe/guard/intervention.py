@@ -53,7 +53,9 @@ def build(
         placement = "user_prefix"
     context = _context(policy, profile)
     sys_idx = next((i for i, m in enumerate(msgs) if m["role"] == "system"), None)
-    last_user = max(i for i, m in enumerate(msgs) if m["role"] == "user")
+    last_user = max((i for i, m in enumerate(msgs) if m["role"] == "user"), default=None)
+    if last_user is None and placement == "user_prefix":
+        placement = "system"  # no user turn to wrap
 
     def put_system(text: str) -> None:
         if sys_idx is None:
@@ -65,6 +67,7 @@ def build(
         put_system(f"{context}\n\nReasoning for the next answer: {reasoning}")
         return Intervention(msgs, None, placement)  # type: ignore[arg-type]
     if placement == "user_prefix":
+        assert last_user is not None
         q = msgs[last_user]["content"]
         msgs[last_user] = {"role": "user", "content": f"{context}\n\nQuestion: {q}\n\nLet's think step by step. {reasoning}"}
         return Intervention(msgs, None, placement)  # type: ignore[arg-type]

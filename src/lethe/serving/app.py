@@ -193,12 +193,15 @@ class Service:
         return str(getattr(backend, "model", None) or "lethe-guarded")
 
     # guard step
-    async def plan(self, messages: list[dict]) -> _Plan:
+    async def plan(self, messages: list[dict], read: list[dict] | None = None) -> _Plan:
+        """The guard's plan for ``messages`` (what goes upstream); ``read``, when given, is what
+        detection reads instead: the request as the client sent it, names and tool calls included."""
         guard = self.require_guard()
         m = self.metrics
         t0 = time.perf_counter()
         try:
-            plan = await self.run(guard.plan, messages)
+            plan = await (self.run(guard.plan, messages) if read is None else
+                          self.run(guard.plan, messages, read=read))
         except Exception as exc:
             mode = self.settings.fail_mode
             m.failures.labels("guard", mode).inc()
@@ -531,7 +534,7 @@ def create_app(guard_or_factory: Any, settings: ServeSettings | None = None) -> 
         spec = None
         try:
             spec = _speculate(messages, max_tokens, temperature, stop, bool(req.stream))
-            plan = await svc.plan(messages)
+            plan = await svc.plan(messages, S.detection_view(req.messages))
             if spec is not None and not _usable(plan, messages):
                 _discard(spec)
                 spec = None
@@ -749,9 +752,8 @@ def create_app(guard_or_factory: Any, settings: ServeSettings | None = None) -> 
     @app.post("/admin/check", response_model=S.CheckOut, tags=["admin"], responses=_RESPONSES)
     async def admin_check(request: Request, body: S.CheckIn, actor: str = Depends(admin_auth)) -> S.CheckOut:
         guard = svc.require_guard()
-        arg: Any = body.query if body.query is not None else [
-            {"role": "system" if m.role == "developer" else m.role, "content": m.text()} for m in body.messages or []
-        ]
+        arg: Any = body.query if body.query is not None else (
+            S.detection_view(body.messages or [], always=True))
         det = await _audited("check", actor, request, lambda: guard.detect(arg))
         svc.metrics.admin.labels("check", "ok").inc()
         svc.audit.write("check", actor, _client(request), "ok", triggered=bool(det.triggered))

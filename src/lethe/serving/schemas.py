@@ -33,6 +33,22 @@ class ChatMessage(BaseModel):
         return "\n".join(p.text for p in self.content)
 
 
+def detection_view(messages: list[ChatMessage], always: bool = False) -> list[dict] | None:
+    """The messages as detection reads them: every role (``developer`` as ``system``), content as
+    sent (text parts kept apart), and the ``name``, ``tool_calls`` and ``function_call`` fields
+    that the proxy does not forward upstream. ``None`` when that adds nothing to the forwarded
+    role-and-text messages (unless ``always``)."""
+    extra = ("name", "tool_calls", "function_call", "refusal")
+    if not always and not any(getattr(m, k, None) or (m.model_extra or {}).get(k) for m in messages for k in extra):
+        return None
+    out = []
+    for m in messages:
+        d = m.model_dump(exclude_none=True)
+        d["role"] = "system" if m.role == "developer" else m.role
+        out.append(d)
+    return out
+
+
 class StreamOptions(BaseModel):
     model_config = ConfigDict(extra="allow")
     include_usage: bool = False
