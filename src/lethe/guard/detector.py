@@ -43,6 +43,8 @@ from rouge_score import rouge_scorer
 from lethe.backends.embeddings import Embedder
 from lethe.config import DetectorConfig
 from lethe.guard.bertscore import bertscore_f1_tokens
+from lethe.guard.concept import ConceptScorer
+from lethe.guard.concept import attach as attach_concept_scorer
 from lethe.guard.entities import EntityMatcher
 from lethe.guard.privacy import RequestVectors, decide
 from lethe.guard.scope import date_tokens, person_query
@@ -107,6 +109,8 @@ class Detector:
         self.config = config or DetectorConfig()
         self.matcher = EntityMatcher(store.secret(), fuzzy=self.config.fuzzy)
         self.scorer: Scorer = SCORERS.create(self.config.scorer)
+        # concept hook: the fine-tuned concept-mode scorer (lethe.guard.concept; None unless scorer=concept)
+        self.concept_scorer: ConceptScorer | None = attach_concept_scorer(self)
         self._rouge = rouge_scorer.RougeScorer(["rougeL"], use_stemmer=True)
         self._benign_train, self.benign_holdout = benign_split(load_benign())
         self._benign_train = self._benign_train + list(extra_benign or [])
@@ -229,6 +233,8 @@ class Detector:
         scorer, vectors = self.scorer, self._vectors
         emb = self.embedder.encode(norm)
         probs = scorer.predict(emb)
+        # concept hook: fine-tuned probabilities (None until a model is ready, or without concept requests)
+        cprobs = self.concept_scorer.predict_texts(norm) if self.concept_scorer is not None and self._concept_ids else None
         matches = self.store.search(emb, k=16)
         benign = self.benign_embeddings()
         benign_sim = (emb @ benign.T).max(axis=1) if len(benign) else np.full(len(norm), -1.0)
@@ -257,6 +263,8 @@ class Detector:
                 concept = max(float(np.clip((bs - 0.6) / 0.3, 0, 1)), float(np.clip((rl - 0.3) / 0.5, 0, 1)))
                 comps["concept"] = concept
             concept_mode = best is not None and self._kinds.get(best.sample.request_id) in CONCEPT_KINDS
+            if concept_mode and cprobs is not None:  # concept hook: the fine-tuned scorer's probability
+                comps["scorer"] = float(cprobs[i])
             t1 = self.config.concept_scorer_threshold if concept_mode else self.config.scorer_threshold
             scorer_part = float(np.clip((comps["scorer"] - t1) / max(1e-6, 1 - t1), 0.0, 1.0))
             if concept_mode:  # scorer primary; lexical/BERTScore evidence only where the scorer agrees

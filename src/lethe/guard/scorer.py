@@ -79,3 +79,6 @@ class MLPScorer(LogRegScorer):
         self.model = MLPClassifier(hidden_layer_sizes=(128,), max_iter=300, random_state=0)  # type: ignore[assignment]
         self.model.fit(X, y)
         self.fitted = True
+
+
+from lethe.guard import concept as _concept  # noqa: E402,F401  - registers the "concept" scorer
