@@ -38,7 +38,6 @@ from importlib import resources
 from pathlib import Path
 
 import numpy as np
-from rouge_score import rouge_scorer
 
 from lethe.backends.embeddings import Embedder
 from lethe.config import DetectorConfig
@@ -49,8 +48,8 @@ from lethe.guard.entities import EntityMatcher
 from lethe.guard.privacy import RequestVectors, decide
 from lethe.guard.scope import date_tokens, person_query
 from lethe.guard.scorer import SCORERS, Scorer
-from lethe.store.base import CONCEPT_KINDS, NegativeSample, UnlearnStore
 from lethe.guard.views import decoded_views
+from lethe.store.base import CONCEPT_KINDS, NegativeSample, UnlearnStore
 from lethe.text import normalize
 
 
@@ -63,20 +62,37 @@ class Detection:
     kind: str | None = None
     matched: list[dict] = field(default_factory=list)
     fired: list[str] = field(default_factory=list)
-
     # where the deciding text came from: role, message index, field, view (``detect_messages``)
     source: dict = field(default_factory=dict)
+
     def explain(self) -> str:
+        """One line: the verdict, the score and its components and, for an in-scope query (or any
+        that has a part at or above 0.5), what fired and which request it matched.
+
+        When no single part reached 0.5 (the fused score passed tau on several weaker ones), the
+        strongest component is named instead, so an in-scope line always says what and which."""
         parts = ", ".join(f"{k}={v:.3f}" for k, v in self.components.items())
         verdict = "IN SCOPE" if self.triggered else "out of scope"
-        why = f" (fired: {', '.join(self.fired)}; request {self.request_id})" if self.fired else ""
-        return f"{verdict}: score {self.score:.3f} [{parts}]{why}"
+        line = f"{verdict}: score {self.score:.3f} [{parts}]"
+        if not (self.triggered or self.fired):
+            return line
+        if self.fired:
+            what = f"fired: {', '.join(self.fired)}"
+        else:
+            evidence = {k: v for k, v in self.components.items() if not k.endswith("_raw") and 0.0 < v <= 1.0}
+            top = max(evidence, key=lambda k: evidence[k]) if evidence else None
+            what = (f"fired: no part alone >= 0.5; strongest {top}={evidence[top]:.3f}" if top else
+                    "fired: no part alone >= 0.5")
+        rid = self.request_id or next((m.get("request_id") for m in self.matched if m.get("request_id")), None)
+        which = f"request {rid}" + (f" ({self.kind})" if self.kind else "") if rid else "request: none matched"
+        return f"{line} ({what}; {which})"
 
     def to_dict(self) -> dict:
         return {
             "in_scope": self.triggered, "score": round(self.score, 6),
             "components": {k: round(v, 6) for k, v in self.components.items()},
             "request_id": self.request_id, "kind": self.kind, "fired": self.fired, "matched": self.matched,
+            "source": {k: v for k, v in self.source.items() if k != "text"},
         }
 
 
@@ -94,11 +110,25 @@ def benign_split(rows: list[dict], seed: int = 0, holdout: float = 0.2) -> tuple
     """Deterministic train / calibration split of the benign set."""
     prompts = [r["prompt"] for r in rows]
     rng = random.Random(seed)
-            "source": {k: v for k, v in self.source.items() if k != "text"},
     idx = list(range(len(prompts)))
     rng.shuffle(idx)
     cut = int(len(idx) * (1 - holdout))
     return [prompts[i] for i in idx[:cut]], [prompts[i] for i in idx[cut:]]
+
+
+class _RougeL:
+    """ROUGE-L (``rouge_score``, stemmed) built on first use: rouge_score imports nltk and scipy,
+    which only concept-mode scoring needs."""
+
+    def __init__(self) -> None:
+        self._scorer = None
+
+    def score(self, target: str, prediction: str) -> dict:
+        if self._scorer is None:
+            from rouge_score import rouge_scorer
+
+            self._scorer = rouge_scorer.RougeScorer(["rougeL"], use_stemmer=True)
+        return self._scorer.score(target, prediction)
 
 
 class Detector:
@@ -111,7 +141,7 @@ class Detector:
         self.scorer: Scorer = SCORERS.create(self.config.scorer)
         # concept hook: the fine-tuned concept-mode scorer (lethe.guard.concept; None unless scorer=concept)
         self.concept_scorer: ConceptScorer | None = attach_concept_scorer(self)
-        self._rouge = rouge_scorer.RougeScorer(["rougeL"], use_stemmer=True)
+        self._rouge = _RougeL()
         self._benign_train, self.benign_holdout = benign_split(load_benign())
         self._benign_train = self._benign_train + list(extra_benign or [])
         self._benign_emb: np.ndarray | None = None
@@ -315,6 +345,17 @@ class Detector:
                                 "cosine": round(best.score, 4), "sample_text": best.sample.text})
             out.append(Detection(score, triggered, comps, rid, self._kinds.get(rid or ""), matched, fired))
         return out
+
+    def expand(self, text: str, max_chars: int | None = None) -> list[tuple[str, str]]:
+        """``text`` as the detector reads it: (how it was read, the text read) for the text whole, its
+        windows when it is long (``segments``, at most ``max_chars`` characters) and its decoded views
+        (``lethe.guard.views``)."""
+        return expand_text(text, self._probe, MAX_WINDOW_CHARS if max_chars is None else max_chars)
+
+    def _probe(self, text: str) -> bool:
+        """Whether a cheaply decoded view names a forgotten person (keyed-hash matcher only)."""
+        hits = self.matcher.match(normalize(text))
+        return bool(hits) and hits[0].score >= PROBE_MIN_ENTITY
 
     def detect_messages(self, messages: list[dict]) -> Detection:
         """Score everything the upstream model will read; the highest role-weighted score wins.
@@ -550,14 +591,3 @@ def expand_text(text: str, probe: Callable[[str], bool] | None = None,
             out.setdefault(w, f"view:{name}/window")
             budget -= len(w)
     return [(how, t) for t, how in out.items()]
-    def expand(self, text: str, max_chars: int | None = None) -> list[tuple[str, str]]:
-        """``text`` as the detector reads it: (how it was read, the text read) for the text whole, its
-        windows when it is long (``segments``, at most ``max_chars`` characters) and its decoded views
-        (``lethe.guard.views``)."""
-        return expand_text(text, self._probe, MAX_WINDOW_CHARS if max_chars is None else max_chars)
-
-    def _probe(self, text: str) -> bool:
-        """Whether a cheaply decoded view names a forgotten person (keyed-hash matcher only)."""
-        hits = self.matcher.match(normalize(text))
-        return bool(hits) and hits[0].score >= PROBE_MIN_ENTITY
-

@@ -1,4 +1,4 @@
-"""Forgotten-name matching on keyed hashes, exact and fuzzy.
+"""Forgotten-name and request-scope matching on keyed hashes, exact and fuzzy.
 
 Names are never stored in clear: each name token is kept as a keyed BLAKE2b hash, and
 so is its *deletion neighbourhood* (the token with one character removed, as in
@@ -8,22 +8,56 @@ store never holds the name itself.
 
 Unlike the DRAGON reference code, a single first name does not fire: the score is
 graded by how much of the name is present (whole name 1.0, surname 0.6, first name
-0.25), with word boundaries, and the detector fuses it with the other signals.
+0.25), with word boundaries, and the detector fuses it with the other signals. With
+hundreds of people forgotten, token collisions become the common case, so a partial
+match is also weighed by how informative the matched token is:
+
+- *rarity*: a token's English word frequency (``resources/word_zipf.jsonl``, from
+  wordfreq) — "Smith" or "Rose" says less than "Akabueze". The rarity of each name token is
+  computed at add time, while the name is in memory, and kept beside its hash;
+- *uniqueness in the store*: a token hash that several live requests share (two forgotten
+  people named Kim) counts as ``1/sqrt(df)``;
+- *someone else*: a partial match next to another name-like token ("Elena" in "Elena
+  Vasquez" when "Jaime Vasquez" is forgotten) is evidence that the query names a different
+  person; it is damped and flagged (``other_person``).
+
+Fuzzy matching is restricted where it produced false alarms at scale: a query token that
+is a common English word is never matched fuzzily ("desert" is not a typo of a name), and
+neither is a short one, unless the neighbouring name token matched exactly (a full name
+with one typo, "Jamie Vasquez" for "Jaime Vasquez").
+
+Scope records (``kind`` other than ``name``; built by :mod:`lethe.guard.scope`) hold the
+hashed content tokens of salient entities a request implies (titles, prizes, places,
+dates) and are matched exactly, all tokens required.
+
+Lookup is an inverted index from token hash to (request, record, token), so a query costs
+the same with ten or ten thousand requests.
 """
 
 from __future__ import annotations
 
 import hashlib
+import json
+import math
 import re
-from collections import Counter
-from dataclasses import dataclass
+from collections import Counter, defaultdict
+from dataclasses import dataclass, field
+from functools import lru_cache
+from importlib import resources
 
-from lethe.text import despace_letters, words
+from lethe.text import despace_letters, fold, normalize
 
-MIN_FUZZY_LEN = 5
+MIN_FUZZY_LEN = 5  # record tokens shorter than this are matched exactly only
+MIN_FREE_FUZZY_LEN = 6  # a fuzzy match without an exactly matched neighbour needs a token this long
+COMMON_ZIPF = 3.0  # query tokens at least this frequent in English are never matched fuzzily
 FULL, SURNAME, GIVEN = 1.0, 0.6, 0.25
+OTHER_PERSON_DAMPING = 0.2  # factor on a partial match when the query names someone else
 _FUZZY_DISCOUNT = 0.9
 _NAME_STOP = {"the", "of", "and", "de", "la", "van", "von", "der", "da", "di", "le", "al", "el", "bin", "ibn"}
+_HONORIFICS = {"mr", "mrs", "ms", "miss", "dr", "prof", "professor", "sir", "dame", "lady", "lord", "author",
+               "writer", "novelist", "poet", "saint", "st", "madam", "madame", "mx", "señor", "senor"}
+_TOKEN = re.compile(r"[A-Za-z0-9]+")
+_SENT_END = re.compile(r"[.?!:;\"“”(]\s*$")
 
 
 def _h(key: bytes, token: str) -> str:
@@ -34,14 +68,38 @@ def _deletions(token: str) -> set[str]:
     return {token[:i] + token[i + 1:] for i in range(len(token))}
 
 
+@lru_cache(maxsize=1)
+def _zipf_table() -> dict[str, float]:
+    text = (resources.files("lethe") / "resources" / "word_zipf.jsonl").read_text(encoding="utf-8")
+    table: dict[str, float] = {}
+    for line in text.splitlines():
+        row = json.loads(line) if line.strip() else {}
+        if "zipf" in row:
+            for w in row["words"].split():
+                table[w] = float(row["zipf"])
+    return table
+
+
+def zipf(token: str) -> float:
+    """English word frequency of a lower-case token on the Zipf scale (0 when rarer than 10^-6.5)."""
+    return _zipf_table().get(token, 0.0)
+
+
+def rarity(token: str) -> float:
+    """How much a matched token says about identity: 1 for rare tokens, down to 0.15 for very common ones."""
+    return float(min(1.0, max(0.15, (5.5 - zipf(token)) / 3.0)))
+
+
 def entity_record(name: str, key: bytes) -> dict:
-    """Hashed representation of one name: per token its hash and deletion-variant hashes."""
-    toks = [t for t in words(name) if len(t) >= 2 and t not in _NAME_STOP]
+    """Hashed representation of one name: per token its hash, deletion-variant hashes and rarity."""
+    toks = [t for t in _TOKEN.findall(fold(name)) if len(t) >= 2 and t not in _NAME_STOP]
     return {
+        "kind": "name",
         "tokens": [
-            {"h": _h(key, t), "d": sorted(_h(key, d) for d in _deletions(t)) if len(t) >= MIN_FUZZY_LEN else []}
+            {"h": _h(key, t), "d": sorted(_h(key, d) for d in _deletions(t)) if len(t) >= MIN_FUZZY_LEN else [],
+             "w": round(rarity(t), 2), "n": len(t)}
             for t in toks
-        ]
+        ],
     }
 
 
@@ -52,64 +110,172 @@ class EntityHit:
     matched_tokens: int
     total_tokens: int
     fuzzy: bool
+    other_person: bool = False
+
+
+@dataclass
+class ScopeHit:
+    request_id: str
+    score: float
+    matched: list[str] = field(default_factory=list)  # kinds of the matched scope records
+
+
+@dataclass
+class QueryTokens:
+    """The query as the matcher reads it: folded tokens, their hashes, and which look like names."""
+
+    toks: list[str]
+    exact: list[str]
+    name_like: list[bool]
 
 
 class EntityMatcher:
-    """Scores a query against every live request's hashed names."""
+    """Scores a query against every live request's hashed names and scope records."""
 
-    def __init__(self, key: bytes) -> None:
+    def __init__(self, key: bytes, fuzzy: bool = True) -> None:
         self.key = key
+        self.fuzzy = fuzzy
         self._entries: list[tuple[str, dict]] = []
+        self._exact: dict[str, list[tuple[int, int]]] = defaultdict(list)  # hash -> (entry, token index)
+        self._dels: dict[str, list[tuple[int, int]]] = defaultdict(list)  # deletion hash -> (entry, token)
+        self._df: Counter[str] = Counter()  # name-token hash -> live requests holding it
+        self._scope_df: Counter[str] = Counter()  # scope signature -> live requests holding it
+        self._scope_by_tok: dict[str, list[int]] = defaultdict(list)  # first token hash -> scope entries
 
     def set_entries(self, entries: list[tuple[str, dict]]) -> None:
         self._entries = [(rid, rec) for rid, rec in entries if rec.get("tokens")]
+        self._exact.clear()
+        self._dels.clear()
+        self._df.clear()
+        self._scope_df.clear()
+        self._scope_by_tok.clear()
+        name_seen: set[tuple[str, str]] = set()
+        scope_seen: set[tuple[str, str]] = set()
+        for i, (rid, rec) in enumerate(self._entries):
+            if rec.get("kind", "name") == "name":
+                for j, t in enumerate(rec["tokens"]):
+                    self._exact[t["h"]].append((i, j))
+                    for d in t.get("d", []):
+                        self._dels[d].append((i, j))
+                    if (rid, t["h"]) not in name_seen:
+                        name_seen.add((rid, t["h"]))
+                        self._df[t["h"]] += 1
+            else:
+                sig = "|".join(sorted(rec["tokens"]))
+                if (rid, sig) not in scope_seen:
+                    scope_seen.add((rid, sig))
+                    self._scope_df[sig] += 1
+                self._scope_by_tok[rec["tokens"][0]].append(i)
 
     def __len__(self) -> int:
         return len(self._entries)
 
-    def _query_hashes(self, text: str) -> tuple[list[str], list[set[str]]]:
-        toks = words(despace_letters(text))
-        exact = [_h(self.key, t) for t in toks]
-        fuzzy = [
-            {_h(self.key, d) for d in _deletions(t)} | {_h(self.key, t)} if len(t) >= MIN_FUZZY_LEN - 1 else set()
-            for t in toks
-        ]
-        return exact, fuzzy
+    # -- query side ------------------------------------------------------------------
+    def tokens(self, text: str) -> QueryTokens:
+        text = normalize(despace_letters(text))
+        toks, name_like = [], []
+        for m in _TOKEN.finditer(text):
+            raw = m.group(0)
+            low = raw.lower()
+            start = m.start() == 0 or bool(_SENT_END.search(text[: m.start()]))
+            z = zipf(low)
+            like = len(low) >= 2 and low not in _HONORIFICS and not low.isdigit() and (
+                (raw[0].isupper() and ((not start and z < 5.0) or z < COMMON_ZIPF)) or (not raw[0].isupper() and z == 0.0))
+            toks.append(low)
+            name_like.append(like)
+        return QueryTokens(toks, [_h(self.key, t) for t in toks], name_like)
 
-    def match(self, text: str) -> list[EntityHit]:
+    def match(self, text: str, q: QueryTokens | None = None) -> list[EntityHit]:
+        """Name hits per request, best first."""
         if not self._entries:
             return []
-        exact, fuzzy = self._query_hashes(text)
-        exact_set = set(exact)
-        hits: list[EntityHit] = []
-        for rid, rec in self._entries:
-            toks = rec["tokens"]
-            found: list[bool] = []
-            any_fuzzy = False
-            for t in toks:
-                if t["h"] in exact_set:
-                    found.append(True)
+        q = q or self.tokens(text)
+        # entry -> token index -> (query position, fuzzy)
+        found: dict[int, dict[int, tuple[int, bool]]] = defaultdict(dict)
+        for p, h in enumerate(q.exact):
+            for i, j in self._exact.get(h, ()):
+                found[i][j] = (p, False)
+        if self.fuzzy and self._dels:
+            for p, tok in enumerate(q.toks):
+                if len(tok) < MIN_FUZZY_LEN - 1 or tok.isdigit():
                     continue
-                dels = set(t["d"])
-                if dels and any((t["h"] in f) or (dels & f) for f in fuzzy):
-                    found.append(True)
-                    any_fuzzy = True
-                    continue
-                found.append(False)
-            n = sum(found)
-            if n == 0:
-                continue
-            if n == len(toks):
-                score = FULL
-            elif len(toks) > 1 and found[-1]:
-                score = SURNAME if n == 1 else SURNAME + (FULL - SURNAME) * (n - 1) / (len(toks) - 1)
-            else:
-                score = GIVEN * n / max(1, len(toks) - 1) if len(toks) > 1 else FULL
-            if any_fuzzy:
-                score *= _FUZZY_DISCOUNT
-            hits.append(EntityHit(rid, score, n, len(toks), any_fuzzy))
-        hits.sort(key=lambda h: -h.score)
-        return hits
+                cands: set[tuple[int, int]] = set(self._dels.get(q.exact[p], ()))  # query lacks no char
+                for d in _deletions(tok):
+                    dh = _h(self.key, d)
+                    cands.update(self._exact.get(dh, ()))
+                    cands.update(self._dels.get(dh, ()))
+                for i, j in cands:
+                    if j not in found[i]:
+                        found[i][j] = (p, True)
+        best: dict[str, EntityHit] = {}
+        for i, toks_found in found.items():
+            rid, rec = self._entries[i]
+            hit = self._score(rid, rec["tokens"], toks_found, q)
+            if hit is not None and (rid not in best or hit.score > best[rid].score):
+                best[rid] = hit
+        return sorted(best.values(), key=lambda h: -h.score)
+
+    def _fuzzy_ok(self, j: int, p: int, toks_found: dict[int, tuple[int, bool]], tok: dict, q: QueryTokens) -> bool:
+        qt = q.toks[p]
+        for nj, dp in ((j - 1, -1), (j + 1, 1)):
+            if nj in toks_found and toks_found[nj] == (p + dp, False):
+                return True  # a full name with one typo: the neighbouring token matched exactly in place
+        return tok.get("n", MIN_FREE_FUZZY_LEN) >= MIN_FREE_FUZZY_LEN and len(qt) >= MIN_FREE_FUZZY_LEN \
+            and zipf(qt) < COMMON_ZIPF
+
+    def _score(self, rid: str, toks: list[dict], toks_found: dict[int, tuple[int, bool]],
+               q: QueryTokens) -> EntityHit | None:
+        ok = {j: v for j, v in toks_found.items() if not v[1] or self._fuzzy_ok(j, v[0], toks_found, toks[j], q)}
+        if not ok:
+            return None
+        n, total = len(ok), len(toks)
+        fuzzy = any(v[1] for v in ok.values())
+        other = False
+        if n == total:
+            score = FULL
+        else:
+            positions = sorted(v[0] for v in ok.values())
+            for p in (positions[0] - 1, positions[-1] + 1):  # a different name right beside the match
+                if 0 <= p < len(q.toks) and q.name_like[p]:
+                    other = True
+            score = 0.0
+            for j in ok:
+                base = SURNAME if (total > 1 and j == total - 1) else GIVEN
+                base = FULL if total == 1 else base
+                w = float(toks[j].get("w", 1.0))
+                score += base * w / math.sqrt(max(1, self._df.get(toks[j]["h"], 1)))
+            if total > 1 and n > 1 and (total - 1) in ok:
+                score = max(score, SURNAME + (FULL - SURNAME) * (n - 1) / (total - 1))
+            score = min(score, 0.85)
+            if other:
+                score *= OTHER_PERSON_DAMPING
+        if fuzzy:
+            score *= _FUZZY_DISCOUNT
+        return EntityHit(rid, score, n, total, fuzzy, other)
+
+    def match_scope(self, text: str, extra_tokens: list[str] | None = None, q: QueryTokens | None = None,
+                    person_query: bool = False) -> list[ScopeHit]:
+        """Scope hits per request: salient entities of the request that the query names (all their tokens)."""
+        if not self._scope_by_tok:
+            return []
+        q = q or self.tokens(text)
+        present = set(q.exact) | {_h(self.key, t) for t in (extra_tokens or [])}
+        by_rid: dict[str, dict[str, tuple[float, str]]] = defaultdict(dict)
+        for h in present:
+            for i in self._scope_by_tok.get(h, ()):
+                rid, rec = self._entries[i]
+                if all(t in present for t in rec["tokens"]):
+                    sig = "|".join(sorted(rec["tokens"]))
+                    w = float(rec.get("w", 0.5)) / math.sqrt(max(1, self._scope_df.get(sig, 1)))
+                    if sig not in by_rid[rid] or w > by_rid[rid][sig][0]:
+                        by_rid[rid][sig] = (w, rec.get("kind", "other"))
+        hits = []
+        for rid, recs in by_rid.items():
+            ws = [w for w, _ in recs.values()]
+            boost = (1.5 if person_query else 1.0) * (1.6 if len(ws) >= 2 else 1.0)
+            score = 1.0 - math.prod(1.0 - min(0.95, w * boost) for w in ws)
+            hits.append(ScopeHit(rid, score, sorted(k for _, k in recs.values())))
+        return sorted(hits, key=lambda h: -h.score)
 
 
 _CAP_SEQ = re.compile(r"\b([A-Z][\w'\-]+(?:\s+(?:[A-Z][\w'\-]+|de|van|von|al|bin|da|di|la|le)){1,3})")

@@ -1,0 +1,118 @@
+"""The detector with many people forgotten: rarity-weighted names, scope entities, per-request decisions."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from lethe import Guard
+from lethe.guard.entities import EntityMatcher, entity_record, rarity
+from lethe.guard.scope import date_tokens, salient_entities, scope_records, swap_entities
+
+KEY = b"k" * 32
+
+
+def _matcher(*names: str) -> EntityMatcher:
+    m = EntityMatcher(KEY)
+    m.set_entries([(f"r{i}", entity_record(n, KEY)) for i, n in enumerate(names)])
+    return m
+
+
+def test_common_words_and_short_tokens_are_never_fuzzy():
+    m = _matcher("Jon Dessert", "Hina Ameen")
+    assert m.match("What is the largest desert in the world?") == []  # common word, one edit from a name
+    assert m.match("What did Ameeen write?") == []  # a lone fuzzy token needs length and rarity
+    typo = m.match("Where was Hina Ameeen born?")[0]  # a full name with one typo still matches
+    assert typo.request_id == "r1" and typo.fuzzy and typo.score >= 0.85
+
+
+def test_someone_else_sharing_a_name_token_is_weak_evidence():
+    m = _matcher("Jaime Vasquez")
+    assert m.match("Where was Jaime Vasquez born?")[0].score == 1.0
+    alone = m.match("Where was Vasquez born?")[0]
+    other = m.match("Where was Elena Vasquez born?")[0]
+    assert other.other_person and not alone.other_person
+    assert other.score < 0.2 < alone.score
+    assert m.match("What did Jaime Rodriguez write?")[0].score < 0.1
+
+
+def test_surname_evidence_falls_with_commonness_and_sharing():
+    assert rarity("smith") < rarity("vasquez") < rarity("akabueze") == 1.0
+    common = _matcher("Anna Smith").match("What did Smith write?")[0].score
+    rare = _matcher("Anna Akabueze").match("What did Akabueze write?")[0].score
+    assert common < 0.5 * rare
+    shared = _matcher("Anna Akabueze", "Obi Akabueze").match("What did Akabueze write?")[0].score
+    assert shared < rare
+
+
+def test_scope_entities_are_hashed_and_matched_whole():
+    answers = ['Some of her works include "The Guilt Closet" and "Beneath the Veil of Deceit".',
+               "She was born in Santiago, Chile on the 25th of February, 1958.",
+               "She received the Edgar Allan Poe Award for Best Fact Crime."]
+    kinds = {k for text in answers for k, _ in salient_entities(text)}
+    assert {"title", "place", "date", "year", "prize"} <= kinds
+    recs = scope_records(answers, ["Jaime Vasquez"], KEY)
+    blob = json.dumps(recs).lower()
+    for word in ("guilt", "closet", "santiago", "poe", "1958"):
+        assert word not in blob
+    m = EntityMatcher(KEY)
+    m.set_entries([("r0", r) for r in recs])
+    hit = m.match_scope("Who wrote 'The Guilt Closet'?", [], person_query=True)
+    assert hit and hit[0].score >= 0.7
+    assert m.match_scope("Who wrote 'The Guilt Trip'?", [], person_query=True) == []
+    when = "Which writer was born on February 25, 1958?"
+    assert m.match_scope(when, date_tokens(when), person_query=True)[0].score >= 0.7
+    assert swap_entities("Who wrote 'The Guilt Closet'?", __import__("random").Random(0)) != "Who wrote 'The Guilt Closet'?"
+
+
+PEOPLE = {
+    "Ingrid Keller": ["Where was Ingrid Keller born?", "What genre does Ingrid Keller write?",
+                      "What is the title of Ingrid Keller's first novel?", "Who were Ingrid Keller's parents?"],
+    "Hao Liu": ["In what year was Hao Liu born?", "Which awards has Hao Liu received?",
+                "What themes run through Hao Liu's novels?", "Where did Hao Liu grow up?"],
+    "Nikolai Abilov": ["Where was Nikolai Abilov born?", "What books has Nikolai Abilov written?",
+                       "What did Nikolai Abilov's father do?", "What genre is Nikolai Abilov known for?"],
+}
+ANSWERS = {"Nikolai Abilov": ["He was born in Astana, Kazakhstan.", 'He wrote "Kazakhstan Echoes" and "Unseen Rainbows".',
+                              "His father was an artist.", "African American literature."]}
+
+
+@pytest.fixture(scope="module")
+def guard(tmp_path_factory):
+    g = Guard.open(tmp_path_factory.mktemp("scale-home"))
+    for name, qs in PEOPLE.items():
+        g.forget(qs, kind="privacy", entities=[name], rewriter="rule", progress=False, answers=ANSWERS.get(name))
+    return g
+
+
+def test_per_request_decisions(guard):
+    inside = ["How did Ingrid Keller's upbringing shape her writing?", "Has Hao Liu's work been adapted for film?",
+              "Who wrote 'Unseen Rainbows'?"]
+    outside = ["How did Kavya Keller's upbringing shape her writing?", "Has Hao Zhang's work been adapted for film?",
+               "What is the largest desert in the world?", "Who wrote 'Pride and Prejudice'?",
+               "Where was Emre Demir born?", "What genre does Paloma Cordero write?"]
+    ins, outs = guard.detect_many(inside), guard.detect_many(outside)
+    assert all(d.triggered for d in ins), [d.explain() for d in ins]
+    assert not any(d.triggered for d in outs), [d.explain() for d in outs]
+    d = ins[0]
+    assert set(d.components) >= {"entity", "similarity", "scorer", "scope"} and "entity" in d.fired and d.request_id
+    assert "scope" in ins[2].fired
+
+
+def test_privacy_adds_do_not_refit_and_revoke_is_incremental(guard):
+    det = guard.detector
+    assert not det.scorer.fitted  # no concept request: the global head is not trained on people
+    req = guard.forget(["Where was Omar Darwish born?", "What did Omar Darwish write?"], kind="privacy",
+                       entities=["Omar Darwish"], rewriter="rule", progress=False)
+    assert req.id in det._vectors and not det.scorer.fitted
+    assert guard.detect("What is Omar Darwish's best-known book?").triggered
+    assert guard.revoke(req.id)
+    assert req.id not in det._vectors and not guard.detect("What is Omar Darwish's best-known book?").triggered
+
+
+def test_answers_must_align(guard):
+    from lethe.errors import LetheError
+
+    with pytest.raises(LetheError, match="answers"):
+        guard.forget(["Where was X Y born?"], answers=["a", "b"], rewriter="rule", progress=False)
