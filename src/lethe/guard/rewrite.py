@@ -15,8 +15,8 @@ tokens with digits: the facts any paraphrase must keep, such as titles, places a
 
 Every rewriter's candidates and every fallback pass through this check in ``choose_rewrite``;
 a prompt with no candidate inside the bound keeps the embedding of its closest candidate and
-no text (the caller stores it as embedding only). TOFU's own human-written paraphrases of the
-forget05 questions meet the bound in 96 % of cases (docs/guard-inputs.md).
+no text (the caller stores it as embedding only). How the two limits were chosen (against
+human-written paraphrases) is in docs/guard-inputs.md.
 """
 
 from __future__ import annotations
