@@ -26,6 +26,15 @@ class Policy(BaseModel):
     reason: str
     redirect: str
     refusal_style: str = ""
+    decline: str = ""  # the fixed answer of a hard block (output check); default: built from reason + redirect
+
+    def decline_message(self) -> str:
+        """The answer that replaces a blocked one: ``decline`` when the policy gives it, else a
+        sentence built from its reason and redirect (no model call, so it cannot leak)."""
+        if self.decline.strip():
+            return self.decline.strip()
+        return f"I'm sorry, but I can't help with that: {self.reason.rstrip('.')}. " \
+               f"I can help with {self.redirect.rstrip('.')} instead."
 
 
 def _load_dir(folder: Path) -> list[Policy]:

@@ -518,6 +518,43 @@ def create_app(guard_or_factory: Any, settings: ServeSettings | None = None) -> 
         """
         return bool(getattr(backend, "supports_async", False)) and not plan.prefill
 
+    # -- output check (lethe.guard.output_check): the answer on its way out --------------
+    def _output_check() -> Any:
+        check = getattr(svc.guard, "output_check", None)
+        return check if check is not None and getattr(check, "enabled", False) else None
+
+    def _count_blocked(verdict: Any, plan: _Plan, stream: str) -> None:
+        svc.metrics.output_blocked.labels(stream, str(verdict.reason), "triggered" if plan.triggered else "passed").inc()
+        log.info("output check blocked an answer (%s, request %s)", verdict.reason, verdict.request_id)
+
+    async def _check_answer(text: str, plan: _Plan, headers: dict) -> tuple[str, bool]:
+        """A whole answer through the output check: the policy decline replaces it when it leaks."""
+        check = _output_check()
+        if check is None:
+            return text, False
+        try:
+            verdict = await svc.run(check.check, text)
+            decline = await svc.run(check.decline, verdict) if verdict.blocked else None
+        except Exception as exc:
+            mode = settings.fail_mode
+            svc.metrics.failures.labels("output_check", mode).inc()
+            log.error("output check failed (%s): %s; failing %s", type(exc).__name__, exc, mode)
+            headers["x-lethe-output-blocked"] = "true" if mode == "closed" else "false"
+            return (settings.decline_message, True) if mode == "closed" else (text, False)
+        svc.metrics.output_check_seconds.labels("false").observe(verdict.seconds)
+        headers["x-lethe-output-blocked"] = "true" if verdict.blocked else "false"
+        if decline is None:
+            return text, False
+        _count_blocked(verdict, plan, "false")
+        return decline, True
+
+    async def _feed(scan: Any, piece: str | None) -> str:
+        """A streamed piece through the output check (``None``: the end of the stream); a piece that
+        completes a sentence to embed runs on a worker thread, any other costs microseconds."""
+        if piece is None:
+            return await svc.run(scan.finish)
+        return await svc.run(scan.feed, piece) if scan.needs_embedding(piece) else scan.feed(piece)
+
     def _usable(plan: _Plan, messages: list[dict]) -> bool:
         return plan.decision in ("passed", "fail_open") and not plan.prefill and plan.messages == messages
 
@@ -544,12 +581,14 @@ def create_app(guard_or_factory: Any, settings: ServeSettings | None = None) -> 
             if req.stream:
                 return await _stream(plan, headers, cid, created, max_tokens, temperature, stop,
                                      bool(req.stream_options and req.stream_options.include_usage), spec)
+            blocked = False
             if plan.decision == "fail_closed":
                 text, usage = settings.decline_message, S.Usage()
             else:
                 text, usage = await _upstream_chat(plan, max_tokens, temperature, stop, headers, spec)
+                text, blocked = await _check_answer(text, plan, headers)
             spec = None
-            finish = "length" if usage.completion_tokens >= max_tokens else "stop"
+            finish = "content_filter" if blocked else "length" if usage.completion_tokens >= max_tokens else "stop"
             body = S.ChatCompletion(id=cid, created=created, model=svc.model_name, usage=usage,
                                     choices=[S.Choice(message=S.ResponseMessage(content=text), finish_reason=finish)])
             return JSONResponse(body.model_dump(), headers=headers)
@@ -662,6 +701,8 @@ def create_app(guard_or_factory: Any, settings: ServeSettings | None = None) -> 
             piece: Any = first
             tidy = bool(plan.prefill)  # the continuation of a prefilled reasoning: strip + capitalise its start
             ok = False
+            check = _output_check()
+            scan = check.scan() if check is not None else None
             try:
                 yield chunk({"role": "assistant", "content": ""})
                 while piece is not _END:
@@ -673,7 +714,12 @@ def create_app(guard_or_factory: Any, settings: ServeSettings | None = None) -> 
                             tidy = False
                     if text:
                         n += 1
-                        yield chunk({"content": text})
+                        if scan is not None:
+                            text = await _feed(scan, text)
+                            if scan.blocked:
+                                break
+                        if text:
+                            yield chunk({"content": text})
                     with anyio.fail_after(settings.upstream_timeout_s):
                         piece = await next_piece()
                 ok = True
@@ -686,7 +732,17 @@ def create_app(guard_or_factory: Any, settings: ServeSettings | None = None) -> 
                 with anyio.CancelScope(shield=True):
                     await close_upstream()
             if ok:
-                yield chunk({}, "length" if n >= max_tokens else "stop")
+                finish = "length" if n >= max_tokens else "stop"
+                if scan is not None:
+                    rest = "" if scan.blocked else await _feed(scan, None)
+                    if rest:
+                        yield chunk({"content": rest})
+                    svc.metrics.output_check_seconds.labels("true").observe(scan.seconds)
+                    if scan.blocked:
+                        _count_blocked(scan.verdict, plan, "true")
+                        yield chunk({"content": await svc.run(scan.decline_piece)})
+                        finish = "content_filter"
+                yield chunk({}, finish)
                 if include_usage:
                     yield chunk({}, usage={"prompt_tokens": 0, "completion_tokens": n, "total_tokens": n},
                                 choices=False)

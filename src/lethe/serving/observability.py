@@ -38,6 +38,10 @@ class Metrics:
         self.speculative = Counter("lethe_speculative_upstream", "upstream calls started while detection ran",
                                    ["outcome"], registry=r)  # used | cancelled (in scope) | abandoned
         self.admin = Counter("lethe_admin_actions", "admin API actions", ["action", "outcome"], registry=r)
+        self.output_blocked = Counter("lethe_output_blocked", "answers replaced (streams: cut) by the output check",
+                                      ["stream", "reason", "input"], registry=r)  # input: triggered | passed
+        self.output_check_seconds = Histogram("lethe_output_check_seconds", "output check time per answer",
+                                              ["stream"], buckets=_FAST, registry=r)
         self.inflight = Gauge("lethe_inflight_requests", "chat requests in flight", registry=r)
         self.live_requests = Gauge("lethe_forget_requests_live", "live forget requests in the store", registry=r)
 
