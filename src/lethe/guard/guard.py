@@ -13,7 +13,6 @@ from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
-import numpy as np
 from tqdm import tqdm
 
 from lethe.backends import load_backend
@@ -26,6 +25,7 @@ from lethe.guard.augment import augment
 from lethe.guard.detector import TEXT_PART_TYPES, Detection, Detector
 from lethe.guard.entities import entity_record, guess_subject
 from lethe.guard.guider import Guider, guider_from_config
+from lethe.guard.output_check import OutputCheck
 from lethe.guard.policies import PolicyLibrary
 from lethe.guard.rewrite import REWRITERS, RuleRewriter, choose_rewrite, is_copy, within_bound
 from lethe.guard.scope import scope_records, swap_entities
@@ -51,6 +51,7 @@ class GuardPlan:
     reasoning: str | None = None
     placement: str | None = None
     timings: dict[str, float] = field(default_factory=dict)
+    output_blocked: bool = False  # set by the stream of ``Guard.stream`` when the output check cut it
 
 
 @dataclass
@@ -62,10 +63,11 @@ class GuardResponse:
     reasoning: str | None
     detection: Detection
     timings: dict[str, float] = field(default_factory=dict)
+    output_blocked: bool = False  # the output check replaced the model's answer with the decline
 
     def to_dict(self) -> dict:
         return {"response": self.response, "triggered": self.triggered, "score": round(self.score, 6),
-                "policy": self.policy, "reasoning": self.reasoning,
+                "policy": self.policy, "reasoning": self.reasoning, "output_blocked": self.output_blocked,
                 "components": {k: round(v, 6) for k, v in self.detection.components.items()},
                 "timings": {k: round(v, 4) for k, v in self.timings.items()}}
 
@@ -93,6 +95,7 @@ class Guard:
         self.detector = Detector(store, self.embedder, self.config.detector, extra_benign=self._read_benign())
         self.policies = PolicyLibrary(home / "policies" if home else None, self.embedder)
         self._guider: Guider | None = None
+        self.output_check = OutputCheck(self.detector, self.policies, self.config.output_check)
 
     @classmethod
     def open(
@@ -339,8 +342,14 @@ class Guard:
                                 temperature=temperature, prefill=plan.prefill)
         plan.timings["generate_s"] = time.perf_counter() - t
         text = intervention.finish(res.text) if plan.prefill else res.text
+        blocked = False
+        if use_guard and self.output_check.enabled:  # the hard backstop (lethe.guard.output_check)
+            verdict = self.output_check.check(text)
+            plan.timings["output_check_s"] = verdict.seconds
+            if verdict.blocked:
+                text, blocked = self.output_check.decline(verdict), True
         return GuardResponse(text, plan.detection.triggered, plan.detection.score, plan.policy,
-                             plan.reasoning, plan.detection, plan.timings)
+                             plan.reasoning, plan.detection, plan.timings, blocked)
 
     def stream(
         self, messages: str | Sequence[Message], max_tokens: int | None = None, temperature: float = 0.0,
@@ -351,7 +360,34 @@ class Guard:
                                  temperature=temperature, prefill=plan.prefill)
         if plan.prefill:
             it = _lstrip_first(it)
+        if use_guard and self.output_check.enabled:
+            it = _checked_stream(self.output_check, plan, it)
         return plan, it
+
+
+def _checked_stream(check: OutputCheck, plan: GuardPlan, it: Iterator[str]) -> Iterator[str]:
+    """``it`` through the output check: held back by at most its hold-back, cut with the decline
+    (and ``plan.output_blocked`` set) when the answer names a forgotten person or matches the store."""
+    scan = check.scan()
+    try:
+        for piece in it:
+            out = scan.feed(piece)
+            if out:
+                yield out
+            if scan.blocked:
+                break
+        else:
+            out = scan.finish()
+            if out:
+                yield out
+        if scan.blocked:
+            plan.output_blocked = True
+            yield scan.decline_piece()
+    finally:
+        plan.timings["output_check_s"] = scan.seconds
+        close = getattr(it, "close", None)
+        if callable(close):
+            close()
 
 
 def _lstrip_first(it: Iterator[str]) -> Iterator[str]:
