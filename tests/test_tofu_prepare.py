@@ -51,9 +51,13 @@ def test_recall_sample_spreads_over_authors():
 def test_prepare_under_accelerate_launch_two_processes(tmp_path, shared_data, monkeypatch):
     tiny = make_tiny_model(tmp_path / "tiny")
     env = {**os.environ, "LETHE_CACHE": str(tmp_path / "cache"), "LETHE_DATA": str(shared_data),
-           "OMP_NUM_THREADS": "1", "ACCELERATE_USE_CPU": "true"}
-    cmd = [sys.executable, "-m", "accelerate.commands.launch", "--num_processes", "2", "--num_machines", "1",
-           "--cpu", "--mixed_precision", "no", "--dynamo_backend", "no", "-m", "lethe.cli.main",
+           "OMP_NUM_THREADS": "1"}
+    env.pop("ACCELERATE_USE_CPU", None)
+    # accelerate's multi-process launcher (torch.distributed.run); without CUDA the trainer asks
+    # accelerate for a MULTI_CPU group, so the two processes train as one over gloo
+    cmd = [sys.executable, "-m", "accelerate.commands.launch", "--multi_gpu", "--num_processes", "2",
+           "--num_machines", "1", "--main_process_port", str(29500 + os.getpid() % 1000),
+           "--mixed_precision", "no", "--dynamo_backend", "no", "-m", "lethe.cli.main",
            "tofu", "prepare", "--base", str(tiny), "--split", "forget01", "--retain-authors", "1",
            *TINY_RECIPE, "--json", "--quiet"]
     proc = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=600)

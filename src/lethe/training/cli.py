@@ -10,11 +10,11 @@ from typing import Annotated
 
 import typer
 
+from lethe.cli.options import HomeOpt  # --home DIR / LETHE_HOME; its policies/ folder adds custom policies
+
 targets_app = typer.Typer(help="Reasoning targets for TRU and the guider.", no_args_is_help=True)
 guider_app = typer.Typer(help="Build data for and LoRA-fine-tune the dedicated CoT guider (DRAGON).",
                          no_args_is_help=True)
-HomeOpt = Annotated[str | None, typer.Option("--home", envvar="LETHE_HOME",
-                                             help="Lethe home whose policies/ folder adds custom policies")]
 
 
 def _policies(home: str | None):
@@ -24,45 +24,45 @@ def _policies(home: str | None):
 
 
 def train_command(
-    method: Annotated[str, typer.Option("--method", "-m", help="tru, ga, gd, kl, npo, npo_rt, simnpo, idk, dpo, rmu, wga, sft")],
-    forget: Annotated[Path, typer.Option("--forget", help="JSONL with 'prompt' and 'answer' per line")],
-    out: Annotated[Path, typer.Option("--out", help="output folder (adapter, logs, checkpoint)")],
-    model: Annotated[str, typer.Option("--model", help="'default' (embedded Qwen2.5-Coder-0.5B), hub id or folder")] = "default",
-    retain: Annotated[Path | None, typer.Option("--retain", help="retain JSONL (gd, kl, npo_rt, rmu need one)")] = None,
-    targets: Annotated[Path | None, typer.Option("--targets", help="reasoning targets JSONL (tru); built if absent")] = None,
-    teacher: Annotated[str, typer.Option("--teacher", help="targets teacher: template, default, llamacpp:PATH, hf:ID, openai:MODEL\\[@URL]")] = "template",
-    kind: Annotated[str, typer.Option("--kind", help="reason class: knowledge, privacy, copyright, harmful")] = "knowledge",
-    scope: Annotated[str | None, typer.Option("--scope", help="what is out of bounds, in words (targets)")] = None,
-    refusals: Annotated[Path | None, typer.Option("--refusals", help="refusal lines for idk/dpo (e.g. TOFU idontknow.jsonl)")] = None,
-    epochs: Annotated[int, typer.Option(help="passes over the forget set")] = 3,
-    rephrase: Annotated[int, typer.Option("--rephrase", help="write K rephrasings per forget prompt; epoch e trains each item on its next phrasing (a row's 'paraphrases' list counts too)")] = 0,
-    rephraser: Annotated[str, typer.Option("--rephraser", help="who rephrases: rule, default, llamacpp:PATH, hf:ID, openai:MODEL\\[@URL]")] = "default",
-    lr: Annotated[float | None, typer.Option(help="AdamW learning rate \\[tru: 2e-4, others: 1e-4]")] = None,
-    batch_size: Annotated[int, typer.Option("--batch-size")] = 4,
-    grad_accum: Annotated[int, typer.Option("--grad-accum")] = 1,
-    max_length: Annotated[int, typer.Option("--max-length")] = 256,
-    max_steps: Annotated[int | None, typer.Option("--max-steps", help="cap on optimizer steps")] = None,
-    alpha: Annotated[float | None, typer.Option(help="TRU: weight of the GA term (0.1); RMU: retain weight (100)")] = None,
-    lam: Annotated[float | None, typer.Option("--lambda", "--lam", help="retain-term weight \\[tru: 40, inside alpha*(...); others: 1]")] = None,
-    beta: Annotated[float, typer.Option(help="NPO/DPO/SimNPO beta")] = 0.1,
-    ga_term: Annotated[str, typer.Option("--ga-term", help="TRU's unlearning term: gd, ga, npo, wga")] = "gd",
-    retain_loss: Annotated[str | None, typer.Option("--retain-loss", help="retain anchor: nll (CE on retain answers) or kl (to the starting model) \\[tru: kl, others: nll]")] = None,
-    retain_batch_size: Annotated[int | None, typer.Option("--retain-batch-size", help="retain rows per step \\[tru: 16, others: --batch-size]")] = None,
-    forget_tokens: Annotated[str | None, typer.Option("--forget-tokens", help="forget-answer tokens the unlearning term sees: all, or novel (words the question does not contain) \\[all]")] = None,
-    retain_sampling: Annotated[str, typer.Option("--retain-sampling", help="retain rows per step: uniform (cycle the set) or boundary (favour rows closest to the forget prompts)")] = "uniform",
-    retain_reduce: Annotated[str | None, typer.Option("--retain-reduce", help="KL anchor mean: token (long answers weigh more) or row (every retain row the same) \\[tru: row, others: token]")] = None,
-    head_tokens: Annotated[int, typer.Option("--head-tokens", help="first answer tokens that decide answer-or-decline (see --head-weight)")] = 4,
-    head_weight: Annotated[float | None, typer.Option("--head-weight", help="extra weight of those tokens in the target CE (tru, idk) and the retain anchor; 0: off \\[tru: 0.5, others: 0]")] = None,
-    rmu_layer: Annotated[int | None, typer.Option("--rmu-layer")] = None,
-    rmu_c: Annotated[float, typer.Option("--rmu-c", help="RMU steering scale c")] = 6.5,
-    lora_rank: Annotated[int, typer.Option("--lora-rank")] = 16,
-    lora_targets: Annotated[str | None, typer.Option("--lora-targets", help="modules with LoRA adapters: all-linear, attention, mlp, or comma-separated names \\[all-linear]")] = None,
-    full_finetune: Annotated[bool, typer.Option("--full-finetune", help="train all weights instead of LoRA")] = False,
-    save_merged: Annotated[bool, typer.Option("--save-merged", help="also write merged weights to OUT/merged")] = False,
-    seed: Annotated[int, typer.Option()] = 0,
-    resume: Annotated[bool, typer.Option("--resume/--no-resume", help="continue from OUT/checkpoint")] = True,
-    checkpoint_every: Annotated[int, typer.Option("--checkpoint-every", help="save a resumable checkpoint every N steps")] = 25,
-    progress: Annotated[bool, typer.Option("--progress/--quiet")] = True,
+    method: Annotated[str, typer.Option("--method", "-m", help="Method: tru, ga, gd, kl, npo, npo_rt, simnpo, idk, dpo, rmu, wga, sft.")],
+    forget: Annotated[Path, typer.Option("--forget", help="JSON Lines with 'prompt' and 'answer' per line.")],
+    out: Annotated[Path, typer.Option("--out", help="Output folder (adapter, logs, checkpoint).")],
+    model: Annotated[str, typer.Option("--model", help="Model: 'default' (embedded Qwen2.5-Coder-0.5B), hub id or folder.")] = "default",
+    retain: Annotated[Path | None, typer.Option("--retain", help="Retain JSON Lines (gd, kl, npo_rt, rmu need one).", show_default="none")] = None,
+    targets: Annotated[Path | None, typer.Option("--targets", help="Reasoning targets JSON Lines (tru).", show_default="built from the forget set")] = None,
+    teacher: Annotated[str, typer.Option("--teacher", help="Targets teacher: template, default, llamacpp:PATH, hf:ID, openai:MODEL\\[@URL].")] = "template",
+    kind: Annotated[str, typer.Option("--kind", help="Reason class: knowledge, privacy, copyright, harmful.")] = "knowledge",
+    scope: Annotated[str | None, typer.Option("--scope", help="What is out of bounds, in words (targets).", show_default="from --kind")] = None,
+    refusals: Annotated[Path | None, typer.Option("--refusals", help="Refusal lines for idk/dpo (e.g. TOFU idontknow.jsonl).", show_default="built-in")] = None,
+    epochs: Annotated[int, typer.Option(help="Passes over the forget set.")] = 3,
+    rephrase: Annotated[int, typer.Option("--rephrase", help="Write K rephrasings per forget prompt; epoch e trains each item on its next phrasing (a row's 'paraphrases' list counts too).")] = 0,
+    rephraser: Annotated[str, typer.Option("--rephraser", help="Who rephrases: rule, default, llamacpp:PATH, hf:ID, openai:MODEL\\[@URL].")] = "default",
+    lr: Annotated[float | None, typer.Option(help="AdamW learning rate.", show_default="tru: 2e-4, others: 1e-4")] = None,
+    batch_size: Annotated[int, typer.Option("--batch-size", help="Forget rows per step.")] = 4,
+    grad_accum: Annotated[int, typer.Option("--grad-accum", help="Steps whose gradients are summed per update.")] = 1,
+    max_length: Annotated[int, typer.Option("--max-length", help="Tokens per example.")] = 256,
+    max_steps: Annotated[int | None, typer.Option("--max-steps", help="Cap on optimizer steps.", show_default="no cap")] = None,
+    alpha: Annotated[float | None, typer.Option(help="TRU: weight of the GA term; RMU: retain weight.", show_default="tru: 0.1, rmu: 100")] = None,
+    lam: Annotated[float | None, typer.Option("--lambda", "--lam", help="Retain-term weight (tru: inside alpha*(...)).", show_default="tru: 40, others: 1")] = None,
+    beta: Annotated[float, typer.Option(help="NPO/DPO/SimNPO beta.")] = 0.1,
+    ga_term: Annotated[str, typer.Option("--ga-term", help="TRU's unlearning term: gd, ga, npo, wga.")] = "gd",
+    retain_loss: Annotated[str | None, typer.Option("--retain-loss", help="Retain anchor: nll (CE on retain answers) or kl (to the starting model).", show_default="tru: kl, others: nll")] = None,
+    retain_batch_size: Annotated[int | None, typer.Option("--retain-batch-size", help="Retain rows per step.", show_default="tru: 16, others: --batch-size")] = None,
+    forget_tokens: Annotated[str | None, typer.Option("--forget-tokens", help="Forget-answer tokens the unlearning term sees: all, or novel (words the question does not contain).", show_default="all")] = None,
+    retain_sampling: Annotated[str, typer.Option("--retain-sampling", help="Retain rows per step: uniform (cycle the set) or boundary (favour rows closest to the forget prompts).")] = "uniform",
+    retain_reduce: Annotated[str | None, typer.Option("--retain-reduce", help="KL anchor mean: token (long answers weigh more) or row (every retain row the same).", show_default="tru: row, others: token")] = None,
+    head_tokens: Annotated[int, typer.Option("--head-tokens", help="First answer tokens that decide answer-or-decline (see --head-weight).")] = 4,
+    head_weight: Annotated[float | None, typer.Option("--head-weight", help="Extra weight of those tokens in the target CE (tru, idk) and the retain anchor; 0: off.", show_default="tru: 0.5, others: 0")] = None,
+    rmu_layer: Annotated[int | None, typer.Option("--rmu-layer", help="RMU: the layer whose activations are steered.", show_default="a third of the depth")] = None,
+    rmu_c: Annotated[float, typer.Option("--rmu-c", help="RMU steering scale c.")] = 6.5,
+    lora_rank: Annotated[int, typer.Option("--lora-rank", help="LoRA rank.")] = 16,
+    lora_targets: Annotated[str | None, typer.Option("--lora-targets", help="Modules with LoRA adapters: all-linear, attention, mlp, or comma-separated names.", show_default="all-linear")] = None,
+    full_finetune: Annotated[bool, typer.Option("--full-finetune", help="Train all weights instead of LoRA.")] = False,
+    save_merged: Annotated[bool, typer.Option("--save-merged", help="Also write merged weights to OUT/merged.")] = False,
+    seed: Annotated[int, typer.Option(help="Seed of sampling, shuffling and initialisation.")] = 0,
+    resume: Annotated[bool, typer.Option("--resume/--no-resume", help="Continue from OUT/checkpoint.")] = True,
+    checkpoint_every: Annotated[int, typer.Option("--checkpoint-every", help="Save a resumable checkpoint every N steps.")] = 25,
+    progress: Annotated[bool, typer.Option("--progress/--quiet", help="Show a progress bar with ETA.")] = True,
 ) -> None:
     """Unlearn a forget set with one method; writes a PEFT adapter to OUT/adapter."""
     from lethe.training.trainer import TrainConfig, train
@@ -86,13 +86,13 @@ def train_command(
 
 @targets_app.command("build")
 def targets_build(
-    forget: Annotated[Path, typer.Option("--forget", help="JSONL with 'prompt' and 'answer' per line")],
-    out: Annotated[Path, typer.Option("--out", help="targets JSONL to write")],
-    teacher: Annotated[str, typer.Option("--teacher", help="template, default, llamacpp:PATH, hf:ID, openai:MODEL\\[@URL]")] = "template",
-    kind: Annotated[str, typer.Option("--kind", help="knowledge, privacy, copyright, harmful")] = "knowledge",
-    scope: Annotated[str | None, typer.Option("--scope", help="what is out of bounds, in words")] = None,
-    cache: Annotated[Path | None, typer.Option("--cache", help="cache JSONL (default $LETHE_CACHE/targets/cache.jsonl)")] = None,
-    progress: Annotated[bool, typer.Option("--progress/--quiet")] = True,
+    forget: Annotated[Path, typer.Option("--forget", help="JSON Lines with 'prompt' and 'answer' per line.")],
+    out: Annotated[Path, typer.Option("--out", help="Targets JSON Lines to write.")],
+    teacher: Annotated[str, typer.Option("--teacher", help="Teacher: template, default, llamacpp:PATH, hf:ID, openai:MODEL\\[@URL].")] = "template",
+    kind: Annotated[str, typer.Option("--kind", help="Reason class: knowledge, privacy, copyright, harmful.")] = "knowledge",
+    scope: Annotated[str | None, typer.Option("--scope", help="What is out of bounds, in words.", show_default="from --kind")] = None,
+    cache: Annotated[Path | None, typer.Option("--cache", help="Cache JSON Lines.", show_default="$LETHE_CACHE/targets/cache.jsonl")] = None,
+    progress: Annotated[bool, typer.Option("--progress/--quiet", help="Show a progress bar with ETA.")] = True,
 ) -> None:
     """Write one validated reasoning target (reasoning + decline + redirect) per forget item."""
     from lethe.training.data import read_pairs, write_jsonl
@@ -108,13 +108,13 @@ def targets_build(
 
 @guider_app.command("data")
 def guider_data(
-    queries: Annotated[Path, typer.Option("--queries", help="JSONL: 'prompt' (+ 'kind', 'policy', 'answer'); or DRAGON's cot_tofu_generation file")],
-    out: Annotated[Path, typer.Option("--out", help="guider data JSONL to write")],
-    teacher: Annotated[str, typer.Option("--teacher", help="template, default, llamacpp:PATH, hf:ID, openai:MODEL\\[@URL]")] = "template",
-    kind: Annotated[str, typer.Option("--kind", help="reason class for rows without one: privacy, copyright, harmful")] = "privacy",
-    on_reject: Annotated[str, typer.Option("--on-reject", help="a rejected teacher reply: skip the query, or use the template")] = "skip",
+    queries: Annotated[Path, typer.Option("--queries", help="JSON Lines: 'prompt' (+ 'kind', 'policy', 'answer'); or DRAGON's cot_tofu_generation file.")],
+    out: Annotated[Path, typer.Option("--out", help="Guider data JSON Lines to write.")],
+    teacher: Annotated[str, typer.Option("--teacher", help="Teacher: template, default, llamacpp:PATH, hf:ID, openai:MODEL\\[@URL].")] = "template",
+    kind: Annotated[str, typer.Option("--kind", help="Reason class for rows without one: privacy, copyright, harmful.")] = "privacy",
+    on_reject: Annotated[str, typer.Option("--on-reject", help="A rejected teacher reply: skip the query, or use the template.")] = "skip",
     home: HomeOpt = None,
-    progress: Annotated[bool, typer.Option("--progress/--quiet")] = True,
+    progress: Annotated[bool, typer.Option("--progress/--quiet", help="Show a progress bar with ETA.")] = True,
 ) -> None:
     """Write guider training rows {query, kind, policy, reasoning, requires_refusal}."""
     from lethe.guard.guider_training import build_guider_data
@@ -126,19 +126,19 @@ def guider_data(
 
 @guider_app.command("train")
 def guider_train(
-    data: Annotated[Path, typer.Option("--data", help="JSONL from `lethe guider data` (or DRAGON's cot_tofu_generation file)")],
-    out: Annotated[Path, typer.Option("--out", help="output folder (adapter, logs, checkpoint)")],
-    model: Annotated[str, typer.Option("--model", help="'default' (embedded Qwen2.5-Coder-0.5B), hub id or folder")] = "default",
-    epochs: Annotated[int, typer.Option(help="passes over the data")] = 3,
-    lr: Annotated[float, typer.Option(help="AdamW learning rate")] = 2e-4,
-    lora_rank: Annotated[int, typer.Option("--lora-rank")] = 16,
-    max_length: Annotated[int, typer.Option("--max-length", help="tokens per example (prompt trimmed from the left)")] = 512,
-    batch_size: Annotated[int, typer.Option("--batch-size")] = 4,
-    max_steps: Annotated[int | None, typer.Option("--max-steps", help="cap on optimizer steps")] = None,
-    seed: Annotated[int, typer.Option()] = 0,
-    resume: Annotated[bool, typer.Option("--resume/--no-resume", help="continue from OUT/checkpoint")] = True,
+    data: Annotated[Path, typer.Option("--data", help="JSON Lines from `lethe guider data` (or DRAGON's cot_tofu_generation file).")],
+    out: Annotated[Path, typer.Option("--out", help="Output folder (adapter, logs, checkpoint).")],
+    model: Annotated[str, typer.Option("--model", help="Model: 'default' (embedded Qwen2.5-Coder-0.5B), hub id or folder.")] = "default",
+    epochs: Annotated[int, typer.Option(help="Passes over the data.")] = 3,
+    lr: Annotated[float, typer.Option(help="AdamW learning rate.")] = 2e-4,
+    lora_rank: Annotated[int, typer.Option("--lora-rank", help="LoRA rank.")] = 16,
+    max_length: Annotated[int, typer.Option("--max-length", help="Tokens per example (prompt trimmed from the left).")] = 512,
+    batch_size: Annotated[int, typer.Option("--batch-size", help="Rows per step.")] = 4,
+    max_steps: Annotated[int | None, typer.Option("--max-steps", help="Cap on optimizer steps.", show_default="no cap")] = None,
+    seed: Annotated[int, typer.Option(help="Seed of sampling, shuffling and initialisation.")] = 0,
+    resume: Annotated[bool, typer.Option("--resume/--no-resume", help="Continue from OUT/checkpoint.")] = True,
     home: HomeOpt = None,
-    progress: Annotated[bool, typer.Option("--progress/--quiet")] = True,
+    progress: Annotated[bool, typer.Option("--progress/--quiet", help="Show a progress bar with ETA.")] = True,
 ) -> None:
     """Fine-tune a guider with LoRA (CE on the JSON target, prompt masked); writes OUT/adapter."""
     from lethe.guard.guider_training import train_guider
@@ -167,18 +167,24 @@ def tofu_prepare(
     lora_rank: Annotated[int | None, typer.Option("--lora-rank", help="recipe override")] = None,
     batch_size: Annotated[int | None, typer.Option("--batch-size", help="recipe override")] = None,
     max_length: Annotated[int | None, typer.Option("--max-length", help="recipe override")] = None,
+    lora_top_layers: Annotated[int | None, typer.Option("--lora-top-layers", help="recipe override: LoRA on the last N layers (0: all)")] = None,
     full_finetune: Annotated[bool | None, typer.Option("--full-finetune/--lora", help="recipe override: train all weights or LoRA")] = None,
     recall_limit: Annotated[int, typer.Option("--recall-limit", help="questions per part for the greedy recall probe (0: skip)")] = 100,
     save_merged: Annotated[bool, typer.Option("--save-merged", help="also write merged weights (OUT/merged)")] = False,
     data: Annotated[str | None, typer.Option("--data", help="benchmark folder (shared/data layout); default LETHE_DATA")] = None,
     as_json: Annotated[bool, typer.Option("--json", help="print one JSON object as the last line")] = False,
-    progress: Annotated[bool, typer.Option("--progress/--quiet")] = True,
+    progress: Annotated[bool, typer.Option("--progress/--quiet", help="Show a progress bar with ETA.")] = True,
 ) -> None:
     """Fine-tune BASE on TOFU: the target (forget + retain authors) and the retain model (retain only)."""
     from lethe.training.tofu import CPU_RECIPE, PAPER_RECIPE, prepare, recipe_with
 
     recipe = recipe_with(PAPER_RECIPE if full else CPU_RECIPE, epochs=epochs, lr=lr, lora_rank=lora_rank,
-                         batch_size=batch_size, max_length=max_length, full_finetune=full_finetune)
+                         batch_size=batch_size, max_length=max_length, full_finetune=full_finetune,
+                         lora_top_layers=lora_top_layers)
+    if recipe.lora_top_layers == 0:
+        from dataclasses import replace
+
+        recipe = replace(recipe, lora_top_layers=None)
     m = prepare(base=base, split=split, retain_authors=retain_authors, full=full, recipe=recipe, data=data,
                 recall_limit=recall_limit, save_merged=save_merged, progress=progress)
     if int(os.environ.get("RANK", "0")) != 0:  # under accelerate launch: rank 0 reports

@@ -241,7 +241,9 @@ def prepare(*, base: str | None = "default", split: str = "forget05", retain_aut
 
     from accelerate import PartialState
 
-    state = PartialState()
+    from lethe.training.trainer import accelerator_kwargs
+
+    state = PartialState(**accelerator_kwargs())
     main = state.is_main_process
     folder = plan.folder
     if main:

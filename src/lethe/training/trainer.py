@@ -97,6 +97,19 @@ class TrainConfig:
     extra: dict = field(default_factory=dict)
 
 
+def accelerator_kwargs() -> dict:
+    """``cpu=True`` when several processes were launched (``accelerate launch --multi_gpu`` or
+    ``torchrun`` set ``WORLD_SIZE``) on a machine without CUDA: accelerate then runs them as one
+    MULTI_CPU (gloo) group instead of independent single processes."""
+    import os
+
+    import torch
+
+    if int(os.environ.get("WORLD_SIZE", "1")) > 1 and not torch.cuda.is_available():
+        return {"cpu": True}
+    return {}
+
+
 def _peak_mem_mb(device) -> float:
     import torch
 
@@ -181,7 +194,7 @@ def train(cfg: TrainConfig) -> dict:
 
     out = Path(cfg.out)
     out.mkdir(parents=True, exist_ok=True)
-    accelerator = Accelerator(gradient_accumulation_steps=1)
+    accelerator = Accelerator(gradient_accumulation_steps=1, **accelerator_kwargs())
     main = accelerator.is_main_process
     _seed_all(cfg.seed)
 
@@ -219,9 +232,9 @@ def train(cfg: TrainConfig) -> dict:
         if cfg.method == "rmu":
             targets = targets or ["gate_proj", "up_proj", "down_proj"]
             layers = [i for i in range(rmu_layer - 2, rmu_layer + 1) if i >= 0]
-        elif cfg.lora_top_layers:
-            if not 1 <= cfg.lora_top_layers <= n_layers:
-                raise LetheError(f"--lora-top-layers must be between 1 and {n_layers} (got {cfg.lora_top_layers})")
+        elif cfg.lora_top_layers and cfg.lora_top_layers < n_layers:  # as many or more: every layer
+            if cfg.lora_top_layers < 0:
+                raise LetheError(f"--lora-top-layers must be 1 or more (got {cfg.lora_top_layers})")
             layers = list(range(n_layers - cfg.lora_top_layers, n_layers))
         model = apply_lora(model, rank=cfg.lora_rank, alpha=cfg.lora_alpha, target_modules=targets, layers=layers)
     model.train()
