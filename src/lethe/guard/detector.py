@@ -48,7 +48,7 @@ from lethe.guard.entities import EntityMatcher
 from lethe.guard.privacy import RequestVectors, decide
 from lethe.guard.scope import date_tokens, person_query
 from lethe.guard.scorer import SCORERS, Scorer
-from lethe.guard.views import decoded_views
+from lethe.guard.views import PROBE_CHARS, decoded_views
 from lethe.store.base import CONCEPT_KINDS, NegativeSample, UnlearnStore
 from lethe.text import normalize
 
@@ -579,13 +579,20 @@ def message_parts(messages: list[dict]) -> list[MessagePart]:
 def expand_text(text: str, probe: Callable[[str], bool] | None = None,
                 max_chars: int = MAX_WINDOW_CHARS) -> list[tuple[str, str]]:
     """(how it was read, text) for ``text`` whole, its windows and its decoded views (each view
-    windowed too when long), the windows within ``max_chars`` characters; duplicates dropped."""
+    windowed too when long), the windows within ``max_chars`` characters; duplicates dropped.
+
+    A long text's windows are searched for views too (one level deep), so one encoded sentence in
+    a long document is decoded, and the name probes stay linear in the text's length."""
     out: dict[str, str] = {text: "whole"}
     budget = max_chars
-    for w in segments(text, max_chars=budget):
+    windows = segments(text, max_chars=budget)
+    for w in windows:
         out.setdefault(w, "window")
         budget -= len(w)
-    for name, v in decoded_views(text, probe):
+    for w in windows:
+        for name, v in decoded_views(w, probe, depth=1):
+            out.setdefault(v, f"window/view:{name}")
+    for name, v in decoded_views(text, probe if len(text) <= PROBE_CHARS else None):
         out.setdefault(v, f"view:{name}")
         for w in segments(v, max_chars=max(0, budget)):
             out.setdefault(w, f"view:{name}/window")

@@ -37,8 +37,8 @@ from lethe.text import FUNCTION_WORDS, romanizations
 VIEWS: Registry[View] = Registry("view")
 MAX_DEPTH = 2  # a decoded view is itself searched for views once more (base64 of ROT13, ...)
 MAX_VIEWS = 8  # decoded views scored per text at most
-MAX_VIEW_CHARS = 4000  # a decoded view longer than this is cut (the detector windows long texts itself)
-PROBE_CHARS = 8000  # texts longer than this are probed only through ``applies`` (bounds the hashing cost)
+MAX_VIEW_CHARS = 48_000  # a decoded view longer than this is cut (the detector windows long views itself)
+PROBE_CHARS = 4000  # longer texts are probed window by window (the detector's windows), not whole
 
 _ALPHA_WORD = re.compile(r"[A-Za-z]+")
 
@@ -326,7 +326,7 @@ def decoded_views(text: str, probe: Callable[[str], bool] | None = None, depth: 
     for _ in range(max(0, depth)):
         nxt: list[tuple[str, str]] = []
         for label, t in frontier:
-            can_probe = probe is not None and len(t) <= PROBE_CHARS
+            can_probe = probe is not None and len(t) <= PROBE_CHARS  # a long decoded view: windows only
             for view in _instances():
                 if view.applies(t):
                     decoded = view.decode(t)
