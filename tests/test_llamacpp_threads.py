@@ -1,4 +1,4 @@
-"""llama.cpp on shared cores: the libgomp wait policy it is loaded with, and the thread governor."""
+"""llama.cpp on shared cores (libgomp wait policy, thread governor) and history-independent answers."""
 
 from __future__ import annotations
 
@@ -80,11 +80,11 @@ def test_governor_counts_other_processes_not_its_own_threads():
 
 
 def test_backend_applies_the_governors_count_to_the_context():
-    from llama_cpp import llama_cpp as C
-
     from lethe.backends.llamacpp import LlamaCppBackend
 
-    be = LlamaCppBackend(n_ctx=512)
+    be = LlamaCppBackend(n_ctx=512)  # before importing llama_cpp directly: this load sets the wait policy
+    from llama_cpp import llama_cpp as C
+
     assert be.describe()["n_threads"] == "auto" and be.describe()["wait_policy"] in ("passive", "spin", "active")
     be.governor.fixed = 1
     be.chat([{"role": "user", "content": "Say hi."}], max_tokens=2)
@@ -92,3 +92,17 @@ def test_backend_applies_the_governors_count_to_the_context():
     fixed = LlamaCppBackend(n_ctx=512, n_threads=1)
     assert fixed.describe()["n_threads"] == 1
     assert C.llama_n_threads(fixed.llm._ctx.ctx) == 1
+
+
+def test_answers_do_not_depend_on_earlier_calls():
+    """A cached prefix is reused in whole batches only, so a prompt decodes as from an empty cache."""
+    from lethe.backends.llamacpp import LlamaCppBackend
+
+    be = LlamaCppBackend(n_ctx=2048)
+    q = [{"role": "user", "content": "Who was Albert Schweitzer?"}]
+    before = [{"role": "user", "content": "Who was Albert Schweitzer? Answer in detail, please."}]
+    fresh = be.chat(q, max_tokens=70).text
+    be.chat(before, max_tokens=20)
+    assert be.chat(q, max_tokens=70).text == fresh
+    be.chat(before, max_tokens=5)
+    assert "".join(be.stream(q, max_tokens=70)) == fresh

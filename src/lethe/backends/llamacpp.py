@@ -3,6 +3,9 @@
 Prompts are formatted with the chat template stored in the GGUF, so plain chat and
 assistant-prefill continuation go through the same raw-completion path and an
 unguarded query produces exactly the same tokens whether or not the guard is present.
+llama.cpp's logits depend slightly on how a prompt is split into batches, so generation reuses
+the previous call's cached prefix only in whole ``n_batch`` blocks: the prompt is then decoded in
+the same batches as from an empty cache and an answer does not depend on what was asked before.
 
 Threads. llama.cpp's CPU backend (ggml, built with OpenMP on Linux) joins its threads at an
 OpenMP barrier after every graph node, hundreds of times per token, so a token is as slow as the
@@ -242,6 +245,25 @@ class LlamaCppBackend(ChatBackend):
             self.llm._ctx.set_n_threads(n, n)
             self._threads_now = n
 
+    def _completion_tokens(self, prompt: str) -> list[int]:
+        """The prompt's tokens as ``create_completion`` would build them from the string."""
+        bos = self.llm.token_bos()
+        head = [bos] if bos >= 0 and self.llm._model.add_bos_token() else []
+        return head + self._tokens(prompt, add_bos=False)
+
+    def _reuse_whole_batches(self, tokens: list[int]) -> None:
+        """Cut the cached prefix shared with ``tokens`` down to whole ``n_batch`` blocks (module doc);
+        ``create_completion`` then decodes the rest in whole batches from a block boundary."""
+        llm = self.llm
+        if getattr(llm, "_is_recurrent", False) or getattr(llm, "_is_hybrid", False):
+            llm.n_tokens = 0
+            return
+        limit = min(llm.n_tokens, len(tokens) - 1)
+        k = 0
+        while k < limit and llm.input_ids[k] == tokens[k]:
+            k += 1
+        llm.n_tokens = k - k % llm.n_batch
+
     def format_prompt(self, messages: Sequence[Message], prefill: str | None = None) -> str:
         prompt = self._formatter(messages=[dict(m) for m in messages]).prompt
         return prompt + (prefill or "")
@@ -255,12 +277,13 @@ class LlamaCppBackend(ChatBackend):
         prefill: str | None = None,
         stop: list[str] | None = None,
     ) -> ChatResult:
-        prompt = self.format_prompt(messages, prefill)
+        tokens = self._completion_tokens(self.format_prompt(messages, prefill))
         self._aligned_upto = 0  # generation reuses/changes the KV cache its own way
         with self._lock, Timer() as t:
             self._adapt_threads()
+            self._reuse_whole_batches(tokens)
             out = self.llm.create_completion(
-                prompt,
+                tokens,
                 max_tokens=max_tokens,
                 temperature=temperature,
                 top_p=1.0 if temperature == 0 else 0.9,
@@ -284,12 +307,13 @@ class LlamaCppBackend(ChatBackend):
         prefill: str | None = None,
         stop: list[str] | None = None,
     ) -> Iterator[str]:
-        prompt = self.format_prompt(messages, prefill)
+        tokens = self._completion_tokens(self.format_prompt(messages, prefill))
         self._aligned_upto = 0
         with self._lock:
             self._adapt_threads()
+            self._reuse_whole_batches(tokens)
             for chunk in self.llm.create_completion(
-                prompt,
+                tokens,
                 max_tokens=max_tokens,
                 temperature=temperature,
                 top_p=1.0 if temperature == 0 else 0.9,

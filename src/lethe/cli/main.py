@@ -343,13 +343,15 @@ def benign_add(
 
 @app.command("demo")
 def demo(
-    home: Annotated[str | None, typer.Option("--home", help="default: a fresh temporary folder")] = None,
-    max_tokens: Annotated[int, typer.Option()] = 80,
+    home: Annotated[str | None, typer.Option("--home", help="default: a fresh temporary folder, removed at the end")] = None,
+    max_tokens: Annotated[int, typer.Option(help="tokens per answer")] = 80,
+    rewriter: Annotated[str, typer.Option(help="rule (fast) | llm (the model writes the stored paraphrases)")] = "rule",
+    keep: Annotated[bool, typer.Option("--keep", help="keep the temporary home")] = False,
 ) -> None:
-    """Forget a (fictitious) person on the embedded default model and compare answers side by side."""
+    """Forget a real person the embedded model knows; show each query's decision and both answers."""
     from lethe.cli.demo import run_demo
 
-    run_demo(home, max_tokens)
+    run_demo(home, max_tokens, rewriter=rewriter, keep=keep)
 
 
 def _optional(module: str, attr: str):
