@@ -282,6 +282,8 @@ def prepare(*, base: str | None = "default", split: str = "forget05", retain_aut
                     except LetheError as exc:  # an architecture export.py cannot map: PEFT only
                         log(f"tofu prepare: no GGUF LoRA for {which}: {exc}")
                 entry["gguf"] = str(gguf) if gguf.exists() else None
+            if save_merged and not recipe.full_finetune and not (out / "merged").exists():
+                _merge(plan, out)  # a cached model asked for merged weights later
             if (out / "merged").exists():
                 entry["merged"] = str(out / "merged")
             manifest["models"][which] = entry
@@ -313,6 +315,18 @@ def prepare(*, base: str | None = "default", split: str = "forget05", retain_aut
         manifest = json.loads(manifest_path.read_text())
     manifest["cached"] = False
     return manifest
+
+
+def _merge(plan: TofuPlan, out: Path) -> None:
+    """Write ``out/merged``: the base with ``out/adapter`` merged in (the start of a training method)."""
+    from peft import PeftModel
+
+    from lethe.training.model import load_model
+
+    loaded = load_model(None if plan.base == "default" else _base_path(plan.base), progress=False)
+    merged = PeftModel.from_pretrained(loaded.model, str(out / "adapter")).merge_and_unload()
+    merged.save_pretrained(out / "merged")
+    loaded.tokenizer.save_pretrained(out / "merged")
 
 
 def _train(plan: TofuPlan, rows: Path, out: Path, *, save_merged: bool, progress: bool) -> dict:
