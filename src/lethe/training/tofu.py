@@ -231,7 +231,8 @@ def prepare(*, base: str | None = "default", split: str = "forget05", retain_aut
     manifest_path = plan.folder / "manifest.json"
     if manifest_path.exists():
         m = json.loads(manifest_path.read_text())
-        if m.get("complete") and m.get("key") == plan.key:
+        merged_ok = not save_merged or all("merged" in v for v in m.get("models", {}).values())
+        if m.get("complete") and m.get("key") == plan.key and merged_ok:
             m["cached"] = True
             return m
 
