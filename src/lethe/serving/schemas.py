@@ -37,9 +37,10 @@ def detection_view(messages: list[ChatMessage], always: bool = False) -> list[di
     """The messages as detection reads them: every role (``developer`` as ``system``), content as
     sent (text parts kept apart), and the ``name``, ``tool_calls`` and ``function_call`` fields
     that the proxy does not forward upstream. ``None`` when that adds nothing to the forwarded
-    role-and-text messages (unless ``always``)."""
+    role-and-text messages (unless ``always``): no such field and no content given as parts."""
     extra = ("name", "tool_calls", "function_call", "refusal")
-    if not always and not any(getattr(m, k, None) or (m.model_extra or {}).get(k) for m in messages for k in extra):
+    if not always and not any(isinstance(m.content, list) or any(getattr(m, k, None) or (m.model_extra or {}).get(k)
+                                                                  for k in extra) for m in messages):
         return None
     out = []
     for m in messages:
