@@ -133,7 +133,7 @@ class OutputCheckConfig(Section):
                              "rewrite or augmentation at which it blocks")
     min_words: int = Field(4, ge=1, description="shorter answer sentences are not embedded")
     holdback_chars: int = Field(
-        48, ge=8, le=4096, description="streams: characters held back before release, so a name split "
+        32, ge=8, le=4096, description="streams: characters held back before release, so a name split "
         "across chunks is caught before any of it is sent; the added latency of a stream is bounded by it")
     views: bool = Field(True, description="non-streamed answers are also read through decoded views "
                         "(base64, ROT13, reversed, leetspeak) for names")

@@ -274,6 +274,56 @@ def forget_revoke(request_id: str, home: HomeOpt = None, config: ConfigOpt = Non
     typer.echo(f"revoked {request_id}")
 
 
+@forget_app.command("verify")
+def forget_verify(
+    request_id: Annotated[str, typer.Argument(metavar="ID", help="The request's id (lethe forget list).")],
+    n: Annotated[int, typer.Option("--n", min=1, help="Probes per family (paraphrases, typos, wrappers, "
+                                                     "encodings, languages, roles).")] = 12,
+    generate: Annotated[bool, typer.Option("--generate", help="Also ask the guarded model each probe and check "
+                                                             "the answers for leaks (slow: one answer a probe).")] = False,
+    name: Annotated[list[str] | None, typer.Option("--name", metavar="NAME",
+                                                   help="The person's name, for a request stored as embeddings "
+                                                        "only (used in memory, checked against its hashes).")] = None,
+    seed: Annotated[int, typer.Option(help="Seed of the probe sample.")] = 0,
+    html_file: Annotated[Path | None, typer.Option("--html", metavar="FILE",
+                                                   help="Also write the receipt as a self-contained HTML page.")] = None,
+    json_: JsonOpt = False,
+    home: HomeOpt = None,
+    config: ConfigOpt = None,
+) -> None:
+    """A receipt for one request: the live guard probed with variants of its stored rewrites; detection
+    (and with --generate leak) rate per family, with date, configuration digest and versions."""
+    from lethe.guard.verify import to_html, verify
+
+    guard = _guard(home, config=config)
+    try:
+        receipt = verify(guard, request_id, n=n, generate=generate, names=name or (), seed=seed)
+    finally:
+        guard.store.close()
+    if html_file is not None:
+        html_file.write_text(to_html(receipt), encoding="utf-8")
+    if json_:
+        typer.echo(json.dumps(receipt, ensure_ascii=False))
+        return
+    req, ov = receipt["request"], receipt["overall"]
+    leak = receipt["leak"] or {}
+
+    def rate(x: float | None) -> str:
+        return "-" if x is None else f"{x:.3f}"
+
+    typer.echo(f"receipt for {req['id']} ({req['kind']}, {'live' if req['live'] else 'revoked'}) at {receipt['date']}; "
+               f"tau {receipt['config']['tau']:.3f}, model {receipt['config']['model']}")
+    typer.echo(f"{'family':<12}{'probes':>7}{'detected':>9}{'rate':>8}" + (f"{'leak':>8}" if leak else ""))
+    for fam, r in receipt["families"].items():
+        lr = (leak.get("families") or {}).get(fam, {}).get("leak_rate")
+        typer.echo(f"{fam:<12}{r['probes']:>7}{r['detected']:>9}{rate(r['detection_rate']):>8}"
+                   + (f"{rate(lr):>8}" if leak else ""))
+    typer.echo(f"{'overall':<12}{ov['probes']:>7}{ov['detected']:>9}{rate(ov['detection_rate']):>8}"
+               + (f"{rate(leak['leak_rate']):>8}" if leak else ""))
+    for note in receipt["notes"]:
+        typer.echo(f"note: {note}")
+
+
 @app.command("check")
 def check(
     query: Annotated[str | None, typer.Argument(help="a query; or use --file")] = None,

@@ -805,6 +805,27 @@ def create_app(guard_or_factory: Any, settings: ServeSettings | None = None) -> 
             raise ApiError(404, "no live forget request with this id", param="request_id", code="not_found")
         return S.RevokeOut(id=request_id, revoked=True)
 
+    @app.get("/admin/forget/{request_id}/verify", tags=["admin"], responses=_RESPONSES)
+    async def admin_verify(request: Request, request_id: str, n: int = 12, generate: bool = False, seed: int = 0,
+                           actor: str = Depends(admin_auth)) -> JSONResponse:
+        """The receipt of one request (``lethe.guard.verify``): the live guard probed with variants of
+        its stored rewrites; detection (and with ``generate`` leak) rate per family, configuration."""
+        from lethe.guard.verify import verify
+
+        guard = svc.require_guard()
+        if not 1 <= n <= 200:
+            raise ApiError(400, "n must be between 1 and 200", param="n", code="invalid_value")
+        if await svc.run(guard.store.get_request, request_id) is None:
+            svc.metrics.admin.labels("forget.verify", "not_found").inc()
+            svc.audit.write("forget.verify", actor, _client(request), "not_found", request_id=request_id[:64])
+            raise ApiError(404, "no forget request with this id", param="request_id", code="not_found")
+        receipt = await _audited("forget.verify", actor, request,
+                                 lambda: verify(guard, request_id, n=n, generate=generate, seed=seed),
+                                 request_id=request_id[:64])
+        svc.metrics.admin.labels("forget.verify", "ok").inc()
+        svc.audit.write("forget.verify", actor, _client(request), "ok", request_id=request_id[:64])
+        return JSONResponse(_jsonable(receipt))
+
     @app.post("/admin/check", response_model=S.CheckOut, tags=["admin"], responses=_RESPONSES)
     async def admin_check(request: Request, body: S.CheckIn, actor: str = Depends(admin_auth)) -> S.CheckOut:
         guard = svc.require_guard()
