@@ -123,6 +123,17 @@ def test_a_leaking_answer_is_replaced_with_the_policy_decline(guard):
     assert LEAK.startswith(text[: -len(decline)].rstrip("\n"))  # what was sent is a prefix of the answer
 
 
+def test_a_failed_check_fails_open_or_closed(guard):
+    scan = guard.output_check.scan()
+    held = scan.feed(BENIGN_ANSWER[:40])
+    assert held + scan.fail(closed=False) == BENIGN_ANSWER[:40]  # open: what was held goes out
+    assert scan.feed(BENIGN_ANSWER[40:]) == BENIGN_ANSWER[40:] and scan.finish() == "" and not scan.blocked
+    scan = guard.output_check.scan()
+    scan.feed(LEAK[:30])
+    assert scan.fail(closed=True) == "" and scan.blocked and scan.verdict.reason == "error"
+    assert scan.feed(LEAK[30:]) == "" and scan.decline_piece().endswith("I'm sorry, but I can't share that.")
+
+
 def test_names_in_a_decoded_view_and_typos_are_caught(guard):
     import base64
 

@@ -29,6 +29,7 @@ views of streamed answers (a stream cannot be decoded until it ends).
 
 from __future__ import annotations
 
+import logging
 import re
 import threading
 import time
@@ -47,6 +48,7 @@ _SENTENCE = re.compile(r"(?<=[.?!;])\s+|\n+")  # a sentence ends at . ? ! ; foll
 _WORD_CHARS = "'’-_"  # besides letters and digits, characters inside a word
 NAME_CONTEXT_CHARS = 64  # released text read again before the held part (a name's first half, other names)
 GENERIC_DECLINE = "I'm sorry, but I can't share that."
+log = logging.getLogger("lethe.guard.output_check")
 
 
 @dataclass
@@ -148,11 +150,15 @@ class OutputCheck:
     # -- the replacement -------------------------------------------------------------
     def decline(self, verdict: OutputVerdict | None = None) -> str:
         """The policy decline of the request the verdict matched (its named policy, else its kind's)."""
-        if self.policies is None:
+        if self.policies is None or (verdict is not None and verdict.reason == "error"):
             return GENERIC_DECLINE
-        req = self.detector.store.get_request(verdict.request_id) if verdict and verdict.request_id else None
-        kind = req.kind if req is not None else "privacy"
-        return self.policies.retrieve(kind, name=req.policy if req is not None else None).decline_message()
+        try:
+            req = self.detector.store.get_request(verdict.request_id) if verdict and verdict.request_id else None
+            kind = req.kind if req is not None else "privacy"
+            return self.policies.retrieve(kind, name=req.policy if req is not None else None).decline_message()
+        except Exception:  # a decline never fails (a policy file removed since the add, a store error)
+            log.exception("output check: no policy decline for request %s", verdict.request_id if verdict else None)
+            return GENERIC_DECLINE
 
 
 class StreamScan:
@@ -173,6 +179,7 @@ class StreamScan:
         self._sent_from = 0  # start of the first sentence not yet embedded
         self.verdict = OutputVerdict()
         self.seconds = 0.0  # time spent scanning
+        self.passthrough = False  # the check failed and the caller fails open: release everything
         self._lock = threading.Lock()
 
     @property
@@ -194,11 +201,28 @@ class StreamScan:
             if self.blocked or not piece:
                 return ""
             self.text += piece
+            if self.passthrough:
+                self.released = len(self.text)
+                return piece
             return self._advance(final=False)
 
     def finish(self) -> str:
         with self._lock:
+            if self.passthrough:
+                out, self.released = self.text[self.released:], len(self.text)
+                return out
             return "" if self.blocked else self._advance(final=True)
+
+    def fail(self, closed: bool) -> str:
+        """The check itself failed (an embedding error): closed blocks the stream (``reason`` "error"),
+        open releases what is held and lets every later piece through unscanned."""
+        with self._lock:
+            if closed:
+                self.verdict = OutputVerdict(True, "error", read="stream")
+                return ""
+            self.passthrough = True
+            out, self.released = self.text[self.released:], len(self.text)
+            return out
 
     def _advance(self, final: bool) -> str:
         t0 = time.perf_counter()

@@ -551,9 +551,15 @@ def create_app(guard_or_factory: Any, settings: ServeSettings | None = None) -> 
     async def _feed(scan: Any, piece: str | None) -> str:
         """A streamed piece through the output check (``None``: the end of the stream); a piece that
         completes a sentence to embed runs on a worker thread, any other costs microseconds."""
-        if piece is None:
-            return await svc.run(scan.finish)
-        return await svc.run(scan.feed, piece) if scan.needs_embedding(piece) else scan.feed(piece)
+        try:
+            if piece is None:
+                return await svc.run(scan.finish)
+            return await svc.run(scan.feed, piece) if scan.needs_embedding(piece) else scan.feed(piece)
+        except Exception as exc:
+            mode = settings.fail_mode
+            svc.metrics.failures.labels("output_check", mode).inc()
+            log.error("output check failed (%s): %s; failing %s", type(exc).__name__, exc, mode)
+            return scan.fail(closed=mode == "closed")
 
     def _usable(plan: _Plan, messages: list[dict]) -> bool:
         return plan.decision in ("passed", "fail_open") and not plan.prefill and plan.messages == messages
