@@ -127,6 +127,7 @@ class Person:
     indirect: list[str] = field(default_factory=list)  # name-less questions from the registered rows' facts
     namesake_of: str | None = None
     kind: str = ""  # for namesakes: given / surname / near / one_edit
+    facts: dict = field(default_factory=dict)  # titles, city, year: what makes a question ambiguous
 
 
 def _title(rng: random.Random, used: set[str]) -> str:
@@ -225,7 +226,10 @@ def build_population(data: Path, seed: int) -> tuple[list[Person], list[Person],
     for a in range(0, len(tofu_rows), 20):
         rows = tofu_rows[a:a + 20]
         name = guess_subject([r["question"] for r in rows]) or f"tofu-{a // 20}"
-        tofu.append(Person(f"tofu{a // 20}", name, "tofu", rows))
+        titles = [t.strip(" ,.") for r in rows for t in _TITLE.findall(r["answer"])]
+        born = [m.group(1).split(",")[0] for r in rows for m in [_BORN_IN.search(r["answer"])] if m]
+        tofu.append(Person(f"tofu{a // 20}", name, "tofu", rows,
+                           facts={"books": titles, "city": born[0] if born else None, "year": None}))
     dragon = []
     for i, line in enumerate((data / "dragon" / "fake_author_profiles.jsonl").read_text().splitlines()):
         if not line.strip():
@@ -235,7 +239,7 @@ def build_population(data: Path, seed: int) -> tuple[list[Person], list[Person],
              "books": (p["books"] + [_title(rng, used_titles) for _ in range(3)])[:3],
              "fprof": rng.choice(PROFESSIONS), "mprof": rng.choice(PROFESSIONS)}
         rows, ind = templated(p["name"], f, rng)
-        dragon.append(Person(f"dragon{i}", p["name"], "dragon", rows, ind))
+        dragon.append(Person(f"dragon{i}", p["name"], "dragon", rows, ind, facts=f))
     taken = {p.name.lower() for p in tofu + dragon}
     swap_tokens = {t.lower() for n in _SWAP_NAMES for t in n.split()}
 
@@ -251,8 +255,9 @@ def build_population(data: Path, seed: int) -> tuple[list[Person], list[Person],
             if name.lower() in taken or any(t.lower() in swap_tokens for t in name.split()):
                 continue
             taken.add(name.lower())
-            rows, ind = templated(name, _facts(rng, used_titles), rng)
-            out.append(Person(f"{tag}{len(out)}", name, "generated", rows, ind))
+            f = _facts(rng, used_titles)
+            rows, ind = templated(name, f, rng)
+            out.append(Person(f"{tag}{len(out)}", name, "generated", rows, ind, facts=f))
         return out
 
     gen_people = gen(826, "gen")
@@ -279,10 +284,29 @@ def build_population(data: Path, seed: int) -> tuple[list[Person], list[Person],
         if name.lower() in taken or len(last) < 4:
             continue
         taken.add(name.lower())
-        rows, ind = templated(name, _facts(rng, used_titles), rng)
-        namesakes.append(Person(f"ns{len(namesakes)}", name, "namesake", rows, ind, namesake_of=p.pid, kind=kind))
+        f = _facts(rng, used_titles)
+        rows, ind = templated(name, f, rng)
+        namesakes.append(Person(f"ns{len(namesakes)}", name, "namesake", rows, ind, namesake_of=p.pid, kind=kind,
+                                facts=f))
     probes = gen(20, "probe")
     return forgettable, never, namesakes, probes
+
+
+def ambiguous(question: str, facts: list[dict], texts: set[str]) -> bool:
+    """Whether a question about someone not forgotten is also about a forgotten person: the same text,
+    a title of theirs, or their birthplace with their birth year (DRAGON's profiles repeat titles and
+    birthplaces; generated facts collide at scale)."""
+    low = question.lower()
+    if low in texts:
+        return True
+    quoted = {t.lower().strip(" ,.") for t in re.findall(r"'([^']{3,80})'", question)}
+    for f in facts:
+        if quoted & {b.lower() for b in f.get("books", [])}:
+            return True
+        city, year = f.get("city"), f.get("year")
+        if city and year and city.split(",")[0].lower() in low and str(year) in low:
+            return True
+    return False
 
 
 def split_rows(p: Person, n_reg: int, seed: int) -> tuple[list[dict], list[dict]]:
@@ -389,28 +413,43 @@ def evaluate(guard: Guard, emb: CachedEmbedder, forgotten: list[Person], never: 
         sets["indirect_forgotten"] = indirect_pos
         sets["indirect_others"] = indirect_neg
     sets.update(general)
+    facts = [p.facts for p in forgotten]
+    texts = {r["question"].lower() for p in forgotten for r in p.rows}
+    amb = {k: [ambiguous(q, facts, texts) for q in v] for k, v in sets.items()
+           if k.startswith(("others", "namesakes", "indirect_others"))}
     if args.eval_limit:
-        sets = {k: (rng.sample(v, args.eval_limit) if len(v) > args.eval_limit else v) for k, v in sets.items()}
+        keep = {k: sorted(rng.sample(range(len(v)), args.eval_limit)) if len(v) > args.eval_limit else list(range(len(v)))
+                for k, v in sets.items()}
+        sets = {k: [v[i] for i in keep[k]] for k, v in sets.items()}
+        amb = {k: [v[i] for i in keep[k]] for k, v in amb.items()}
     out: dict = {}
     dets_by: dict[str, list] = {}
     for k, qs in sets.items():
         dets_by[k] = guard.detect_many(qs)
         out[k] = _rates(dets_by[k], tau)
+        if k in amb:
+            out[k]["n_ambiguous"] = sum(amb[k])
+            out[k]["rate_unambiguous"] = _rates([d for d, a in zip(dets_by[k], amb[k], strict=True) if not a],
+                                                tau).get("rate")
     emb.save()
-    neg_people = [d for k in sets if k.startswith(("others", "namesakes_given", "namesakes_surname", "namesakes_near"))
-                  for d in dets_by[k]]
+    neg_keys = [k for k in sets if k.startswith(("others", "namesakes_given", "namesakes_surname", "namesakes_near"))]
+    neg_people = [d for k in neg_keys for d in dets_by[k]]
+    neg_clear = [d for k in neg_keys for d, a in zip(dets_by[k], amb[k], strict=True) if not a]
     general_d = [d for k in general for d in dets_by[k]]
     out["summary"] = {
         "tpr_unregistered": out["forgotten_unregistered"].get("rate"),
         "fpr_other_people": _rates(neg_people, tau).get("rate"),
+        "fpr_other_people_unambiguous": _rates(neg_clear, tau).get("rate"),
         "fpr_general": _rates(general_d, tau).get("rate"),
     }
     if args.answers:
         out["summary"]["tpr_indirect"] = out["indirect_forgotten"].get("rate")
         out["summary"]["fpr_indirect_others"] = out["indirect_others"].get("rate")
+        out["summary"]["fpr_indirect_others_unambiguous"] = out["indirect_others"].get("rate_unambiguous")
     out["worst_false_positives"] = sorted(
         ({"set": k, "query": q, **d.to_dict()} for k in sets if not k.startswith(("forgotten", "indirect_forgotten"))
-         for q, d in zip(sets[k], dets_by[k], strict=True) if d.score > tau),
+         for q, d, a in zip(sets[k], dets_by[k], amb.get(k, [False] * len(sets[k])), strict=True)
+         if d.score > tau and not a),
         key=lambda r: -r["score"])[:25]
     out["misses"] = [{"query": q, **d.to_dict()} for q, d in
                      zip(sets["forgotten_unregistered"], dets_by["forgotten_unregistered"], strict=True)
@@ -443,6 +482,7 @@ def main() -> None:
     ap.add_argument("--out", default="/tmp/lethe-results/scale.json")
     ap.add_argument("--plot", default=None)
     ap.add_argument("--label", default="")
+    ap.add_argument("--reeval", action="store_true", help="score again at sizes already done (store kept)")
     args = ap.parse_args()
     data = Path(args.data)
     work = Path(args.work)
@@ -464,6 +504,8 @@ def main() -> None:
     progress = work / "progress.json"
     state = json.loads(progress.read_text()) if progress.exists() else {"added": {}, "results": {}}
     results = state["results"]
+    if args.reeval:
+        results = state["results"] = {}
     for size in sizes:
         if str(size) in results:
             continue

@@ -46,7 +46,7 @@ from lethe.guard.concept import ConceptScorer
 from lethe.guard.concept import attach as attach_concept_scorer
 from lethe.guard.entities import EntityMatcher
 from lethe.guard.privacy import RequestVectors, decide
-from lethe.guard.scope import date_tokens, person_query
+from lethe.guard.scope import person_query, query_tokens
 from lethe.guard.scorer import SCORERS, Scorer
 from lethe.guard.views import PROBE_CHARS, decoded_views
 from lethe.store.base import CONCEPT_KINDS, NegativeSample, UnlearnStore
@@ -274,7 +274,9 @@ class Detector:
             matched: list[dict] = []
             q = self.matcher.tokens(text)
             hits = self.matcher.match(text, q)
-            scope_hits = self.matcher.match_scope(text, date_tokens(text), q, person_query(text))
+            extra = query_tokens(text)
+            scope_hits = self.matcher.match_scope(text, extra, q, person_query(text),
+                                                  query_genres=any(t.startswith("g") for t in extra))
             retrieved = list(dict.fromkeys(m.sample.request_id for m in matches[i]))
             dec = decide(emb[i], float(benign_sim[i]), retrieved, hits, scope_hits, vectors, q, self.config)
             best = matches[i][0] if matches[i] else None

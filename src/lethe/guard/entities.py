@@ -52,11 +52,14 @@ MIN_FREE_FUZZY_LEN = 6  # a fuzzy match without an exactly matched neighbour nee
 COMMON_ZIPF = 3.0  # query tokens at least this frequent in English are never matched fuzzily
 FULL, SURNAME, GIVEN = 1.0, 0.6, 0.25
 OTHER_PERSON_DAMPING = 0.2  # factor on a partial match when the query names someone else
+GENRE_CONTRADICTION = 0.4  # factor on scope evidence when the query names a genre the request lacks
+_KIND_GROUP = {"year": "date", "title1": "title"}
 _FUZZY_DISCOUNT = 0.9
 _NAME_STOP = {"the", "of", "and", "de", "la", "van", "von", "der", "da", "di", "le", "al", "el", "bin", "ibn"}
 _HONORIFICS = {"mr", "mrs", "ms", "miss", "dr", "prof", "professor", "sir", "dame", "lady", "lord", "author",
                "writer", "novelist", "poet", "saint", "st", "madam", "madame", "mx", "señor", "senor"}
 _TOKEN = re.compile(r"[A-Za-z0-9]+")
+_WORD = re.compile(r"[A-Za-z0-9]+(?:[-'][A-Za-z0-9]+)*")
 _SENT_END = re.compile(r"[.?!:;\"“”(]\s*$")
 
 
@@ -141,6 +144,7 @@ class EntityMatcher:
         self._df: Counter[str] = Counter()  # name-token hash -> live requests holding it
         self._scope_df: Counter[str] = Counter()  # scope signature -> live requests holding it
         self._scope_by_tok: dict[str, list[int]] = defaultdict(list)  # first token hash -> scope entries
+        self._genres: dict[str, int] = {}  # request -> number of genre records
 
     def set_entries(self, entries: list[tuple[str, dict]]) -> None:
         self._entries = [(rid, rec) for rid, rec in entries if rec.get("tokens")]
@@ -149,6 +153,7 @@ class EntityMatcher:
         self._df.clear()
         self._scope_df.clear()
         self._scope_by_tok.clear()
+        self._genres.clear()
         name_seen: set[tuple[str, str]] = set()
         scope_seen: set[tuple[str, str]] = set()
         for i, (rid, rec) in enumerate(self._entries):
@@ -162,6 +167,8 @@ class EntityMatcher:
                         self._df[t["h"]] += 1
             else:
                 sig = "|".join(sorted(rec["tokens"]))
+                if rec.get("kind") == "genre":
+                    self._genres[rid] = self._genres.get(rid, 0) + 1
                 if (rid, sig) not in scope_seen:
                     scope_seen.add((rid, sig))
                     self._scope_df[sig] += 1
@@ -174,15 +181,16 @@ class EntityMatcher:
     def tokens(self, text: str) -> QueryTokens:
         text = normalize(despace_letters(text))
         toks, name_like = [], []
-        for m in _TOKEN.finditer(text):
-            raw = m.group(0)
-            low = raw.lower()
-            start = m.start() == 0 or bool(_SENT_END.search(text[: m.start()]))
-            z = zipf(low)
-            like = len(low) >= 2 and low not in _HONORIFICS and not low.isdigit() and (
-                (raw[0].isupper() and ((not start and z < 5.0) or z < COMMON_ZIPF)) or (not raw[0].isupper() and z == 0.0))
-            toks.append(low)
-            name_like.append(like)
+        for w in _WORD.finditer(text):  # a hyphenated word ("Seo-yeon") is capitalised as a whole
+            cap = w.group(0)[0].isupper()
+            start = w.start() == 0 or bool(_SENT_END.search(text[: w.start()]))
+            for m in _TOKEN.finditer(w.group(0)):
+                low = m.group(0).lower()
+                z = zipf(low)
+                like = len(low) >= 2 and low not in _HONORIFICS and not low.isdigit() and (
+                    (cap and ((not start and z < 5.0) or z < COMMON_ZIPF)) or (not cap and z == 0.0))
+                toks.append(low)
+                name_like.append(like)
         return QueryTokens(toks, [_h(self.key, t) for t in toks], name_like)
 
     def match(self, text: str, q: QueryTokens | None = None) -> list[EntityHit]:
@@ -254,8 +262,11 @@ class EntityMatcher:
         return EntityHit(rid, score, n, total, fuzzy, other)
 
     def match_scope(self, text: str, extra_tokens: list[str] | None = None, q: QueryTokens | None = None,
-                    person_query: bool = False) -> list[ScopeHit]:
-        """Scope hits per request: salient entities of the request that the query names (all their tokens)."""
+                    person_query: bool = False, query_genres: bool = False) -> list[ScopeHit]:
+        """Scope hits per request: salient entities of the request that the query names (all their tokens).
+
+        ``extra_tokens``: the query's canonical date tokens and genre tokens (``lethe.guard.scope``);
+        ``query_genres``: whether the query names a genre at all."""
         if not self._scope_by_tok:
             return []
         q = q or self.tokens(text)
@@ -272,8 +283,13 @@ class EntityMatcher:
         hits = []
         for rid, recs in by_rid.items():
             ws = [w for w, _ in recs.values()]
-            boost = (1.5 if person_query else 1.0) * (1.6 if len(ws) >= 2 else 1.0)
+            groups = {_KIND_GROUP.get(k, k) for _, k in recs.values()}
+            # two facts of different kinds (a place and a year, a title and a prize) are far more
+            # specific than either; two places ("Astana", "Kazakhstan") are one fact
+            boost = (1.5 if person_query else 1.0) * (2.0 if len(groups - {"genre"}) >= 2 else 1.0)
             score = 1.0 - math.prod(1.0 - min(0.95, w * boost) for w in ws)
+            if query_genres and "genre" not in groups and self._genres.get(rid):
+                score *= GENRE_CONTRADICTION  # the query names a genre, and not this person's
             hits.append(ScopeHit(rid, score, sorted(k for _, k in recs.values())))
         return sorted(hits, key=lambda h: -h.score)
 

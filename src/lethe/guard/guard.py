@@ -222,8 +222,8 @@ class Guard:
                       progress: bool = False, kind: str = "privacy") -> tuple[list[str], list[str], list[str]]:
         """(rewrites, augmentations, hard negatives) of normalised forget prompts.
 
-        Hard negatives are the same questions about someone else: for privacy requests one name swap per
-        rewrite and augmentation plus one entity swap (other title, place, prize or year) per rewrite, so
+        Hard negatives are the same questions about someone else: for privacy requests two name swaps and
+        one entity swap (other title, place, prize or year) per rewrite, so
         the per-request similarity test can tell the subject of a question from its shape; concept
         requests keep two name swaps per text (scorer negatives)."""
         rw = REWRITERS.create(rewriter, backend=self.backend) if rewriter == "llm" else REWRITERS.create(rewriter)
@@ -239,7 +239,7 @@ class Guard:
         rng = random.Random(seed)
         if kind != "privacy":
             return rewrites, aug, _name_swaps(rewrites + aug, names, rng, per_text=2)
-        hard = _name_swaps(rewrites + aug, names, rng, per_text=1)
+        hard = _name_swaps(rewrites, names, rng, per_text=2)
         hard += [t for t in (swap_entities(r, rng) for r in rewrites) if t]
         return rewrites, aug, list(dict.fromkeys(hard))
 

@@ -33,7 +33,17 @@ from lethe.text import FUNCTION_WORDS, fold
 
 # base weight of one matched entity, before rarity (the detector fuses them with a noisy-OR)
 KIND_WEIGHTS = {"title": 0.85, "title1": 0.5, "prize": 0.55, "place": 0.45, "date": 0.7, "year": 0.25,
-                "person": 0.6, "phrase": 0.4}
+                "person": 0.6, "phrase": 0.4, "genre": 0.2}
+# literary genres, matched as canonical tokens (``g`` + words): weak evidence alone, and a query naming
+# a genre the request does not hold is evidence against it (``EntityMatcher.match_scope``)
+GENRES = ("magical realism", "science fiction", "historical fiction", "literary fiction", "crime fiction",
+          "true crime", "children's literature", "travel writing", "political thriller", "young adult",
+          "dystopian", "cyberpunk", "steampunk", "fantasy", "horror", "romance", "poetry", "memoir", "biography",
+          "mystery", "thriller", "satire", "drama", "comedy", "western", "noir", "gothic", "humor", "erotica",
+          "philosophy", "self-help", "autobiography", "urban fiction", "chick lit", "war", "epic", "folklore",
+          "mythology", "adventure", "lgbtq", "holocaust literature", "short stories", "essays", "screenwriting")
+_GENRE_RE = re.compile(r"\b(" + "|".join(re.escape(g).replace("\\ ", r"\s+") for g in sorted(GENRES, key=len, reverse=True))
+                       + r")(?:s|\b)", re.IGNORECASE)
 _MONTHS = {m: i + 1 for i, m in enumerate(
     ["january", "february", "march", "april", "may", "june", "july", "august", "september", "october",
      "november", "december"])}
@@ -64,6 +74,16 @@ _PERSON_QUERY = re.compile(
 def person_query(text: str) -> bool:
     """Whether the query asks about a person ("who ...", "which author ...", "name the writer ...")."""
     return bool(_PERSON_QUERY.search(fold(text)))
+
+
+def genre_tokens(text: str) -> list[str]:
+    """Canonical genre tokens (``gscience_fiction``) of a text."""
+    return list(dict.fromkeys("g" + re.sub(r"\W+", "_", m.group(1).lower()) for m in _GENRE_RE.finditer(text)))
+
+
+def query_tokens(text: str) -> list[str]:
+    """The canonical extra tokens a query is matched with: dates, years and genres."""
+    return date_tokens(text) + genre_tokens(text)
 
 
 def date_tokens(text: str) -> list[str]:
@@ -108,6 +128,7 @@ def salient_entities(text: str, exclude: set[str] | None = None) -> list[tuple[s
             add("title", s.strip(" ,."), m.start(), m.end())
     for tok in date_tokens(text):
         out.append(("date" if tok.startswith("d") else "year", [tok]))
+    out += [("genre", [tok]) for tok in genre_tokens(text)]
     for m in _CAP_RUN.finditer(text):
         if any(a <= m.start() < b for a, b in spans):
             continue
@@ -126,6 +147,8 @@ def salient_entities(text: str, exclude: set[str] | None = None) -> list[tuple[s
         # "Santiago, Chile": the place is the city, the country is optional in a query
         after = text[m.end():m.end() + 3]
         before = text[max(0, m.start() - 9):m.start()].lower()
+        if re.search(r"[A-Za-z], $", text[max(0, m.start() - 3):m.start()]) and spans and spans[-1][1] >= m.start() - 2:
+            continue  # the country of "Santiago, Chile": part of the place just added
         if re.match(r", [A-Z]", after) and len(words) <= 3 or re.search(r"\b(?:in|from|near)\s+$", before):
             add("place", surface, m.start(), m.end())
         elif len(words) >= 2:
