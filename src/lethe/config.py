@@ -30,6 +30,7 @@ from pydantic import (
 )
 
 from lethe.errors import ConfigError
+from lethe.registry import check_kind
 
 Placement = Literal["system", "user_prefix", "assistant_prefill"]
 
@@ -49,9 +50,9 @@ class Section(BaseModel):
 class BackendConfig(Section):
     """Which chat model sits behind the guard."""
 
-    kind: Literal["llamacpp", "openai", "hf"] = Field(
-        "llamacpp", description="llamacpp (GGUF path or the built-in default name), openai (any "
-        "OpenAI-compatible endpoint), hf (transformers hub id or folder)")
+    kind: str = Field(
+        "llamacpp", description="a backend kind of lethe.backends.BACKENDS: llamacpp (GGUF path or a built-in "
+        "model name), openai (any OpenAI-compatible endpoint), hf (transformers hub id or folder), or one you register")
     model: str = Field(DEFAULT_MODEL, description="model name, GGUF path, hub id or folder")
     base_url: str | None = Field(None, description="openai: the endpoint, e.g. http://vllm:8000/v1")
     api_key_env: str = Field("OPENAI_API_KEY", description="openai: environment variable holding the API key")
@@ -71,6 +72,11 @@ class BackendConfig(Section):
     seed: int = Field(0, description="sampling seed")
     timeout_s: float = Field(60.0, gt=0, description="openai: per-request timeout")
 
+
+    @field_validator("kind")
+    @classmethod
+    def _registered(cls, kind: str) -> str:
+        return check_kind("backend", kind)
 
 class DetectorConfig(Section):
     """The DRAGON detector: entity matching, similarity and the scorer fused into one confidence."""
@@ -105,11 +111,17 @@ class DetectorConfig(Section):
 class GuiderConfig(Section):
     """How the guard reasons about an in-scope query before the model answers."""
 
-    kind: Literal["llm", "template", "trained"] = Field("template", description="llm, template or trained")
+    kind: str = Field("template", description="a guider kind of lethe.guard.guider.GUIDERS: template, llm, "
+                      "trained, or one you register")
     adapter_path: str | None = Field(None, description="trained: the guider adapter from `lethe guider train`")
     max_tokens: int = Field(160, gt=0, description="llm/trained: length of the reasoning")
     temperature: float = Field(0.0, ge=0.0, description="llm/trained: sampling temperature")
 
+
+    @field_validator("kind")
+    @classmethod
+    def _registered(cls, kind: str) -> str:
+        return check_kind("guider", kind)
 
 class InterventionConfig(Section):
     """Where the guidance goes in the conversation sent upstream."""
@@ -165,11 +177,7 @@ class StoreConfig(Section):
     @field_validator("kind")
     @classmethod
     def _registered(cls, kind: str) -> str:
-        from lethe.store import STORES
-
-        if kind not in STORES:
-            raise ValueError(f"unknown store kind '{kind}' (registered: {', '.join(STORES.names())})")
-        return kind
+        return check_kind("store", kind)
 
 
 class ServeConfig(Section):
@@ -210,6 +218,12 @@ class ServeConfig(Section):
     default_rewriter: Literal["llm", "rule"] = Field("llm", description="rewriter of POST /admin/forget when the "
                                                      "request names none")
     audit_log: str | None = Field(None, description="JSONL audit log path (default <home>/audit.jsonl)")
+
+    # rate limits (429 with Retry-After; per replica, in memory)
+    rate_limit_per_key: float = Field(0.0, ge=0, description="requests per minute per accepted API key (0 = off)")
+    rate_limit_per_client: float = Field(0.0, ge=0, description="requests per minute per client address (0 = off)")
+    rate_limit_burst: int | None = Field(None, ge=1, description="requests a bucket holds (default: 10 s worth "
+                                         "of the rate)")
 
 
 # keys of the ``serve:`` section that moved to the ``store:`` section (read as aliases)

@@ -19,11 +19,15 @@ from lethe.errors import ConfigError
 
 T = TypeVar("T")
 
+REGISTRIES: dict[str, Registry] = {}
+"""Every registry by the kind of part it holds ("backend", "store", ...), for configuration checks."""
+
 
 class Registry(Generic[T]):
     def __init__(self, kind: str) -> None:
         self.kind = kind
         self._items: dict[str, type[T]] = {}
+        REGISTRIES[kind] = self
 
     def register(self, name: str) -> Callable[[type[T]], type[T]]:
         def deco(cls: type[T]) -> type[T]:
@@ -66,3 +70,15 @@ def import_submodules(package: str) -> list[str]:
             importlib.import_module(f"{package}.{info.name}")
             names.append(info.name)
     return names
+
+
+def check_kind(registry: str, kind: str) -> str:
+    """``kind`` if it is registered in the named registry (configuration validators call this).
+
+    Lower layers (the configuration) check kinds without importing the packages that define them:
+    once those packages are imported (``import lethe`` imports them all) the registry is here; a
+    registry not created yet defers the check to the moment the part is built."""
+    reg = REGISTRIES.get(registry)
+    if reg is not None and kind not in reg:
+        raise ValueError(f"unknown {registry} kind '{kind}' (registered: {', '.join(reg.names()) or 'none'})")
+    return kind
