@@ -42,6 +42,7 @@ from lethe.errors import BackendError, EmptyStoreError, LetheError
 from lethe.serving import schemas as S
 from lethe.serving.auth import KeySet, bearer, fingerprint
 from lethe.serving.observability import AuditLog, Metrics
+from lethe.serving.ratelimit import Buckets, retry_after
 from lethe.serving.settings import ServeSettings
 
 log = logging.getLogger("lethe.serving")
@@ -74,8 +75,29 @@ def _loc(loc: tuple | list) -> str:
 
 
 _RESPONSES: dict[int | str, dict[str, Any]] = {
-    c: {"model": S.ErrorResponse} for c in (400, 401, 403, 404, 413, 422, 502, 503, 504)
+    c: {"model": S.ErrorResponse} for c in (400, 401, 403, 404, 413, 422, 429, 502, 503, 504)
 }
+
+
+def _upstream_summary(exc: BaseException) -> str:
+    """What a client may learn of an upstream failure: its HTTP status or the error's class, never
+    its text (which can carry internal hosts, paths or the upstream's own messages)."""
+    for e in (exc, exc.__cause__, exc.__context__):
+        status = getattr(e, "status_code", None) or getattr(getattr(e, "response", None), "status_code", None)
+        if isinstance(status, int):
+            return f"HTTP {status}"
+    inner = exc.__cause__ or exc.__context__
+    return type(inner if isinstance(exc, BackendError) and inner is not None else exc).__name__
+
+
+def _bad_unicode(texts: list[tuple[str, str]]) -> str | None:
+    """The field of the first text that cannot be encoded as UTF-8 (a lone surrogate), or None."""
+    for param, text in texts:
+        try:
+            text.encode("utf-8")
+        except UnicodeEncodeError:
+            return param
+    return None
 
 
 # -- guard access ------------------------------------------------------------------------
@@ -140,6 +162,12 @@ class Service:
         self._factory: Callable[[], Any] | None = None if self.guard is not None else guard_or_factory
         self.load_error: str | None = None
         self.limiter = anyio.CapacityLimiter(settings.threads)
+        self.rate_key = Buckets(settings.rate_limit_per_key, settings.rate_limit_burst)
+        self.rate_client = Buckets(settings.rate_limit_per_client, settings.rate_limit_burst)
+        from prometheus_client import Counter
+
+        self.rate_limited = Counter("lethe_rate_limited", "requests refused with 429", ["scope"],
+                                    registry=self.metrics.registry)
         self.started = int(time.time())
         self._loader: threading.Thread | None = None
 
@@ -174,9 +202,15 @@ class Service:
             except Exception:
                 log.exception("closing the guard failed")
 
+    @property
+    def load_error_type(self) -> str | None:
+        """The class of the load error: what unauthenticated clients may see (the message can hold paths)."""
+        return self.load_error.split(":", 1)[0] if self.load_error else None
+
     def require_guard(self) -> Any:
         if self.guard is None:
-            detail = f"guard failed to load: {self.load_error}" if self.load_error else "guard is still loading"
+            detail = (f"the guard failed to load ({self.load_error_type}; see the server log)" if self.load_error
+                      else "guard is still loading")
             raise ApiError(503, detail, "api_error", code="not_ready", headers={"retry-after": "5"})
         return self.guard
 
@@ -231,11 +265,15 @@ class Service:
         )
 
     def headers(self, plan: _Plan, request_id: str) -> dict[str, str]:
+        failed = plan.decision.startswith("fail_")
         h = {
             "x-lethe-request-id": request_id,
-            "x-lethe-triggered": "true" if plan.triggered else "false",
+            # a failed guard decided nothing: "unknown", and the mode it failed in says what was done
+            "x-lethe-triggered": "unknown" if failed else "true" if plan.triggered else "false",
             "x-lethe-decision": plan.decision,
         }
+        if failed:
+            h["x-lethe-fail-mode"] = plan.decision[5:]
         if plan.score is not None:
             h["x-lethe-score"] = f"{plan.score:.4f}"
         if plan.policy:
@@ -256,8 +294,31 @@ class Service:
             log.error("upstream timed out")
             return ApiError(504, "the upstream model timed out", "timeout", code="upstream_timeout")
         msg = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
-        log.error("upstream failed: %s", msg)
-        return ApiError(502, f"the upstream model failed: {msg}"[:500], "api_error", code="upstream_error")
+        log.error("upstream failed: %s", msg)  # the text stays in the server log
+        return ApiError(502, f"the upstream model failed ({_upstream_summary(exc)}; see the server log)",
+                        "api_error", code="upstream_error")
+
+    def rate_limit(self, scope: dict, route: str) -> JSONResponse | None:
+        """429 when the request's API key or client address has used up its bucket (``ratelimit``)."""
+        if route in ("/healthz", "/readyz", "/metrics") or not (self.rate_key.enabled or self.rate_client.enabled):
+            return None
+        key = bearer(dict(scope.get("headers", [])).get(b"authorization", b"").decode("latin-1") or None)
+        checks = []
+        if key and self.rate_key.enabled and (self.admin_keys.check(key) or self.client_keys.check(key)):
+            checks.append(("key", self.rate_key, fingerprint(key)))
+        client = scope.get("client")
+        if self.rate_client.enabled:
+            checks.append(("client", self.rate_client, client[0] if client else "unknown"))
+        for name, buckets, ident in checks:
+            wait = buckets.take(ident)
+            if wait > 0:
+                self.rate_limited.labels(name).inc()
+                what = "this API key" if name == "key" else "this client address"
+                return _error_response(ApiError(429, f"rate limit exceeded for {what}; retry after "
+                                                f"{retry_after(wait)} s", "rate_limit_error",
+                                                code="rate_limit_exceeded",
+                                                headers={"retry-after": retry_after(wait)}))
+        return None
 
 
 # -- ASGI middleware: request id, body limit, metrics --------------------------------------
@@ -329,7 +390,10 @@ class _Middleware:
                     return await receive()
 
         try:
-            if too_big:
+            limited = self.svc.rate_limit(scope, route)
+            if limited is not None:
+                await limited(scope, downstream_receive, send_wrapper)
+            elif too_big:
                 resp = _error_response(ApiError(413, f"request body larger than {limit} bytes",
                                                 param="body", code="body_too_large"))
                 await resp(scope, downstream_receive, send_wrapper)
@@ -372,6 +436,9 @@ def create_app(guard_or_factory: Any, settings: ServeSettings | None = None) -> 
             return _error_response(ApiError(400, f"malformed JSON body: {detail}", param="body",
                                             code="invalid_json"))
         param = _loc(first.get("loc", ()))
+        if first.get("type") == "string_unicode":  # a lone surrogate: the client's encoding, not a schema error
+            return _error_response(ApiError(400, f"'{param}' holds text that is not valid Unicode (a lone "
+                                            "surrogate)", param=param, code="invalid_encoding"))
         msg = str(first.get("msg", "invalid value"))
         return _error_response(ApiError(422, f"invalid '{param}': {msg}", param=param, code="invalid_value"))
 
@@ -380,6 +447,11 @@ def create_app(guard_or_factory: Any, settings: ServeSettings | None = None) -> 
         type_ = "invalid_request_error" if exc.status_code < 500 else "api_error"
         return JSONResponse(error_body(str(exc.detail), type_), status_code=exc.status_code,
                             headers=getattr(exc, "headers", None))
+
+    @app.exception_handler(UnicodeError)
+    async def _encoding(request: Request, exc: UnicodeError) -> JSONResponse:
+        return _error_response(ApiError(400, "the request holds text that is not valid Unicode (e.g. a lone "
+                                        "surrogate)", code="invalid_encoding"))
 
     @app.exception_handler(LetheError)
     async def _lethe(request: Request, exc: LetheError) -> JSONResponse:
@@ -405,17 +477,25 @@ def create_app(guard_or_factory: Any, settings: ServeSettings | None = None) -> 
             raise ApiError(401, "invalid API key", "authentication_error", code="invalid_api_key")
 
     def admin_auth(request: Request, cred: HTTPAuthorizationCredentials | None = Depends(bearer_scheme)) -> str:
-        if not svc.admin_keys.enabled:
-            raise ApiError(403, f"the admin API is disabled: set {settings.admin_key_env} or admin_key_file",
-                           "permission_error", code="admin_disabled")
         key = bearer(request.headers.get("authorization"))
+
+        def denied(status: int, message: str, type_: str, code: str) -> ApiError:
+            # every refused admin call is audited: who (key fingerprint or anonymous), from where, why
+            svc.metrics.admin.labels("auth", code).inc()
+            svc.audit.write("auth.admin", fingerprint(key) if key else "anonymous", _client(request), "denied",
+                            error=code, status=status)
+            return ApiError(status, message, type_, code=code)
+
+        if not svc.admin_keys.enabled:
+            raise denied(403, f"the admin API is disabled: set {settings.admin_key_env} or admin_key_file",
+                         "permission_error", "admin_disabled")
         if key is None:
-            raise ApiError(401, "missing admin key: send 'Authorization: Bearer <admin key>'",
-                           "authentication_error", code="missing_api_key")
+            raise denied(401, "missing admin key: send 'Authorization: Bearer <admin key>'",
+                         "authentication_error", "missing_api_key")
         if not svc.admin_keys.check(key):
             if svc.client_keys.enabled and svc.client_keys.check(key):
-                raise ApiError(403, "this key may not use the admin API", "permission_error", code="forbidden")
-            raise ApiError(401, "invalid admin key", "authentication_error", code="invalid_api_key")
+                raise denied(403, "this key may not use the admin API", "permission_error", "forbidden")
+            raise denied(401, "invalid admin key", "authentication_error", "invalid_api_key")
         return fingerprint(key)
 
     # -- health ----------------------------------------------------------------------
@@ -426,8 +506,10 @@ def create_app(guard_or_factory: Any, settings: ServeSettings | None = None) -> 
     @app.get("/readyz", tags=["ops"], responses=_RESPONSES)
     async def readyz() -> JSONResponse:
         if svc.guard is None:
-            state = "error" if svc.load_error else "loading"
-            return JSONResponse({"status": state, "detail": svc.load_error}, status_code=503)
+            if svc.load_error:  # the message (paths, hosts) stays in the server log
+                return JSONResponse({"status": "error", "error": svc.load_error_type,
+                                     "detail": "the guard failed to load; see the server log"}, status_code=503)
+            return JSONResponse({"status": "loading", "detail": None}, status_code=503)
         store = getattr(svc.guard, "store", None)
         ping = getattr(store, "ping", None)
         if callable(ping) and not await svc.run(ping):
@@ -569,6 +651,12 @@ def create_app(guard_or_factory: Any, settings: ServeSettings | None = None) -> 
     async def chat_completions(request: Request, req: S.ChatCompletionRequest) -> Response:
         rid = request.scope["state"]["request_id"]
         max_tokens = _check_limits(req)
+        bad = _bad_unicode([(f"messages.{i}.content", m.text()) for i, m in enumerate(req.messages)]
+                           + [(f"messages.{i}", json.dumps(m.model_dump(), ensure_ascii=False))
+                              for i, m in enumerate(req.messages)])
+        if bad is not None:
+            raise ApiError(400, f"'{bad}' holds text that is not valid Unicode (a lone surrogate)", param=bad,
+                           code="invalid_encoding")
         messages = [{"role": "system" if m.role == "developer" else m.role, "content": m.text()}
                     for m in req.messages]
         stop = [req.stop] if isinstance(req.stop, str) else req.stop
