@@ -65,7 +65,7 @@ def test_registered_and_roundtrip(schema, tmp_path):
     key = KeySource(env=None, file=tmp_path / "store.key")
     s = PostgresStore(DSN, dim=DIM, schema=schema, key=key)
     try:
-        assert s.schema_version() == 2 and s.ping()
+        assert s.schema_version() == 3 and s.ping()
         req, samples = _request(1)
         assert s.add_request(req, samples) == req.id
         got = s.get_request(req.id)
@@ -87,7 +87,7 @@ def test_registered_and_roundtrip(schema, tmp_path):
         s.close()
     again = PostgresStore(DSN, dim=DIM, schema=schema, listen=False, key=key)  # migrations are idempotent
     try:
-        assert again.secret() == secret and again.schema_version() == 2
+        assert again.secret() == secret and again.schema_version() == 3
         # the key lives in the key file (owner-only), never in the database
         assert (tmp_path / "store.key").stat().st_mode & 0o777 == 0o600
         assert {r[0] for r in again._read("SELECT key FROM {s}.meta")} == {"dim", "key_check"}
@@ -118,7 +118,7 @@ def test_concurrent_first_open_runs_migrations_once(schema, tmp_path):
     assert not errors and len(stores) == 4
     assert len({s.secret() for s in stores}) == 1  # one key file, created once
     rows = stores[0]._read("SELECT version FROM {s}.migrations ORDER BY version")
-    assert [r[0] for r in rows] == [1, 2]
+    assert [r[0] for r in rows] == [1, 2, 3]
     for s in stores:
         s.close()
 

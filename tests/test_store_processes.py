@@ -79,7 +79,7 @@ def test_another_process_add_and_revoke_reach_subscribers_without_traffic(tmp_pa
     try:
         for seed in range(3):
             rid = writer.ask(f"add {seed}")
-            until(lambda rid=rid: rid in store._by_request, 1.0)  # no read by this process meanwhile
+            until(lambda rid=rid: store.live_here(rid), 1.0)  # no read by this process meanwhile
             assert events[-1] == 1
             assert store.search(_vec(seed)[None], k=1)[0][0].sample.request_id == rid
             assert writer.ask(f"revoke {rid}") == "True"

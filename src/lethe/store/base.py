@@ -12,7 +12,7 @@ import logging
 import time
 import uuid
 from abc import ABC, abstractmethod
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Literal
@@ -95,6 +95,17 @@ class UnlearnStore(ABC):
 
     @abstractmethod
     def samples(self, live_only: bool = True) -> list[NegativeSample]: ...
+
+    def samples_of(self, request_ids: Iterable[str]) -> list[NegativeSample]:
+        """All samples (hard negatives included) of the given requests; backends answer from an index on
+        the request id instead of reading every sample."""
+        wanted = set(request_ids)
+        return [s for s in self.samples(live_only=False) if s.request_id in wanted]
+
+    def add_requests(self, items: Iterable[tuple[ForgetRequest, list[NegativeSample]]]) -> list[str]:
+        """Add many requests (imports, benchmarks); each request is still all-or-nothing. Backends batch
+        the inserts."""
+        return [self.add_request(req, samples) for req, samples in items]
 
     @abstractmethod
     def search(self, embeddings: np.ndarray, k: int = 5) -> list[list[Match]]:

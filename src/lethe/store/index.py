@@ -1,16 +1,28 @@
-"""In-memory vector index over the live positive samples.
+"""The vector index over a store's live positive samples: usearch HNSW, quantised, persistable.
 
 usearch rather than FAISS: it removes vectors by key (a revoke is one call, no
-``IndexIDMap`` wrapper, no rebuild), ships as a small self-contained wheel, and offers
-exact search for the small stores typical of unlearning (a few thousand vectors) with
-HNSW for large ones.
+``IndexIDMap`` wrapper, no rebuild), reuses the freed slots on later adds, saves and
+restores an index as one file, and ships as a small self-contained wheel. The graph is
+HNSW (Malkov & Yashunin, "Efficient and robust approximate nearest neighbor search using
+Hierarchical Navigable Small World graphs", TPAMI 2018); small indexes are searched
+exactly. Vectors are kept as int8 by default (:mod:`lethe.store.codec`).
+
+Saving does not stop the index: while the file is written, adds go to a small side table
+searched exactly and removals to a tombstone set, both folded in when the write ends.
 """
 
 from __future__ import annotations
 
+import os
 import threading
+import zlib
+from dataclasses import dataclass, fields
+from pathlib import Path
 
 import numpy as np
+
+from lethe.errors import StoreError
+from lethe.store.codec import INDEX_DTYPES, for_index
 
 try:  # onnxruntime must be loaded before usearch's extension module: the other order crashes the
     import onnxruntime  # noqa: F401  process when onnxruntime is imported later (usearch 2.26, onnxruntime 1.32)
@@ -18,46 +30,256 @@ except ImportError:  # the embedder then runs on torch
     pass
 from usearch.index import Index  # noqa: E402
 
+_NO_KEY = 2**64 - 1
+_NP_DTYPE = {"i8": np.int8, "f16": np.float16, "f32": np.float32}
+
+
+class IndexFileError(StoreError):
+    """A persisted index that cannot be used (missing, stale, corrupt, other parameters)."""
+
+
+@dataclass(frozen=True)
+class IndexParams:
+    """How the index is built and searched (``store.options.index`` in ``guard.yaml``).
+
+    ``dtype``: scalar type of the indexed vectors (i8, f16, f32). ``connectivity``,
+    ``expansion_add``, ``expansion_search``: HNSW's M, efConstruction and ef (search
+    breadth; higher is slower and closer to exact). ``exact_below``: search exactly while
+    the index holds fewer vectors. ``threads``: threads for bulk adds (0: all cores).
+    """
+
+    dtype: str = "i8"
+    connectivity: int = 32
+    expansion_add: int = 128
+    expansion_search: int = 128
+    exact_below: int = 20_000
+    threads: int = 0
+
+    def __post_init__(self) -> None:
+        if self.dtype not in INDEX_DTYPES:
+            raise StoreError(f"unknown index dtype '{self.dtype}' (use one of: {', '.join(INDEX_DTYPES)})")
+        for name in ("connectivity", "expansion_add", "expansion_search"):
+            if int(getattr(self, name)) < 2:
+                raise StoreError(f"index {name} must be at least 2")
+
+    @classmethod
+    def of(cls, value: IndexParams | dict | None) -> IndexParams:
+        if value is None:
+            return cls()
+        if isinstance(value, cls):
+            return value
+        known = {f.name for f in fields(cls)}
+        unknown = set(value) - known
+        if unknown:
+            raise StoreError(f"unknown index option(s) {', '.join(sorted(unknown))} (known: {', '.join(sorted(known))})")
+        return cls(**value)
+
+    def build_key(self) -> dict:
+        """What a persisted index must share with these parameters to be reused."""
+        return {"dtype": self.dtype, "connectivity": self.connectivity, "expansion_add": self.expansion_add}
+
+
+def file_crc32(path: Path, chunk: int = 1 << 23) -> int:
+    crc = 0
+    with open(path, "rb") as f:
+        while block := f.read(chunk):
+            crc = zlib.crc32(block, crc)
+    return crc
+
+
+def fsync_dir(path: Path) -> None:
+    if os.name != "posix":
+        return
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
 
 class VectorIndex:
-    def __init__(self, dim: int, exact_below: int = 50_000) -> None:
+    """Keyed vectors (uint64 keys) with cosine search; thread-safe."""
+
+    def __init__(self, dim: int, params: IndexParams | dict | None = None, _index: Index | None = None) -> None:
         self.dim = dim
-        self.exact_below = exact_below
-        self._index = Index(ndim=dim, metric="cos", dtype="f32")
-        self._lock = threading.RLock()
+        self.params = IndexParams.of(params)
+        self._index = _index if _index is not None else self._new()
+        self._index.expansion_search = self.params.expansion_search
+        self._lock = threading.RLock()  # structures below
+        self._search_lock = threading.Lock()  # usearch searches and writes to the graph
+        self._frozen = False  # a save is reading the graph: writes go to the side table / tombstones
+        self._side: dict[int, np.ndarray] = {}
+        self._tomb: set[int] = set()
+
+    def _new(self) -> Index:
+        p = self.params
+        return Index(ndim=self.dim, metric="cos", dtype=p.dtype, connectivity=p.connectivity,
+                     expansion_add=p.expansion_add, expansion_search=p.expansion_search)
+
+    @property
+    def dtype(self) -> np.dtype:
+        return np.dtype(_NP_DTYPE[self.params.dtype])
 
     def __len__(self) -> int:
-        return len(self._index)
+        with self._lock:
+            return len(self._index) + len(self._side) - len(self._tomb)
 
-    def add(self, keys: list[int], vectors: np.ndarray) -> None:
-        if not keys:
+    def memory_bytes(self) -> int:
+        return int(self._index.memory_usage)
+
+    def rows(self, vectors: np.ndarray) -> np.ndarray:
+        """Float vectors as rows of this index."""
+        return for_index(vectors, self.params.dtype)
+
+    def _threads(self, n: int) -> int:
+        return 1 if n < 256 else self.params.threads
+
+    def add(self, keys: np.ndarray, rows: np.ndarray) -> None:
+        """Add ``rows`` (already in the index dtype, see :meth:`rows`) under new ``keys``."""
+        keys = np.asarray(keys, dtype=np.uint64)
+        if not len(keys):
+            return
+        rows = np.ascontiguousarray(rows, dtype=self.dtype)
+        with self._lock:
+            if self._frozen:
+                for k, r in zip(keys.tolist(), rows, strict=True):
+                    self._side[k] = r.copy()
+                return
+            with self._search_lock:
+                self._index.add(keys, rows, threads=self._threads(len(keys)))
+
+    def remove(self, keys: np.ndarray | list[int]) -> None:
+        keys = np.asarray(keys, dtype=np.uint64)
+        if not len(keys):
             return
         with self._lock:
-            self._index.add(np.asarray(keys, dtype=np.uint64), np.ascontiguousarray(vectors, dtype=np.float32))
-
-    def remove(self, keys: list[int]) -> None:
-        with self._lock:
-            for k in keys:
-                if k in self._index:
-                    self._index.remove(int(k))
+            if self._frozen:
+                for k in keys.tolist():
+                    if self._side.pop(k, None) is None and k in self._index:
+                        self._tomb.add(k)
+                return
+            with self._search_lock:
+                self._index.remove(keys)
 
     def clear(self) -> None:
+        with self._lock, self._search_lock:
+            if self._frozen:
+                raise StoreError("cannot clear the index while it is being saved")
+            self._index = self._new()
+            self._side.clear()
+            self._tomb.clear()
+
+    def keys(self) -> np.ndarray:
         with self._lock:
-            self._index = Index(ndim=self.dim, metric="cos", dtype="f32")
+            main = np.asarray(self._index.keys, dtype=np.uint64)
+            if self._tomb:
+                main = main[~np.isin(main, np.fromiter(self._tomb, np.uint64))]
+            if self._side:
+                main = np.concatenate([main, np.fromiter(self._side, np.uint64)])
+            return main
+
+    def get(self, keys: list[int]) -> np.ndarray:
+        """Stored rows of ``keys`` (all present)."""
+        out = np.empty((len(keys), self.dim), dtype=self.dtype)
+        with self._lock:
+            main = [i for i, k in enumerate(keys) if k not in self._side]
+            for i, k in enumerate(keys):
+                if k in self._side:
+                    out[i] = self._side[k]
+            if main:
+                got = self._index.get(np.asarray([keys[i] for i in main], dtype=np.uint64))
+                out[main] = np.asarray(got if not isinstance(got, tuple) else np.stack(got), dtype=self.dtype)
+        return out
 
     def search(self, queries: np.ndarray, k: int) -> list[list[tuple[int, float]]]:
-        """Top-k (key, cosine similarity) per query."""
+        """Top-k (key, cosine similarity) per float query."""
+        q = self.rows(np.atleast_2d(queries))
         with self._lock:
-            n = len(self._index)
-            if n == 0:
-                return [[] for _ in range(len(queries))]
-            k = min(k, n)
-            res = self._index.search(
-                np.ascontiguousarray(queries, dtype=np.float32), k, exact=n < self.exact_below
-            )
-        keys = np.atleast_2d(res.keys)
-        dists = np.atleast_2d(res.distances)
-        out = []
-        for row_k, row_d in zip(keys, dists, strict=True):
-            out.append([(int(a), float(1.0 - b)) for a, b in zip(row_k, row_d, strict=True) if a != 2**64 - 1])
-        return out
+            n_main = len(self._index)
+            tomb = set(self._tomb)
+            side = dict(self._side) if self._side else None
+        out: list[list[tuple[int, float]]] = [[] for _ in range(len(q))]
+        if n_main - len(tomb) > 0:
+            kk = min(k + len(tomb), n_main)
+            with self._search_lock:
+                res = self._index.search(q, kk, exact=n_main < self.params.exact_below, threads=1)
+            keys = np.atleast_2d(res.keys)
+            sims = 1.0 - np.atleast_2d(res.distances).astype(np.float64)
+            for i in range(len(q)):
+                out[i] = [(int(a), float(s)) for a, s in zip(keys[i].tolist(), sims[i], strict=True)
+                          if a != _NO_KEY and a not in tomb]
+        if side:
+            skeys = list(side)
+            mat = np.stack([side[x] for x in skeys]).astype(np.float32)
+            mat /= np.maximum(np.linalg.norm(mat, axis=1, keepdims=True), 1e-12)
+            qf = q.astype(np.float32)
+            qf /= np.maximum(np.linalg.norm(qf, axis=1, keepdims=True), 1e-12)
+            sims_side = qf @ mat.T
+            for i in range(len(q)):
+                out[i] += [(skeys[j], float(sims_side[i, j])) for j in range(len(skeys))]
+        merged = []
+        for row in out:  # a key folded in from the side table meanwhile may come back twice
+            best: dict[int, float] = {}
+            for key, sim in row:
+                best[key] = max(sim, best.get(key, -2.0))
+            merged.append(sorted(best.items(), key=lambda t: -t[1])[:k])
+        return merged
+
+    # -- files ----------------------------------------------------------------------
+    def freeze(self) -> None:
+        """Start a save: the graph stays as it is until :meth:`thaw`."""
+        with self._lock:
+            if self._frozen:
+                raise StoreError("the index is already being saved")
+            self._frozen = True
+
+    def thaw(self) -> None:
+        """End a save: fold the side table and tombstones into the graph."""
+        with self._lock:
+            side, tomb = self._side, self._tomb
+            self._side, self._tomb = {}, set()
+            self._frozen = False
+            if side:
+                self.add(np.fromiter(side, np.uint64), np.stack(list(side.values())))
+            if tomb:
+                self.remove(np.fromiter(tomb, np.uint64))
+
+    def write(self, path: Path) -> tuple[int, int]:
+        """Write the (frozen) graph to ``path`` atomically; returns (size, crc32)."""
+        tmp = path.with_name(f".{path.name}.{os.getpid()}.{threading.get_ident()}.tmp")
+        try:
+            self._index.save(str(tmp))
+            with open(tmp, "rb+") as f:
+                os.fsync(f.fileno())
+            size, crc = tmp.stat().st_size, file_crc32(tmp)
+            os.replace(tmp, path)
+        finally:
+            tmp.unlink(missing_ok=True)
+        return size, crc
+
+    @classmethod
+    def read(cls, path: Path, dim: int, params: IndexParams, size: int, crc: int) -> VectorIndex:
+        """The index saved at ``path``, after checking its size and checksum; :class:`IndexFileError` if unusable."""
+        try:
+            actual = path.stat().st_size
+        except FileNotFoundError:
+            raise IndexFileError(f"index file {path} is missing") from None
+        if actual != size:
+            raise IndexFileError(f"index file {path} has {actual} bytes, its record says {size}")
+        if file_crc32(path) != crc:
+            raise IndexFileError(f"index file {path} fails its checksum")
+        try:
+            index = Index.restore(str(path))
+        except (RuntimeError, ValueError) as exc:
+            raise IndexFileError(f"index file {path} does not load: {exc}") from None
+        if index is None or index.ndim != dim:
+            raise IndexFileError(f"index file {path} is not a {dim}-d usearch index")
+        if len(index) == 0:  # an empty file records no build parameters
+            return cls(dim, params)
+        want = Index(ndim=dim, metric="cos", dtype=params.dtype)
+        if index.dtype != want.dtype or index.connectivity != params.connectivity:
+            raise IndexFileError(f"index file {path} was built with other parameters")
+        return cls(dim, params, _index=index)
+
+
+__all__ = ["IndexFileError", "IndexParams", "VectorIndex", "file_crc32", "fsync_dir"]

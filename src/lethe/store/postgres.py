@@ -1,13 +1,23 @@
-"""Shared store for several guard replicas: PostgreSQL (psycopg 3) plus an in-memory index.
+"""Shared store for several guard replicas: PostgreSQL (psycopg 3) plus a local index per replica.
 
 Requests and samples live in tables of one PostgreSQL schema (default ``lethe``);
 ``migrations`` records which numbered schema migrations have run (applied under an
 advisory lock, so replicas starting together do not race). Every replica keeps its own
-usearch index and a cache of the live positive samples, so a detection never touches
-the database. Adds and revokes are one transaction each and send ``NOTIFY`` in it
-(delivered on commit); a listener thread in every replica applies them to its index as
-they arrive, typically within milliseconds. A reconcile pass every ``poll_interval_s``
-(and after a listener reconnect) catches anything a dropped connection missed.
+index of the live positive samples (:mod:`lethe.store.live`: vectors, request of each
+sample, rewrite texts), so a detection never touches the database. Adds and revokes are
+one transaction each and send ``NOTIFY`` in it (delivered on commit, in commit order); a
+listener thread in every replica applies them to its index as they arrive, typically
+within milliseconds. A reconcile pass every ``poll_interval_s`` (and after a listener
+reconnect) catches anything a dropped connection missed.
+
+**Local index cache.** With ``index_dir`` (``<home>/index`` when built from
+``guard.yaml``) a replica saves its index there, keyed by the store's random id, and
+records the database state it matches: the ``state`` table's change counters, bumped by
+statement triggers on ``requests`` (every insert, update, delete) and ``samples``
+(updates, deletes), and the largest sample id. A replica that restarts loads the file,
+checks it, and applies only what changed since (the notifications carry the counter, so a
+running replica knows its state between reconciles); a file of another database, a
+corrupt one, or one behind a rewrite of sample rows is rebuilt from the tables.
 
 The name-hashing key is not in the database: every replica gets it from ``secret_env``
 (a secret manager) or a key file (:mod:`lethe.store.keys`).
@@ -15,13 +25,14 @@ The name-hashing key is not in the database: every replica gets it from ``secret
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import os
 import re
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterable, Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -29,8 +40,10 @@ import numpy as np
 
 from lethe.errors import StoreError
 from lethe.store.base import STORES, ForgetRequest, Match, NegativeSample, UnlearnStore
-from lethe.store.index import VectorIndex
+from lethe.store.codec import decode, encode, format_for
+from lethe.store.index import IndexParams
 from lethe.store.keys import KeySource, resolve_key
+from lethe.store.live import IndexedStore, LiveIndex, PersistParams, Rows, StoreView, own_rows
 
 if TYPE_CHECKING:
     from lethe.config import StoreConfig
@@ -39,6 +52,7 @@ log = logging.getLogger("lethe.store.postgres")
 
 _ADVISORY_KEY = 0x1E7E5701  # pg_advisory_xact_lock key for migrations
 _SCHEMA_RE = re.compile(r"^[a-z_][a-z0-9_]{0,40}$")
+_ROWS = 50_000  # rows per fetch when loading the index
 
 # (version, name, SQL with {s} for the quoted schema name). Append only; never edit.
 MIGRATIONS: list[tuple[int, str, str]] = [
@@ -72,7 +86,23 @@ MIGRATIONS: list[tuple[int, str, str]] = [
         "partial index on live requests",
         "CREATE INDEX requests_live ON {s}.requests (created_at) WHERE revoked_at IS NULL;",
     ),
+    (
+        3,
+        "store id and change counters for local index caches",
+        """
+        CREATE TABLE {s}.state (k text PRIMARY KEY, n bigint NOT NULL);
+        INSERT INTO {s}.state VALUES ('store_id', (random() * 9e18)::bigint), ('changes', 0), ('rewrites', 0);
+        CREATE FUNCTION {s}.count_change() RETURNS trigger LANGUAGE plpgsql AS $$
+            BEGIN UPDATE {s}.state SET n = n + 1 WHERE k = TG_ARGV[0]; RETURN NULL; END $$;
+        CREATE TRIGGER requests_count AFTER INSERT OR UPDATE OR DELETE ON {s}.requests
+            FOR EACH STATEMENT EXECUTE FUNCTION {s}.count_change('changes');
+        CREATE TRIGGER samples_count AFTER UPDATE OR DELETE ON {s}.samples
+            FOR EACH STATEMENT EXECUTE FUNCTION {s}.count_change('rewrites');
+        """,
+    ),
 ]
+_STATE = ("SELECT (SELECT n FROM {s}.state WHERE k='store_id'), (SELECT n FROM {s}.state WHERE k='changes'),"
+          " (SELECT n FROM {s}.state WHERE k='rewrites'), (SELECT coalesce(max(id), 0) FROM {s}.samples)")
 
 
 def _connect(dsn: str):
@@ -89,13 +119,15 @@ def _redact(dsn: str) -> str:
 
 
 @STORES.register("postgres")
-class PostgresStore(UnlearnStore):
+class PostgresStore(IndexedStore, UnlearnStore):
     """PostgreSQL-backed :class:`UnlearnStore`; replicas see each other's changes via LISTEN/NOTIFY.
 
     ``dsn``: a libpq connection string or URL (``LETHE_STORE_DSN`` when ``None``).
     ``schema``: the PostgreSQL schema holding the tables (one deployment per schema).
     ``key``: where the name-hashing key lives; ``None`` reads ``$LETHE_SECRET`` when the
-    key is first needed.
+    key is first needed. ``index_dir``: folder of this replica's index cache (``None``:
+    rebuild from the tables at every start). ``vector_format``, ``index``, ``persist``,
+    ``lazy_index``: as for :class:`~lethe.store.sqlite.SQLiteStore`.
     """
 
     def __init__(
@@ -106,6 +138,11 @@ class PostgresStore(UnlearnStore):
         poll_interval_s: float = 5.0,
         listen: bool = True,
         key: KeySource | None = None,
+        index_dir: str | os.PathLike[str] | None = None,
+        vector_format: str = "i8",
+        index: IndexParams | dict | None = None,
+        persist: PersistParams | dict | None = None,
+        lazy_index: bool | None = None,
     ) -> None:
         dsn = dsn or os.environ.get("LETHE_STORE_DSN")
         if not dsn:
@@ -120,19 +157,27 @@ class PostgresStore(UnlearnStore):
         self.poll_interval_s = poll_interval_s
         self._s = f'"{schema}"'
         self._lock = threading.RLock()  # guards the main connection
-        self._ilock = threading.RLock()  # guards index + caches
         self._subscribers: list[Callable[[], None]] = []
-        self._index = VectorIndex(self.dim)
-        self._cache: dict[int, NegativeSample] = {}  # live positive samples in the index
-        self._by_request: dict[str, list[int]] = {}
+        self._index_params = IndexParams.of(index)
+        self._persist = persist if isinstance(persist, PersistParams) else PersistParams(**(persist or {}))
         self._version = 0
         self._stop = threading.Event()
         self._conn = _connect(dsn)
         self._migrate()
         self._init_meta(dim)
+        self.vector_format = format_for(vector_format, self.dim)
         self._key_source = key
         self._secret: bytes | None = self._resolve_key(key) if key is not None else None
-        self.reconcile(full=True)
+        self._index_base: Path | None = None
+        if index_dir is not None:
+            store_id = self._read("SELECT n FROM {s}.state WHERE k='store_id'")[0][0]
+            folder = Path(index_dir).expanduser()
+            folder.mkdir(parents=True, exist_ok=True, mode=0o700)
+            self._index_base = folder / f"pg-{schema}-{int(store_id) & (2**64 - 1):016x}"
+        self._live = LiveIndex(self.dim, self._index_params)
+        self._loaded = False
+        if not (dim is None if lazy_index is None else lazy_index):
+            self._ensure_index()
         self._listener: threading.Thread | None = None
         self.listening = threading.Event()
         if listen:
@@ -146,8 +191,9 @@ class PostgresStore(UnlearnStore):
         if not dsn:
             raise StoreError(f"the postgres store needs a DSN: set store.dsn in guard.yaml or ${config.dsn_env}")
         key_file = Path(config.key_file).expanduser() if config.key_file else Path("store.key")
+        options = {"index_dir": home / "index", **config.options}
         return cls(dsn, dim=dim, schema=config.db_schema,
-                   key=KeySource(env=config.secret_env or None, file=home / key_file), **config.options)
+                   key=KeySource(env=config.secret_env or None, file=home / key_file), **options)
 
     # -- connection helpers ------------------------------------------------------------
     def _db(self):
@@ -217,7 +263,6 @@ class PostgresStore(UnlearnStore):
         stored = int(raw)
         if dim is None:
             self.dim = stored
-            self._index = VectorIndex(stored)
         elif stored != self.dim:
             raise StoreError(f"the PostgreSQL store holds {stored}-d embeddings but the embedder gives {self.dim}-d")
 
@@ -259,88 +304,124 @@ class PostgresStore(UnlearnStore):
 
     def live_count(self) -> int:
         """Live requests in this replica's index."""
-        with self._ilock:
-            return len(self._by_request)
+        self._ensure_index()
+        return self._live.n_requests()
 
-    # -- index maintenance -------------------------------------------------------------
-    def _load_samples(self, request_ids: list[str]) -> dict[str, list[NegativeSample]]:
-        if not request_ids:
-            return {}
-        rows = self._read(
-            "SELECT s.id, s.request_id, s.role, s.text, s.embedding FROM {s}.samples s"
-            " JOIN {s}.requests r ON r.id = s.request_id"
-            " WHERE r.revoked_at IS NULL AND s.role != 'hard_negative' AND s.request_id = ANY(%s) ORDER BY s.id",
-            (request_ids,),
-        )
-        out: dict[str, list[NegativeSample]] = {rid: [] for rid in request_ids}
-        for r in rows:
-            out[r[1]].append(
-                NegativeSample(id=int(r[0]), request_id=r[1], role=r[2], text=r[3],
-                               embedding=np.frombuffer(r[4], dtype=np.float32).copy())
-            )
-        return out
+    def live_here(self, request_id: str) -> bool:
+        """Whether this replica's index holds ``request_id`` as live (what its searches enforce)."""
+        self._ensure_index()
+        return request_id in self._live
 
-    def _index_add(self, request_id: str, samples: list[NegativeSample]) -> bool:
-        with self._ilock:
-            if request_id in self._by_request:
-                return False
-            ids = [int(s.id or 0) for s in samples]
-            self._by_request[request_id] = ids
-            if samples:
-                self._index.add(ids, np.stack([s.embedding for s in samples]))
-                for s in samples:
-                    self._cache[int(s.id or 0)] = s
-            self._version += 1
-            return True
+    def indexed_count(self) -> int:
+        """Vectors in this replica's index."""
+        self._ensure_index()
+        return len(self._live)
 
-    def _index_remove(self, request_id: str) -> bool:
-        with self._ilock:
-            ids = self._by_request.pop(request_id, None)
-            if ids is None:
-                return False
-            self._index.remove(ids)
-            for i in ids:
-                self._cache.pop(i, None)
-            self._version += 1
-            return True
+    # -- the index: database side (lethe.store.live.IndexedStore) ---------------------
+    def _state(self, conn) -> dict:
+        row = conn.execute(_STATE.format(s=self._s)).fetchone()
+        return {"store_id": str(row[0]), "changes": int(row[1]), "rewrites": int(row[2]), "max_id": int(row[3])}
+
+    def _rows(self, conn, request_ids: list[str] | None) -> Iterator[Rows]:
+        q = (f"SELECT s.id, s.request_id, s.role, s.text, s.embedding FROM {self._s}.samples s"
+             f" JOIN {self._s}.requests r ON r.id = s.request_id"
+             " WHERE r.revoked_at IS NULL AND s.role != 'hard_negative'")
+        if request_ids is not None and not request_ids:
+            return
+        with conn.cursor(name=f"lethe_rows_{threading.get_ident()}") as cur:  # server side: streamed
+            cur.itersize = _ROWS
+            if request_ids is None:
+                cur.execute(q + " ORDER BY s.id")
+            else:
+                cur.execute(q + " AND s.request_id = ANY(%s) ORDER BY s.id", (request_ids,))
+            while batch := cur.fetchmany(_ROWS):
+                yield Rows([r[1] for r in batch], np.fromiter((r[0] for r in batch), np.int64, len(batch)),
+                           [r[2] for r in batch], [r[3] for r in batch], blobs=[bytes(r[4]) for r in batch])
+
+    @contextlib.contextmanager
+    def _snapshot(self) -> Iterator[StoreView]:
+        import psycopg
+
+        with self._lock:
+            conn = self._db()
+            try:
+                with conn.transaction():
+                    conn.execute("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ READ ONLY")
+                    yield StoreView(
+                        lambda: self._state(conn),
+                        lambda: {r[0] for r in conn.execute(
+                            f"SELECT id FROM {self._s}.requests WHERE revoked_at IS NULL").fetchall()},
+                        lambda ids: self._rows(conn, ids),
+                        lambda max_id: {r[0] for r in conn.execute(
+                            f"SELECT DISTINCT request_id FROM {self._s}.samples WHERE id > %s", (max_id,)).fetchall()},
+                    )
+            except psycopg.OperationalError as exc:
+                raise StoreError(f"PostgreSQL read failed: {str(exc).strip().splitlines()[0]}") from None
+
+    def _ensure_index(self) -> None:
+        if not self._loaded:
+            with self._lock:
+                if not self._loaded:
+                    self._open_index()
+                    self._loaded = True
+                    self._version += 1
 
     def reconcile(self, full: bool = False) -> bool:
         """Bring the local index in line with the database; True when anything changed."""
-        live = {r[0] for r in self._read("SELECT id FROM {s}.requests WHERE revoked_at IS NULL")}
-        with self._ilock:
+        if not self._loaded:
+            return False
+        with self._lock:
             if full:
-                self._index.clear()
-                self._cache.clear()
-                self._by_request.clear()
-            known = set(self._by_request)
-        changed = False
-        for rid in known - live:
-            changed |= self._index_remove(rid)
-        for rid, samples in self._load_samples(sorted(live - known)).items():
-            changed |= self._index_add(rid, samples)
-        if changed or full:
-            with self._ilock:
+                with self._snapshot() as view:
+                    self._live = self._build(view, view.state())
+                self._version += 1
+                return True
+            changed = self._refresh_index()
+            if changed:
                 self._version += 1
         return changed
 
     def _apply(self, payload: str) -> None:
-        op, _, rid = payload.partition(":")
-        if op == "add":
-            loaded = self._load_samples([rid]).get(rid)
-            live = self._read("SELECT 1 FROM {s}.requests WHERE id=%s AND revoked_at IS NULL", (rid,))
-            changed = bool(live) and loaded is not None and self._index_add(rid, loaded)
-        elif op == "revoke":
-            changed = self._index_remove(rid)
-        else:
-            changed = self.reconcile()
+        """One notification: ``add:<request>:<changes>:<max id>``, ``revoke:<request>:<changes>``,
+        ``batch:<changes>:<max id>`` (older writers send ``add:<request>`` / ``revoke:<request>``)."""
+        with self._lock:
+            if not self._loaded:
+                self._version += 1
+                changed = True
+            else:
+                changed = self._apply_loaded(*payload.split(":"))
         if changed:
             self._notify()
+
+    def _apply_loaded(self, op: str, *args: str) -> bool:
+        live = self._live
+        before = live.state
+        after: dict | None = None
+        if op == "add" and args:
+            with self._snapshot() as view:
+                present = args[0] in view.live_requests()
+                batches = list(view.rows([args[0]])) if present else []
+            changed = any([bool(live.add(rows)) for rows in batches])
+            if present:
+                changed |= bool(live.add(Rows([], np.empty(0, np.int64), [], []), live=[args[0]]))
+                if len(args) >= 3:
+                    after = _advance(before, int(args[1]), int(args[2]))
+        elif op == "revoke" and args:
+            changed = live.remove(args[0])
+            if len(args) >= 2:
+                after = _advance(before, int(args[1]), None)
+        else:  # a batch (or an unknown payload): diff against the database
+            return self.reconcile()
+        if live.state is before:
+            live.state = after
+        if changed:
+            self._version += 1
+        return changed
 
     def _listen_loop(self) -> None:
         import psycopg
 
         last_poll = time.monotonic()
-        first = True
         while not self._stop.is_set():
             try:
                 conn = psycopg.connect(self.dsn, autocommit=True, connect_timeout=10)
@@ -350,9 +431,8 @@ class PostgresStore(UnlearnStore):
                 continue
             try:
                 conn.execute(f'LISTEN "{self.channel}"')
-                if not first and self.reconcile():  # notifications may have been missed
+                if self.reconcile():  # what committed before LISTEN, or while disconnected
                     self._notify()
-                first = False
                 self.listening.set()
                 while not self._stop.is_set():
                     for n in conn.notifies(timeout=0.25):
@@ -364,6 +444,7 @@ class PostgresStore(UnlearnStore):
                         last_poll = time.monotonic()
                         if self.reconcile():
                             self._notify()
+                        self._maybe_save()
             except Exception as exc:
                 if not self._stop.is_set():
                     log.warning("store listener lost its connection (%s); reconnecting", exc)
@@ -375,52 +456,93 @@ class PostgresStore(UnlearnStore):
                     pass
 
     # -- writes ------------------------------------------------------------------------
-    def add_request(self, request: ForgetRequest, samples: list[NegativeSample]) -> str:
-        import psycopg
-
+    def _check(self, samples: list[NegativeSample]) -> None:
         for s in samples:
             if s.embedding.shape != (self.dim,):
                 raise StoreError(f"sample embedding has shape {s.embedding.shape}, expected ({self.dim},)")
+
+    def add_request(self, request: ForgetRequest, samples: list[NegativeSample]) -> str:
+        self._check(samples)
+        self._commit([(request, samples)], bulk=False)
+        return request.id
+
+    def add_requests(self, items: Iterable[tuple[ForgetRequest, list[NegativeSample]]],
+                     batch_rows: int = 20_000) -> list[str]:
+        """Add many requests with ``COPY``, a transaction per batch of about ``batch_rows`` samples (a
+        request is never split); replicas reconcile once per batch. For imports and benchmarks."""
+        done: list[str] = []
+        batch: list[tuple[ForgetRequest, list[NegativeSample]]] = []
+        n = 0
+        for req, samples in items:
+            self._check(samples)
+            batch.append((req, samples))
+            n += len(samples)
+            if n >= batch_rows:
+                done += self._commit(batch, bulk=True)
+                batch, n = [], 0
+        if batch:
+            done += self._commit(batch, bulk=True)
+        return done
+
+    def _commit(self, items: list[tuple[ForgetRequest, list[NegativeSample]]], bulk: bool) -> list[str]:
+        import psycopg
+
         s_ = self._s
+        n_samples = sum(len(x) for _, x in items)
+        before = self._live.state
         with self._lock:
             conn = self._db()
             try:
                 with conn.transaction():
-                    conn.execute(
-                        f"INSERT INTO {s_}.requests (id, kind, subject, policy, entities, n_prompts, created_at)"
-                        " VALUES (%s,%s,%s,%s,%s,%s,%s)",
-                        (request.id, request.kind, request.subject, request.policy,
-                         json.dumps(request.entities), request.n_prompts, request.created_at),
-                    )
-                    if samples:
-                        with conn.cursor() as cur:
-                            cur.executemany(
-                                f"INSERT INTO {s_}.samples (request_id, role, text, embedding)"
-                                " VALUES (%s,%s,%s,%s) RETURNING id",
-                                [(request.id, s.role, s.text, np.asarray(s.embedding, dtype=np.float32).tobytes())
-                                 for s in samples],
-                                returning=True,
-                            )
-                            ids = []
-                            while True:
-                                ids.append(int(cur.fetchone()[0]))
-                                if not cur.nextset():
-                                    break
-                        for s, i in zip(samples, ids, strict=True):
-                            s.id = i
-                            s.request_id = request.id
-                    conn.execute("SELECT pg_notify(%s, %s)", (self.channel, f"add:{request.id}"))
+                    if n_samples:
+                        ids = [int(r[0]) for r in conn.execute(
+                            f"SELECT nextval(pg_get_serial_sequence('{s_}.samples', 'id')) "
+                            "FROM generate_series(1, %s)", (n_samples,)).fetchall()]
+                    it = iter(ids if n_samples else [])
+                    for req, samples in items:
+                        for smp in samples:
+                            smp.id, smp.request_id = next(it), req.id
+                    req_rows = [(r.id, r.kind, r.subject, r.policy, json.dumps(r.entities), r.n_prompts,
+                                 r.created_at) for r, _ in items]
+                    sample_rows = [(smp.id, req.id, smp.role, smp.text, encode(smp.embedding, self.vector_format))
+                                   for req, samples in items for smp in samples]
+                    with conn.cursor() as cur:
+                        if bulk:
+                            with cur.copy(f"COPY {s_}.requests (id, kind, subject, policy, entities, n_prompts, "
+                                          "created_at) FROM STDIN") as cp:
+                                for row in req_rows:
+                                    cp.write_row(row)
+                        else:
+                            cur.execute(f"INSERT INTO {s_}.requests (id, kind, subject, policy, entities, n_prompts,"
+                                        " created_at) VALUES (%s,%s,%s,%s,%s,%s,%s)", req_rows[0])
+                        if bulk and sample_rows:
+                            with cur.copy(f"COPY {s_}.samples (id, request_id, role, text, embedding) FROM STDIN") as cp:
+                                for row in sample_rows:
+                                    cp.write_row(row)
+                        elif sample_rows:
+                            cur.executemany(f"INSERT INTO {s_}.samples (id, request_id, role, text, embedding)"
+                                            " VALUES (%s,%s,%s,%s,%s)", sample_rows)
+                        after = self._state(conn)
+                    payload = (f"batch:{after['changes']}:{after['max_id']}" if bulk else
+                               f"add:{items[0][0].id}:{after['changes']}:{after['max_id']}")
+                    conn.execute("SELECT pg_notify(%s, %s)", (self.channel, payload))
             except psycopg.IntegrityError as exc:
-                raise StoreError(f"cannot add request {request.id}: {str(exc).strip().splitlines()[0]}") from None
+                which = items[0][0].id if len(items) == 1 else f"{items[0][0].id} (batch of {len(items)})"
+                raise StoreError(f"cannot add request {which}: {str(exc).strip().splitlines()[0]}") from None
             except psycopg.OperationalError as exc:
                 raise StoreError(f"PostgreSQL write failed: {str(exc).strip().splitlines()[0]}") from None
-        self._index_add(request.id, [s for s in samples if s.role != "hard_negative"])
+            if self._loaded:
+                self._live.add(own_rows(items, self._live), live=[r.id for r, _ in items])
+                if self._live.state is before:
+                    self._live.state = after if _follows(before, after) else None
+            self._version += 1
         self._notify()
-        return request.id
+        return [r.id for r, _ in items]
 
     def revoke(self, request_id: str) -> bool:
         import psycopg
 
+        before = self._live.state
         with self._lock:
             conn = self._db()
             try:
@@ -431,10 +553,15 @@ class PostgresStore(UnlearnStore):
                     )
                     if cur.rowcount == 0:
                         return False
-                    conn.execute("SELECT pg_notify(%s, %s)", (self.channel, f"revoke:{request_id}"))
+                    after = self._state(conn)
+                    conn.execute("SELECT pg_notify(%s, %s)", (self.channel, f"revoke:{request_id}:{after['changes']}"))
             except psycopg.OperationalError as exc:
                 raise StoreError(f"PostgreSQL write failed: {str(exc).strip().splitlines()[0]}") from None
-        self._index_remove(request_id)
+            if self._loaded:
+                self._live.remove(request_id)
+                if self._live.state is before:
+                    self._live.state = after if _follows(before, after) else None
+            self._version += 1
         self._notify()
         return True
 
@@ -456,33 +583,60 @@ class PostgresStore(UnlearnStore):
         rows = self._read(f"SELECT {self._REQ_COLS} FROM {{s}}.requests{where} ORDER BY created_at, id")
         return [self._row_to_request(r) for r in rows]
 
+    def _to_samples(self, rows: list[tuple]) -> list[NegativeSample]:
+        return [NegativeSample(id=int(r[0]), request_id=r[1], role=r[2], text=r[3],
+                               embedding=decode(bytes(r[4]), self.dim)) for r in rows]
+
     def samples(self, live_only: bool = True) -> list[NegativeSample]:
         q = ("SELECT s.id, s.request_id, s.role, s.text, s.embedding FROM {s}.samples s"
              " JOIN {s}.requests r ON r.id = s.request_id")
         if live_only:
             q += " WHERE r.revoked_at IS NULL"
-        rows = self._read(q + " ORDER BY s.id")
-        return [
-            NegativeSample(id=int(r[0]), request_id=r[1], role=r[2], text=r[3],
-                           embedding=np.frombuffer(r[4], dtype=np.float32).copy())
-            for r in rows
-        ]
+        return self._to_samples(self._read(q + " ORDER BY s.id"))
+
+    def samples_of(self, request_ids: Iterable[str]) -> list[NegativeSample]:
+        ids = list(dict.fromkeys(request_ids))
+        if not ids:
+            return []
+        return self._to_samples(self._read("SELECT id, request_id, role, text, embedding FROM {s}.samples"
+                                           " WHERE request_id = ANY(%s) ORDER BY id", (ids,)))
 
     def search(self, embeddings: np.ndarray, k: int = 5) -> list[list[Match]]:
-        with self._ilock:
-            hits = self._index.search(np.atleast_2d(embeddings), k)
-            cache = self._cache
-            return [[Match(cache[key], score) for key, score in row if key in cache] for row in hits]
-
+        self._ensure_index()
+        return self._live.search(np.atleast_2d(embeddings), k)
 
     def close(self) -> None:
         self._stop.set()
         if self._listener is not None:
             self._listener.join(timeout=2)
         with self._lock:
+            if self._loaded and self._index_base is not None:
+                try:
+                    if self._live.state is None:
+                        self.reconcile()
+                    self._save_at_close()
+                except Exception:
+                    log.exception("saving the store index at close failed")
             self._conn.close()
 
     def drop_all(self) -> None:
         """Drop this store's schema and everything in it (tests, teardown)."""
         with self._lock:
             self._db().execute(f"DROP SCHEMA IF EXISTS {self._s} CASCADE")
+
+
+def _advance(state: dict | None, changes: int, max_id: int | None) -> dict | None:
+    """The state after a notified change numbered ``changes`` (None: unknown from here)."""
+    if state is None:
+        return None
+    if changes <= state["changes"]:  # already in the index (this replica's own change)
+        return state
+    if changes == state["changes"] + 1:
+        return {**state, "changes": changes, "max_id": max(state["max_id"], max_id or 0)}
+    return None  # a notification was missed: the reconcile pass repairs
+
+
+def _follows(before: dict | None, after: dict) -> bool:
+    """True when ``after`` is ``before`` plus exactly this transaction's one counted statement."""
+    return (before is not None and after["store_id"] == before["store_id"]
+            and after["rewrites"] == before["rewrites"] and after["changes"] == before["changes"] + 1)

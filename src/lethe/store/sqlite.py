@@ -1,8 +1,15 @@
-"""Embedded store: one SQLite database in WAL mode, plus an in-memory vector index.
+"""Embedded store: one SQLite database in WAL mode, its index file beside it.
 
 Every add is one transaction (request row + sample rows), so a crash leaves either the
-whole request or nothing. The index is built from the database on open and kept in step
-on this process's adds and revokes.
+whole request or nothing. Vectors are stored compactly (int8 by default,
+:mod:`lethe.store.codec`); rows of older stores (float32) are read as they are.
+
+The in-memory index (:mod:`lethe.store.live`) is saved next to the database
+(``store.db.index.json`` + ``store.db.index.<token>.usearch``) and loaded at open when its
+record matches the database: the database keeps a change counter that triggers bump on
+every insert, update or delete of a request (and a second one for any update or delete of
+a sample row), so a stale, foreign or corrupt file is detected and the index is caught up
+or rebuilt, never trusted blindly.
 
 Several processes may use one database (``lethe serve`` and the CLI on one home). Each
 notices the others' commits through ``PRAGMA data_version``, which changes for a
@@ -15,13 +22,15 @@ revoked ones leave the index.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import os
+import secrets
 import sqlite3
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterable, Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -29,15 +38,17 @@ import numpy as np
 
 from lethe.errors import StoreError
 from lethe.store.base import STORES, ForgetRequest, Match, NegativeSample, UnlearnStore
-from lethe.store.index import VectorIndex
+from lethe.store.codec import decode, encode, format_for
+from lethe.store.index import IndexParams
 from lethe.store.keys import KeySource, resolve_key
+from lethe.store.live import IndexedStore, LiveIndex, PersistParams, Rows, StoreView, own_rows
 
 if TYPE_CHECKING:
     from lethe.config import StoreConfig
 
 log = logging.getLogger("lethe.store.sqlite")
 
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value BLOB NOT NULL);
 CREATE TABLE IF NOT EXISTS requests (
@@ -59,16 +70,39 @@ CREATE TABLE IF NOT EXISTS samples (
 );
 CREATE INDEX IF NOT EXISTS samples_request ON samples(request_id);
 """
+# schema 2: change counters for the index file's consistency check (lethe.store.live.IndexedStore)
+_COUNTERS = """
+INSERT OR IGNORE INTO meta VALUES ('changes', 0);
+INSERT OR IGNORE INTO meta VALUES ('rewrites', 0);
+CREATE TRIGGER IF NOT EXISTS requests_insert_counts AFTER INSERT ON requests
+    BEGIN UPDATE meta SET value = value + 1 WHERE key = 'changes'; END;
+CREATE TRIGGER IF NOT EXISTS requests_update_counts AFTER UPDATE ON requests
+    BEGIN UPDATE meta SET value = value + 1 WHERE key = 'changes'; END;
+CREATE TRIGGER IF NOT EXISTS requests_delete_counts AFTER DELETE ON requests
+    BEGIN UPDATE meta SET value = value + 1 WHERE key = 'changes'; END;
+CREATE TRIGGER IF NOT EXISTS samples_update_counts AFTER UPDATE ON samples
+    BEGIN UPDATE meta SET value = value + 1 WHERE key = 'rewrites'; END;
+CREATE TRIGGER IF NOT EXISTS samples_delete_counts AFTER DELETE ON samples
+    BEGIN UPDATE meta SET value = value + 1 WHERE key = 'rewrites'; END;
+"""
 _CHUNK = 500  # request ids per IN (...) query
+_ROWS = 50_000  # rows per batch when loading the index
+_STATE = ("SELECT (SELECT value FROM meta WHERE key='store_id'), (SELECT value FROM meta WHERE key='changes'),"
+          " (SELECT value FROM meta WHERE key='rewrites'), (SELECT max(id) FROM samples)")
 
 
 @STORES.register("sqlite")
-class SQLiteStore(UnlearnStore):
+class SQLiteStore(IndexedStore, UnlearnStore):
     """SQLite-backed :class:`UnlearnStore`.
 
     ``key``: where the name-hashing key lives (default: ``$LETHE_SECRET``, else
     ``store.key`` beside the database). ``watch``: run the background watcher that
     applies other processes' changes; ``check_interval_s`` rate-limits the read-path check.
+    ``vector_format``: how new rows keep their vectors (i8, f16, f32). ``index``: the
+    index's parameters (:class:`~lethe.store.index.IndexParams`). ``index_file``: keep the
+    index in a file beside the database (``False``: rebuild at every open). ``lazy_index``:
+    load the index at the first search instead of at open (admin commands that only list
+    or revoke; the default when ``dim`` is ``None``).
     """
 
     def __init__(
@@ -79,6 +113,11 @@ class SQLiteStore(UnlearnStore):
         watch: bool = True,
         poll_interval_s: float = 0.25,
         check_interval_s: float = 0.1,
+        vector_format: str = "i8",
+        index: IndexParams | dict | None = None,
+        index_file: bool = True,
+        persist: PersistParams | dict | None = None,
+        lazy_index: bool | None = None,
     ) -> None:
         self.path = Path(path)
         self.path.parent.mkdir(parents=True, exist_ok=True)
@@ -87,24 +126,29 @@ class SQLiteStore(UnlearnStore):
         self.check_interval_s = check_interval_s
         self._lock = threading.RLock()
         self._subscribers: list[Callable[[], None]] = []
+        self._index_params = IndexParams.of(index)
+        self._persist = persist if isinstance(persist, PersistParams) else PersistParams(**(persist or {}))
+        self._index_base = self.path.with_name(self.path.name + ".index") if index_file else None
         try:
             self._db = sqlite3.connect(self.path, check_same_thread=False, isolation_level=None, timeout=30)
             self._db.execute("PRAGMA journal_mode=WAL")
             self._db.execute("PRAGMA synchronous=FULL")
             self._db.execute("PRAGMA foreign_keys=ON")
             self._db.execute("PRAGMA secure_delete=ON")  # deleted bytes are zeroed, not left in free pages
-            self._db.executescript(_SCHEMA)
+            self._db.executescript(_SCHEMA + _COUNTERS)
         except sqlite3.DatabaseError as exc:
             raise StoreError(f"cannot open store {self.path}: {exc}") from None
         self._init_meta(dim)
+        self.vector_format = format_for(vector_format, self.dim)
         self._key = resolve_key(key or KeySource(file=self.path.parent / "store.key"), self._meta,
                                 self._meta_put, self._meta_delete, str(self.path))
-        self._index = VectorIndex(self.dim)
-        self._by_request: dict[str, list[int]] = {}  # live request -> its indexed sample ids
         self._version = 0
         self._data_version = self._pragma_data_version()
         self._last_check = time.monotonic()
-        self._sync(full=True)
+        self._live = LiveIndex(self.dim, self._index_params)
+        self._loaded = False
+        if not (dim is None if lazy_index is None else lazy_index):
+            self._ensure_index()
         self._stop = threading.Event()
         self._watcher: threading.Thread | None = None
         if watch:
@@ -137,7 +181,7 @@ class SQLiteStore(UnlearnStore):
             self._db.execute("PRAGMA wal_checkpoint(TRUNCATE)")
 
     def _init_meta(self, dim: int | None) -> None:
-        """Schema version and embedding size; ``dim=None`` takes the stored size (list, revoke)."""
+        """Schema version, embedding size, store id and change counters; ``dim=None`` takes the stored size."""
         with self._lock:
             self._db.execute("BEGIN IMMEDIATE")
             try:
@@ -146,6 +190,9 @@ class SQLiteStore(UnlearnStore):
                 stored = self._meta("dim")
                 if stored is None and dim is not None:
                     self._db.execute("INSERT INTO meta VALUES ('dim', ?)", (str(dim),))
+                self._db.execute("INSERT OR IGNORE INTO meta VALUES ('store_id', ?)", (secrets.token_hex(8),))
+                self._db.execute("UPDATE meta SET value=? WHERE key='schema_version' AND CAST(value AS INTEGER) < ?",
+                                 (str(SCHEMA_VERSION), SCHEMA_VERSION))
                 self._db.execute("COMMIT")
             except BaseException:
                 self._db.execute("ROLLBACK")
@@ -158,7 +205,53 @@ class SQLiteStore(UnlearnStore):
     def secret(self) -> bytes:
         return self._key
 
-    # -- index and other processes' changes -------------------------------------------
+    # -- the index: database side (lethe.store.live.IndexedStore) ---------------------
+    def _state(self) -> dict:
+        row = self._db.execute(_STATE).fetchone()
+        sid = row[0].decode() if isinstance(row[0], bytes) else str(row[0])
+        return {"store_id": sid, "changes": int(row[1]), "rewrites": int(row[2]), "max_id": int(row[3] or 0)}
+
+    def _live_ids(self) -> set[str]:
+        return {r[0] for r in self._db.execute("SELECT id FROM requests WHERE revoked_at IS NULL")}
+
+    def _rows(self, request_ids: list[str] | None) -> Iterator[Rows]:
+        """Positive sample rows of live requests (``None``: of all of them, in one scan)."""
+        q = "SELECT s.id, s.request_id, s.role, s.text, s.embedding FROM samples s"
+        if request_ids is None:
+            cur = self._db.execute(q + " JOIN requests r ON r.id = s.request_id WHERE r.revoked_at IS NULL AND "
+                                   "s.role != 'hard_negative' ORDER BY s.id")
+            while batch := cur.fetchmany(_ROWS):
+                yield _rows_of(batch)
+            return
+        for i in range(0, len(request_ids), _CHUNK):
+            part = request_ids[i:i + _CHUNK]
+            batch = self._db.execute(q + f" WHERE s.role != 'hard_negative' AND s.request_id IN "
+                                     f"({','.join('?' * len(part))}) ORDER BY s.id", part).fetchall()
+            if batch:
+                yield _rows_of(batch)
+
+    def _after(self, max_id: int) -> set[str]:
+        return {r[0] for r in self._db.execute("SELECT DISTINCT request_id FROM samples WHERE id > ?", (max_id,))}
+
+    @contextlib.contextmanager
+    def _snapshot(self) -> Iterator[StoreView]:
+        with self._lock:
+            self._db.execute("BEGIN")  # one read snapshot for the state, the live set and the rows
+            try:
+                yield StoreView(self._state, self._live_ids, self._rows, self._after)
+            finally:
+                self._db.execute("COMMIT")
+
+    def _ensure_index(self) -> None:
+        if not self._loaded:
+            with self._lock:
+                if not self._loaded:
+                    self._data_version = self._pragma_data_version()
+                    self._open_index()
+                    self._loaded = True
+                    self._version += 1
+
+    # -- other processes' changes -----------------------------------------------------
     def _pragma_data_version(self) -> int:
         with self._lock:
             return int(self._db.execute("PRAGMA data_version").fetchone()[0])
@@ -166,34 +259,19 @@ class SQLiteStore(UnlearnStore):
     def _sync(self, full: bool = False) -> bool:
         """Bring the index in line with the database; True when anything changed."""
         with self._lock:
-            self._db.execute("BEGIN")  # one snapshot for the live set and its samples
-            try:
-                live = {r[0] for r in self._db.execute("SELECT id FROM requests WHERE revoked_at IS NULL")}
-                if full:
-                    self._index.clear()
-                    self._by_request.clear()
-                gone = set(self._by_request) - live
-                new = sorted(live - set(self._by_request))
-                rows: list[tuple] = []
-                for i in range(0, len(new), _CHUNK):
-                    part = new[i:i + _CHUNK]
-                    rows += self._db.execute(
-                        "SELECT id, request_id, embedding FROM samples WHERE role != 'hard_negative' AND "
-                        f"request_id IN ({','.join('?' * len(part))}) ORDER BY id", part).fetchall()
-            finally:
-                self._db.execute("COMMIT")
-            for rid in gone:
-                self._index.remove(self._by_request.pop(rid))
-            for rid in new:
-                self._by_request[rid] = []
-            for r in rows:
-                self._by_request[r[1]].append(int(r[0]))
-            if rows:
-                self._index.add([int(r[0]) for r in rows], np.stack([np.frombuffer(r[2], np.float32) for r in rows]))
-            changed = bool(gone or new)
-            if changed or full:
+            if full:
+                self._open_index_from_db()
+                self._version += 1
+                return True
+            changed = self._refresh_index()
+            if changed:
                 self._version += 1
         return changed
+
+    def _open_index_from_db(self) -> None:
+        with self._snapshot() as view:
+            self._live = self._build(view, view.state())
+        self._loaded = True
 
     def poll(self) -> bool:
         """Apply other processes' commits, if any, and tell subscribers; True when something changed."""
@@ -203,7 +281,11 @@ class SQLiteStore(UnlearnStore):
             if dv == self._data_version:
                 return False
             self._data_version = dv
-            changed = self._sync()
+            if not self._loaded:
+                self._version += 1
+                changed = True
+            else:
+                changed = self._sync()
         if changed:
             self._notify()
         return changed
@@ -219,6 +301,8 @@ class SQLiteStore(UnlearnStore):
         while not self._stop.wait(self.poll_interval_s):
             try:
                 self.poll()
+                if self._loaded:
+                    self._maybe_save()
             except sqlite3.ProgrammingError:  # closed
                 return
             except Exception:
@@ -229,56 +313,104 @@ class SQLiteStore(UnlearnStore):
         return self._version
 
     def refresh(self) -> None:
-        """Re-read the whole database and tell subscribers."""
+        """Rebuild the index from the database and tell subscribers."""
         self._sync(full=True)
         self._notify()
 
     # -- writes ----------------------------------------------------------------------
-    def add_request(self, request: ForgetRequest, samples: list[NegativeSample]) -> str:
+    def _check(self, samples: list[NegativeSample]) -> None:
         for s in samples:
             if s.embedding.shape != (self.dim,):
                 raise StoreError(f"sample embedding has shape {s.embedding.shape}, expected ({self.dim},)")
+
+    def _next_id(self) -> int:
+        seq = self._db.execute("SELECT seq FROM sqlite_sequence WHERE name='samples'").fetchone()
+        top = self._db.execute("SELECT max(id) FROM samples").fetchone()[0]
+        return max(int(seq[0]) if seq else 0, int(top or 0)) + 1
+
+    def _insert(self, items: list[tuple[ForgetRequest, list[NegativeSample]]]) -> None:
+        """Insert requests and their samples in the open transaction; sets the sample ids."""
+        self._db.executemany(
+            "INSERT INTO requests (id, kind, subject, policy, entities, n_prompts, created_at, revoked_at)"
+            " VALUES (?,?,?,?,?,?,?,NULL)",
+            [(r.id, r.kind, r.subject, r.policy, json.dumps(r.entities), r.n_prompts, r.created_at) for r, _ in items])
+        nid = self._next_id()
+        rows = []
+        for req, samples in items:
+            for s in samples:
+                s.id, s.request_id = nid, req.id
+                rows.append((nid, req.id, s.role, s.text, encode(s.embedding, self.vector_format)))
+                nid += 1
+        self._db.executemany("INSERT INTO samples (id, request_id, role, text, embedding) VALUES (?,?,?,?,?)", rows)
+
+    def _apply_own(self, items: list[tuple[ForgetRequest, list[NegativeSample]]], before: dict | None,
+                   after: dict) -> None:
+        """Index this process's committed adds; the state stays known when nothing else came in between."""
+        if not self._loaded:
+            return
+        self._live.add(own_rows(items, self._live), live=[req.id for req, _ in items])
+        self._live.state = after if _follows(before, after, len(items)) else None
+
+    def add_request(self, request: ForgetRequest, samples: list[NegativeSample]) -> str:
+        self.add_requests([(request, samples)])
+        return request.id
+
+    def add_requests(self, items: Iterable[tuple[ForgetRequest, list[NegativeSample]]],
+                     batch_rows: int = 20_000) -> list[str]:
+        """Add many requests, a transaction per batch of about ``batch_rows`` samples (a request is never
+        split); the index takes each batch in one multi-threaded insert. For imports and benchmarks."""
+        done: list[str] = []
+        batch: list[tuple[ForgetRequest, list[NegativeSample]]] = []
+        n = 0
+        for req, samples in items:
+            self._check(samples)
+            batch.append((req, samples))
+            n += len(samples)
+            if n >= batch_rows:
+                done += self._add_batch(batch)
+                batch, n = [], 0
+        if batch:
+            done += self._add_batch(batch)
+        return done
+
+    def _add_batch(self, items: list[tuple[ForgetRequest, list[NegativeSample]]]) -> list[str]:
         with self._lock:
+            before = self._live.state
             self._db.execute("BEGIN IMMEDIATE")
             try:
-                self._db.execute(
-                    "INSERT INTO requests (id, kind, subject, policy, entities, n_prompts, created_at, revoked_at)"
-                    " VALUES (?,?,?,?,?,?,?,NULL)",
-                    (request.id, request.kind, request.subject, request.policy,
-                     json.dumps(request.entities), request.n_prompts, request.created_at),
-                )
-                for s in samples:
-                    cur = self._db.execute(
-                        "INSERT INTO samples (request_id, role, text, embedding) VALUES (?,?,?,?)",
-                        (request.id, s.role, s.text, np.asarray(s.embedding, dtype=np.float32).tobytes()),
-                    )
-                    s.id = int(cur.lastrowid or 0)
-                    s.request_id = request.id
+                self._insert(items)
+                after = self._state()
                 self._db.execute("COMMIT")
             except sqlite3.IntegrityError as exc:
                 self._db.execute("ROLLBACK")
-                raise StoreError(f"cannot add request {request.id}: {exc}") from None
+                which = items[0][0].id if len(items) == 1 else f"{items[0][0].id} (batch of {len(items)})"
+                raise StoreError(f"cannot add request {which}: {exc}") from None
             except BaseException:
                 self._db.execute("ROLLBACK")
                 raise
-            pos = [s for s in samples if s.role != "hard_negative"]
-            self._by_request[request.id] = [int(s.id or 0) for s in pos]
-            if pos:
-                self._index.add([int(s.id or 0) for s in pos], np.stack([s.embedding for s in pos]))
+            self._apply_own(items, before, after)
             self._version += 1
         self._notify()
-        return request.id
+        return [r.id for r, _ in items]
 
     def revoke(self, request_id: str) -> bool:
         with self._lock:
-            cur = self._db.execute(
-                "UPDATE requests SET revoked_at=? WHERE id=? AND revoked_at IS NULL", (time.time(), request_id)
-            )
-            revoked = cur.rowcount > 0
-            ids = self._by_request.pop(request_id, None)  # None: unknown here, or revoked elsewhere
-            if ids:
-                self._index.remove(ids)
-            if not revoked and ids is None:
+            before = self._live.state
+            self._db.execute("BEGIN IMMEDIATE")
+            try:
+                cur = self._db.execute(
+                    "UPDATE requests SET revoked_at=? WHERE id=? AND revoked_at IS NULL", (time.time(), request_id)
+                )
+                revoked = cur.rowcount > 0
+                after = self._state()
+                self._db.execute("COMMIT")
+            except BaseException:
+                self._db.execute("ROLLBACK")
+                raise
+            removed = self._live.remove(request_id)  # False: unknown here, or revoked elsewhere
+            if revoked:
+                self._live.state = after if _follows(before, after, 1) else None
+            if not revoked and not removed:
                 return False
             self._version += 1
         self._notify()
@@ -307,8 +439,22 @@ class SQLiteStore(UnlearnStore):
 
     def live_count(self) -> int:
         """Live requests in this process's index."""
-        with self._lock:
-            return len(self._by_request)
+        self._ensure_index()
+        return self._live.n_requests()
+
+    def live_here(self, request_id: str) -> bool:
+        """Whether this process's index holds ``request_id`` as live (what its searches enforce)."""
+        self._ensure_index()
+        return request_id in self._live
+
+    def indexed_count(self) -> int:
+        """Vectors in this process's index."""
+        self._ensure_index()
+        return len(self._live)
+
+    def _to_samples(self, rows: list[tuple]) -> list[NegativeSample]:
+        return [NegativeSample(id=r[0], request_id=r[1], role=r[2], text=r[3], embedding=decode(r[4], self.dim))
+                for r in rows]
 
     def samples(self, live_only: bool = True) -> list[NegativeSample]:
         q = "SELECT s.id, s.request_id, s.role, s.text, s.embedding FROM samples s JOIN requests r ON r.id=s.request_id"
@@ -316,35 +462,43 @@ class SQLiteStore(UnlearnStore):
             q += " WHERE r.revoked_at IS NULL"
         with self._lock:
             rows = self._db.execute(q + " ORDER BY s.id").fetchall()
-        return [
-            NegativeSample(id=r[0], request_id=r[1], role=r[2], text=r[3],
-                           embedding=np.frombuffer(r[4], dtype=np.float32).copy())
-            for r in rows
-        ]
+        return self._to_samples(rows)
 
-    def _samples_by_id(self, ids: list[int]) -> dict[int, NegativeSample]:
-        if not ids:
-            return {}
-        marks = ",".join("?" * len(ids))
+    def samples_of(self, request_ids: Iterable[str]) -> list[NegativeSample]:
+        ids = list(dict.fromkeys(request_ids))
+        out: list[NegativeSample] = []
         with self._lock:
-            rows = self._db.execute(
-                f"SELECT id, request_id, role, text, embedding FROM samples WHERE id IN ({marks})", ids
-            ).fetchall()
-        return {
-            r[0]: NegativeSample(id=r[0], request_id=r[1], role=r[2], text=r[3],
-                                 embedding=np.frombuffer(r[4], dtype=np.float32).copy())
-            for r in rows
-        }
+            for i in range(0, len(ids), _CHUNK):
+                part = ids[i:i + _CHUNK]
+                out += self._to_samples(self._db.execute(
+                    "SELECT id, request_id, role, text, embedding FROM samples WHERE request_id IN "
+                    f"({','.join('?' * len(part))}) ORDER BY id", part).fetchall())
+        return out
 
     def search(self, embeddings: np.ndarray, k: int = 5) -> list[list[Match]]:
+        self._ensure_index()
         self._maybe_poll()
-        hits = self._index.search(np.atleast_2d(embeddings), k)
-        by_id = self._samples_by_id(sorted({key for row in hits for key, _ in row}))
-        return [[Match(by_id[key], score) for key, score in row if key in by_id] for row in hits]
+        return self._live.search(np.atleast_2d(embeddings), k)
 
     def close(self) -> None:
         self._stop.set()
         if self._watcher is not None and self._watcher is not threading.current_thread():
             self._watcher.join(timeout=2)
         with self._lock:
+            if self._loaded:
+                try:
+                    self._save_at_close()
+                except Exception:
+                    log.exception("saving the store index at close failed")
             self._db.close()
+
+
+def _rows_of(batch: list[tuple]) -> Rows:
+    return Rows([r[1] for r in batch], np.fromiter((r[0] for r in batch), np.int64, len(batch)),
+                [r[2] for r in batch], [r[3] for r in batch], blobs=[r[4] for r in batch])
+
+
+def _follows(before: dict | None, after: dict, n_changes: int) -> bool:
+    """True when ``after`` is ``before`` plus exactly this process's ``n_changes`` request-row changes."""
+    return (before is not None and after["store_id"] == before["store_id"]
+            and after["rewrites"] == before["rewrites"] and after["changes"] == before["changes"] + n_changes)

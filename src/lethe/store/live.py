@@ -1,0 +1,459 @@
+"""The live positive samples of a store, as searched: vector index, match records, index file.
+
+A store's database is the truth; this is the searchable copy every process keeps. It
+holds the vectors (:mod:`lethe.store.index`) under keys that also say which request a
+sample belongs to and its role, plus the texts of rewrites, so a search answers without
+touching the database. Memory per sample is the index row and graph, one 8-byte key and
+the text where there is one.
+
+**The index file.** :meth:`LiveIndex.save` writes the graph to ``<base>.<token>.usearch``
+and then, as the commit point, ``<base>.json``: the graph's size and CRC-32, the index
+parameters, which request each key belongs to, the texts, and the *database state* the
+contents correspond to (the store's id, its change counters and largest sample id, see
+:class:`IndexedStore`). :meth:`LiveIndex.load` refuses a file whose record, size,
+checksum, parameters or keys do not agree (:class:`~lethe.store.index.IndexFileError`);
+the store then rebuilds from the database. A file whose state is behind the database is
+brought up to date incrementally; one that cannot be (sample rows changed in place, a
+different database) is rebuilt.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import logging
+import os
+import secrets
+import threading
+import time
+from abc import abstractmethod
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from lethe.errors import StoreError
+from lethe.store.base import ForgetRequest, Match, NegativeSample
+from lethe.store.codec import blobs_for_index, from_index
+from lethe.store.index import IndexFileError, IndexParams, VectorIndex, fsync_dir
+
+log = logging.getLogger("lethe.store.index")
+
+FILE_FORMAT = 1
+REQ_SHIFT = 40  # key = request slot << 40 | rewrite << 39 | sample id
+ROLE_BIT = 1 << 39
+ID_MASK = ROLE_BIT - 1
+MAX_SLOTS = 1 << 24
+
+
+@dataclass
+class Rows:
+    """Samples to index: one entry per sample (``vectors`` in the index dtype, or database blobs)."""
+
+    request_ids: list[str]
+    ids: np.ndarray  # int64 sample ids
+    roles: list[str]
+    texts: list[str | None]
+    vectors: np.ndarray | None = None
+    blobs: list[bytes] | None = None
+
+    def __len__(self) -> int:
+        return len(self.request_ids)
+
+
+@dataclass(frozen=True)
+class PersistParams:
+    """When a process writes its index file: after ``save_min_changes`` vectors changed, at most
+    every ``save_interval_s``, and at close (a small index whenever it changed)."""
+
+    save_min_changes: int = 2_000
+    save_interval_s: float = 300.0
+    small: int = 50_000
+
+
+class LiveIndex:
+    """Index + match records of the live positive samples; thread-safe."""
+
+    def __init__(self, dim: int, params: IndexParams | dict | None = None, vectors: VectorIndex | None = None) -> None:
+        self.dim = dim
+        self.index = vectors or VectorIndex(dim, params)
+        self.params = self.index.params
+        self._lock = threading.RLock()
+        self._names: list[str | None] = []  # slot -> request id (None: slot retired)
+        self._slot: dict[str, int] = {}
+        self._keys: dict[str, np.ndarray] = {}  # live request -> its keys
+        self._texts: dict[int, str] = {}  # sample id -> text
+        self.state: dict | None = None  # database state the contents match (None: unknown)
+        self.dirty = 0  # vectors added or removed since the index file was written
+        self.saved_at = time.monotonic()
+        self._saving = threading.Lock()
+
+    # -- contents -------------------------------------------------------------------
+    def __len__(self) -> int:
+        return len(self.index)
+
+    def __contains__(self, request_id: object) -> bool:
+        with self._lock:
+            return request_id in self._keys
+
+    def requests(self) -> set[str]:
+        with self._lock:
+            return set(self._keys)
+
+    def n_requests(self) -> int:
+        with self._lock:
+            return len(self._keys)
+
+    def sample_ids(self, request_id: str) -> np.ndarray:
+        with self._lock:
+            keys = self._keys.get(request_id)
+        return np.empty(0, np.int64) if keys is None else (keys & np.uint64(ID_MASK)).astype(np.int64)
+
+    def _slot_of(self, request_id: str) -> int:
+        slot = self._slot.get(request_id)
+        if slot is None:
+            slot = len(self._names)
+            if slot >= MAX_SLOTS:
+                raise StoreError("the index has used all its request slots: rebuild it (refresh)")
+            self._names.append(request_id)
+            self._slot[request_id] = slot
+        return slot
+
+    def add(self, rows: Rows, live: list[str] = (), only_new: bool = True) -> set[str]:
+        """Index ``rows`` and mark ``live`` (and every request of ``rows``) live; returns the requests
+        that were not live here before. ``only_new``: drop rows of requests already live here."""
+        with self._lock:
+            before = set(self._keys)
+            wanted = [i for i, rid in enumerate(rows.request_ids) if not (only_new and rid in before)]
+            added = {rid for rid in list(live) + [rows.request_ids[i] for i in wanted] if rid not in before}
+            if wanted:
+                ids = np.asarray(rows.ids, dtype=np.int64)[wanted]
+                if len(ids) and (ids.min() < 0 or ids.max() > ID_MASK):
+                    raise StoreError("sample ids out of the index's key range")
+                slots = np.fromiter((self._slot_of(rows.request_ids[i]) for i in wanted), np.uint64, len(wanted))
+                rewrite = np.fromiter((rows.roles[i] == "rewrite" for i in wanted), bool, len(wanted))
+                keys = (slots << np.uint64(REQ_SHIFT)) | (rewrite.astype(np.uint64) << np.uint64(39)) | \
+                    ids.astype(np.uint64)
+                if rows.vectors is not None:
+                    vec = np.asarray(rows.vectors)[wanted]
+                else:
+                    assert rows.blobs is not None
+                    vec = blobs_for_index([rows.blobs[i] for i in wanted], self.dim, self.params.dtype)
+                self.index.add(keys, vec)
+                order = np.argsort(slots, kind="stable")
+                bounds = np.flatnonzero(np.diff(slots[order])) + 1
+                for part in np.split(order, bounds):
+                    rid = rows.request_ids[wanted[part[0]]]
+                    old = self._keys.get(rid)
+                    self._keys[rid] = keys[part] if old is None else np.concatenate([old, keys[part]])
+                for j, i in enumerate(wanted):
+                    if rows.texts[i]:
+                        self._texts[int(ids[j])] = rows.texts[i]  # type: ignore[assignment]
+                self.dirty += len(wanted)
+            for rid in live:
+                if rid not in self._keys:
+                    self._slot_of(rid)
+                    self._keys[rid] = np.empty(0, np.uint64)
+            return added
+
+    def remove(self, request_id: str) -> bool:
+        """Drop a request and its samples; False when it was not live here."""
+        with self._lock:
+            keys = self._keys.pop(request_id, None)
+            if keys is None:
+                return False
+            self.index.remove(keys)
+            for sid in (keys & np.uint64(ID_MASK)).tolist():
+                self._texts.pop(int(sid), None)
+            slot = self._slot.pop(request_id)
+            self._names[slot] = None
+            self.dirty += len(keys)
+            return True
+
+    def search(self, queries: np.ndarray, k: int) -> list[list[Match]]:
+        hits = self.index.search(np.atleast_2d(queries), k)
+        keys = sorted({key for row in hits for key, _ in row})
+        if not keys:
+            return [[] for _ in hits]
+        vectors = dict(zip(keys, from_index(self.index.get(keys)), strict=True))
+        out: list[list[Match]] = []
+        with self._lock:
+            names, texts = self._names, self._texts
+            for row in hits:
+                matches = []
+                for key, score in row:
+                    slot, sid = key >> REQ_SHIFT, key & ID_MASK
+                    rid = names[slot] if slot < len(names) else None
+                    if rid is None:  # revoked meanwhile
+                        continue
+                    role = "rewrite" if key & ROLE_BIT else "augment"
+                    matches.append(Match(NegativeSample(request_id=rid, embedding=vectors[key], role=role,
+                                                        text=texts.get(sid), id=sid), score))
+                out.append(matches)
+        return out
+
+    # -- the index file ---------------------------------------------------------------
+    @staticmethod
+    def _record_path(base: Path) -> Path:
+        return base.with_name(base.name + ".json")
+
+    def save(self, base: Path) -> bool:
+        """Write the index file (graph, then the record); False when another save is running, another
+        process holds the file lock, or the database state of the contents is unknown."""
+        if not self._saving.acquire(blocking=False):
+            return False
+        try:
+            with _file_lock(base.with_name(base.name + ".lock")) as locked:
+                if not locked:
+                    return False
+                with self._lock:
+                    if self.state is None:
+                        return False
+                    state, names = dict(self.state), list(self._names)
+                    text_ids = list(self._texts)
+                    texts = [self._texts[i] for i in text_ids]
+                    count, dirty = len(self.index), self.dirty
+                    self.index.freeze()
+                try:
+                    name = f"{base.name}.{secrets.token_hex(6)}.usearch"
+                    size, crc = self.index.write(base.with_name(name))
+                finally:
+                    self.index.thaw()
+                record = {"format": FILE_FORMAT, "file": name, "size": size, "crc32": crc, "dim": self.dim,
+                          "build": self.params.build_key(), "count": count, "state": state, "requests": names,
+                          "text_ids": text_ids, "texts": texts, "saved_at": time.time()}
+                path = self._record_path(base)
+                tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+                with open(tmp, "w", encoding="utf-8") as f:
+                    json.dump(record, f, ensure_ascii=False, separators=(",", ":"))
+                    f.flush()
+                    os.fsync(f.fileno())
+                os.replace(tmp, path)
+                fsync_dir(path.parent)
+                for old in base.parent.glob(f"{base.name}.*.usearch"):
+                    if old.name != name:
+                        old.unlink(missing_ok=True)
+                with self._lock:
+                    self.dirty -= dirty
+                    self.saved_at = time.monotonic()
+                log.info("saved the index of %d vectors to %s (%d bytes)", count, base.parent / name, size)
+                return True
+        finally:
+            self._saving.release()
+
+    @classmethod
+    def load(cls, base: Path, dim: int, params: IndexParams) -> LiveIndex:
+        """The index saved under ``base``, checked against its record; :class:`IndexFileError` when unusable."""
+        path = cls._record_path(base)
+        try:
+            record = json.loads(path.read_text(encoding="utf-8"))
+        except FileNotFoundError:
+            raise IndexFileError(f"no index file {path}") from None
+        except (OSError, ValueError) as exc:
+            raise IndexFileError(f"index record {path} is unreadable: {exc}") from None
+        try:
+            if record["format"] != FILE_FORMAT or record["dim"] != dim or record["build"] != params.build_key():
+                raise IndexFileError(f"index file {path} has another format, size or build parameters")
+            file = base.parent / Path(record["file"]).name
+            vectors = VectorIndex.read(file, dim, params, int(record["size"]), int(record["crc32"]))
+            names: list[str | None] = list(record["requests"])
+            live = cls(dim, params, vectors)
+            keys = vectors.keys()
+            if len(keys) != record["count"]:
+                raise IndexFileError(f"index file {file} holds {len(keys)} vectors, its record says {record['count']}")
+            slots = (keys >> np.uint64(REQ_SHIFT)).astype(np.int64)
+            if len(slots) and (slots.max() >= len(names) or any(names[s] is None for s in np.unique(slots))):
+                raise IndexFileError(f"index file {file} has keys of no recorded request")
+            live._names = names
+            live._slot = {n: i for i, n in enumerate(names) if n is not None}
+            order = np.argsort(slots, kind="stable")
+            by_slot = {int(slots[p[0]]): keys[p] for p in np.split(order, np.flatnonzero(np.diff(slots[order])) + 1)
+                       if len(p)}
+            live._keys = {n: by_slot.get(i, np.empty(0, np.uint64)) for n, i in live._slot.items()}
+            live._texts = dict(zip((int(i) for i in record["text_ids"]), record["texts"], strict=True))
+            live.state = dict(record["state"])
+            live.dirty = 0
+            return live
+        except (KeyError, TypeError, ValueError) as exc:
+            raise IndexFileError(f"index record {path} is malformed: {exc}") from None
+
+
+@contextlib.contextmanager
+def _file_lock(path: Path) -> Iterator[bool]:
+    """An exclusive, non-blocking lock between processes (True when held)."""
+    try:
+        import fcntl
+    except ImportError:  # not POSIX: saves are still atomic, only not serialised
+        yield True
+        return
+    fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o600)
+    try:
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError:
+            yield False
+            return
+        try:
+            yield True
+        finally:
+            fcntl.flock(fd, fcntl.LOCK_UN)
+    finally:
+        os.close(fd)
+
+
+class IndexedStore:
+    """The index side of a store backend: open from the index file or the database, catch up, save.
+
+    A backend provides a consistent view of four things through :meth:`_snapshot` (the
+    database state, the live request ids, rows of given requests, and the requests with
+    rows newer than a sample id). The *database state* is ``store_id`` (random, made with
+    the database), ``changes`` (bumped by triggers on every insert, update and delete of a
+    request row), ``rewrites`` (bumped on every update or delete of a sample row) and
+    ``max_id`` (the largest sample id). An index whose state has the same ``store_id`` and
+    ``rewrites`` and no larger ``changes``/``max_id`` can be brought up to date by a
+    diff of live requests plus a reload of requests with newer rows; anything else is
+    rebuilt. A state read *before* the contents it describes is safe (the diff is
+    idempotent); one read after them is not, so backends read the state first.
+    """
+
+    dim: int
+    _live: LiveIndex
+    _index_params: IndexParams
+    _persist: PersistParams
+    _index_base: Path | None
+    _rebuilds: int = 0
+    _saver: threading.Thread | None = None
+
+    @abstractmethod
+    def _snapshot(self) -> contextlib.AbstractContextManager[StoreView]: ...
+
+    def _open_index(self) -> None:
+        """Load the index file if it is usable and bring it up to date; else rebuild from the database."""
+        t0 = time.perf_counter()
+        live: LiveIndex | None = None
+        how = "rebuilt"
+        if self._index_base is not None:
+            try:
+                live = LiveIndex.load(self._index_base, self.dim, self._index_params)
+            except IndexFileError as exc:
+                missing = str(exc).startswith("no index file")
+                (log.info if missing else log.warning)("%s; rebuilding the index from the database", exc)
+        with self._snapshot() as view:
+            state = view.state()
+            if live is not None and not _can_catch_up(live.state, state):
+                log.warning("the index file %s is from another state of the database (%s, now %s); rebuilding",
+                            self._index_base, live.state, state)
+                live = None
+            if live is None:
+                live = self._build(view, state)
+            else:
+                how = "loaded" if live.state == state else "loaded and caught up"
+                self._catch_up(live, view, state)
+        self._live = live
+        self.index_open = {"how": how, "seconds": round(time.perf_counter() - t0, 3), "vectors": len(live)}
+        log.info("store index %s: %d vectors of %d requests in %.2f s", how, len(live), live.n_requests(),
+                 time.perf_counter() - t0)
+        if how != "loaded" and self._index_base is not None and live.dirty:
+            self._save_soon()
+
+    def _build(self, view: StoreView, state: dict) -> LiveIndex:
+        live = LiveIndex(self.dim, self._index_params)
+        ids = sorted(view.live_requests())
+        for rows in view.rows(None):  # every live positive row, in one scan
+            live.add(rows, only_new=False)
+        live.add(Rows([], np.empty(0, np.int64), [], []), live=ids)
+        live.state = state
+        live.dirty = max(live.dirty, 1)
+        self._rebuilds += 1
+        return live
+
+    def _refresh_index(self) -> bool:
+        """Apply the database's changes to the running index (rebuild when they cannot be applied)."""
+        with self._snapshot() as view:
+            state = view.state()
+            live = self._live
+            if live.state == state:
+                return False
+            if live.state is not None and not _can_catch_up(live.state, state):
+                log.warning("sample rows changed in place (%s, now %s): rebuilding the index", live.state, state)
+                self._live = self._build(view, state)
+                return True
+            return self._catch_up(live, view, state)
+
+    def _catch_up(self, live: LiveIndex, view: StoreView, state: dict) -> bool:
+        """Apply the database's changes since ``live.state`` (None: unknown, diff the live sets only)."""
+        db_live = view.live_requests()
+        have = live.requests()
+        reload: set[str] = set()
+        if live.state is not None and state.get("max_id", 0) > live.state.get("max_id", 0):
+            reload = view.requests_with_rows_after(int(live.state.get("max_id", 0))) & have & db_live
+        gone = (have - db_live) | reload
+        for rid in gone:
+            live.remove(rid)
+        new = sorted(db_live - (have - reload))
+        for rows in view.rows(new):
+            live.add(rows, only_new=False)
+        live.add(Rows([], np.empty(0, np.int64), [], []), live=new)
+        live.state = state
+        return bool(gone or new)
+
+    # -- saving ---------------------------------------------------------------------
+    def save_index(self) -> bool:
+        """Write the index file now (False without one, or when its state is unknown or a save runs)."""
+        if self._index_base is None:
+            return False
+        return self._live.save(self._index_base)
+
+    def _save_soon(self) -> None:
+        if self._saver is not None and self._saver.is_alive():
+            return
+        self._saver = threading.Thread(target=self._save_quietly, name="lethe-index-save", daemon=True)
+        self._saver.start()
+
+    def _save_quietly(self) -> None:
+        try:
+            self.save_index()
+        except Exception:
+            log.exception("saving the store index failed (the next open rebuilds or catches up)")
+
+    def _maybe_save(self) -> None:
+        """Save in the background when enough changed and the last save is old enough."""
+        live, p = self._live, self._persist
+        if self._index_base is None or live.state is None or live.dirty == 0:
+            return
+        if live.dirty >= p.save_min_changes and time.monotonic() - live.saved_at >= p.save_interval_s:
+            self._save_soon()
+
+    def _save_at_close(self) -> None:
+        if self._saver is not None:
+            self._saver.join()
+        live, p = getattr(self, "_live", None), self._persist
+        if self._index_base is None or live is None or live.state is None or live.dirty == 0:
+            return
+        if live.dirty >= p.save_min_changes or len(live) <= p.small:
+            self._save_quietly()
+
+
+class StoreView:
+    """One consistent read of a store's database (see :class:`IndexedStore`)."""
+
+    def __init__(self, state: Callable[[], dict], live_requests: Callable[[], set[str]],
+                 rows: Callable[[list[str] | None], Iterator[Rows]], requests_with_rows_after: Callable[[int], set[str]]):
+        self.state, self.live_requests, self.rows = state, live_requests, rows
+        self.requests_with_rows_after = requests_with_rows_after
+
+
+def own_rows(items: list[tuple[ForgetRequest, list[NegativeSample]]], live: LiveIndex) -> Rows:
+    """The positive samples of requests this process just committed (ids set), as index rows."""
+    pos = [(req.id, s) for req, samples in items for s in samples if s.role != "hard_negative"]
+    vectors = live.index.rows(np.stack([s.embedding for _, s in pos])) if pos else np.empty((0, live.dim))
+    return Rows([rid for rid, _ in pos], np.asarray([s.id for _, s in pos], dtype=np.int64),
+                [s.role for _, s in pos], [s.text for _, s in pos], vectors=vectors)
+
+
+def _can_catch_up(saved: dict | None, now: dict) -> bool:
+    if not saved:
+        return False
+    return (saved.get("store_id") == now.get("store_id") and saved.get("rewrites") == now.get("rewrites")
+            and saved.get("changes", 0) <= now.get("changes", 0) and saved.get("max_id", 0) <= now.get("max_id", 0))
