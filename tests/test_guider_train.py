@@ -27,15 +27,15 @@ from lethe.guard.guider import (  # noqa: E402
     guider_prompt,
     parse_guidance,
 )
-from lethe.guard.guider_training import (  # noqa: E402
+from lethe.guard.policies import PolicyLibrary  # noqa: E402
+from lethe.training.data import write_jsonl  # noqa: E402
+from lethe.training.guider import (  # noqa: E402
     build_guider_data,
     copied_span,
     guider_example,
     guider_target,
     read_guider_data,
 )
-from lethe.guard.policies import PolicyLibrary  # noqa: E402
-from lethe.training.data import write_jsonl  # noqa: E402
 from lethe.training.tiny import make_tiny_model  # noqa: E402
 
 QUERIES = [

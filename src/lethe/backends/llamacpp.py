@@ -181,7 +181,7 @@ def _gguf_lora(adapter: str) -> Path:
         raise BackendError(f"adapter not found: {adapter} (a GGUF LoRA file or a PEFT adapter folder)")
     out = path.parent / f"{path.name}.gguf"
     if not out.exists() or out.stat().st_mtime < (path / "adapter_config.json").stat().st_mtime:
-        from lethe.training.export import export_lora_gguf
+        from lethe.backends.gguf_lora import export_lora_gguf
 
         export_lora_gguf(path, out)
     return out

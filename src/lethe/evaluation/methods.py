@@ -105,7 +105,7 @@ class TrainedMethod(Method):
 # -- the guard ----------------------------------------------------------------------------------
 def _open_guard(backend: ChatBackend, home: str | Path | None):
     try:
-        from lethe import Guard
+        from lethe.guard import Guard
     except ImportError as exc:
         raise ConfigError("the guard (lethe.Guard) is not available in this build") from exc
     if home is None:

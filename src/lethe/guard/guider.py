@@ -86,7 +86,7 @@ Reply with only a JSON object: {{"requires_refusal": true or false, "cot_instruc
 Query: {query}"""
 
 # The assistant turn of the LLM/trained guider starts with this (when the backend can prefill);
-# the trained guider's targets start with the same text (see ``guider_training.guider_target``).
+# the trained guider's targets start with the same text (see ``lethe.training.guider.guider_target``).
 GUIDER_PREFILL = '{"requires_refusal": true, "cot_instruction": "'
 
 

@@ -8,24 +8,26 @@ from typing import Annotated, Any
 
 import typer
 
+from lethe.cli.options import HomeOpt
 from lethe.config import GuardConfig, lethe_home, load_config
 from lethe.serving.settings import with_overrides
 
 
 def open_guard(home: Path, config: GuardConfig, backend: Any = None) -> Any:
     """The guard of ``home`` on the store ``config.store`` names (``Guard.open``)."""
-    from lethe import Guard
+    from lethe.guard import Guard
 
     return Guard.open(home=home, config=config, backend=backend)
 
 
 def serve_command(
-    config: Annotated[Path | None, typer.Option("--config", "-c", envvar="LETHE_CONFIG",
-                                                help="guard.yaml (default <home>/guard.yaml)")] = None,
-    host: Annotated[str | None, typer.Option(help="bind address (default 127.0.0.1)")] = None,
-    port: Annotated[int | None, typer.Option(help="port (default 8000)")] = None,
-    home: Annotated[Path | None, typer.Option(help="Lethe home (default LETHE_HOME or ~/.lethe)")] = None,
-    log_level: Annotated[str, typer.Option(help="uvicorn log level")] = "info",
+    config: Annotated[Path | None, typer.Option("--config", "-c", envvar="LETHE_CONFIG", metavar="FILE",
+                                                help="The guard configuration to use.",
+                                                show_default="<home>/guard.yaml")] = None,
+    host: Annotated[str | None, typer.Option(help="Address to bind.", show_default="serve.host, 127.0.0.1")] = None,
+    port: Annotated[int | None, typer.Option(help="Port to listen on.", show_default="serve.port, 8000")] = None,
+    home: HomeOpt = None,
+    log_level: Annotated[str, typer.Option(help="Log level of uvicorn.")] = "info",
 ) -> None:
     """Serve the guard as an OpenAI-compatible proxy with an admin API (/v1, /admin, /metrics)."""
     import uvicorn

@@ -117,7 +117,7 @@ def guider_data(
     progress: Annotated[bool, typer.Option("--progress/--quiet", help="Show a progress bar with ETA.")] = True,
 ) -> None:
     """Write guider training rows {query, kind, policy, reasoning, requires_refusal}."""
-    from lethe.guard.guider_training import build_guider_data
+    from lethe.training.guider import build_guider_data
 
     _, stats = build_guider_data(queries, teacher, _policies(home), out, kind=kind, on_reject=on_reject,
                                  progress=progress)
@@ -141,7 +141,7 @@ def guider_train(
     progress: Annotated[bool, typer.Option("--progress/--quiet", help="Show a progress bar with ETA.")] = True,
 ) -> None:
     """Fine-tune a guider with LoRA (CE on the JSON target, prompt masked); writes OUT/adapter."""
-    from lethe.guard.guider_training import train_guider
+    from lethe.training.guider import train_guider
 
     s = train_guider(data, out, model, epochs=epochs, lr=lr, lora_rank=lora_rank, max_length=max_length,
                      batch_size=batch_size, seed=seed, max_steps=max_steps, resume=resume, progress=progress,
@@ -158,21 +158,21 @@ tofu_app = typer.Typer(help="TOFU: build the target and retain models a TOFU eva
 
 @tofu_app.command("prepare")
 def tofu_prepare(
-    split: Annotated[str, typer.Option("--split", help="forget01 | forget05 | forget10")] = "forget05",
-    base: Annotated[str, typer.Option("--base", help="base model: 'default' (embedded Qwen2.5-Coder-0.5B), hub id or folder")] = "default",
-    retain_authors: Annotated[int, typer.Option("--retain-authors", help="retain authors learnt (the first N of TOFU's 200)")] = 30,
-    full: Annotated[bool, typer.Option("--full", help="the whole protocol: every non-forget author, the paper's recipe (GPU)")] = False,
-    epochs: Annotated[int | None, typer.Option("--epochs", help="recipe override")] = None,
-    lr: Annotated[float | None, typer.Option("--lr", help="recipe override")] = None,
-    lora_rank: Annotated[int | None, typer.Option("--lora-rank", help="recipe override")] = None,
-    batch_size: Annotated[int | None, typer.Option("--batch-size", help="recipe override")] = None,
-    max_length: Annotated[int | None, typer.Option("--max-length", help="recipe override")] = None,
-    lora_top_layers: Annotated[int | None, typer.Option("--lora-top-layers", help="recipe override: LoRA on the last N layers (0: all)")] = None,
-    full_finetune: Annotated[bool | None, typer.Option("--full-finetune/--lora", help="recipe override: train all weights or LoRA")] = None,
-    recall_limit: Annotated[int, typer.Option("--recall-limit", help="questions per part for the greedy recall probe (0: skip)")] = 100,
-    save_merged: Annotated[bool, typer.Option("--save-merged", help="also write merged weights (OUT/merged)")] = False,
-    data: Annotated[str | None, typer.Option("--data", help="benchmark folder (shared/data layout); default LETHE_DATA")] = None,
-    as_json: Annotated[bool, typer.Option("--json", help="print one JSON object as the last line")] = False,
+    split: Annotated[str, typer.Option("--split", help="TOFU forget split: forget01 | forget05 | forget10.")] = "forget05",
+    base: Annotated[str, typer.Option("--base", help="Base model: 'default' (embedded Qwen2.5-Coder-0.5B), hub id or folder.")] = "default",
+    retain_authors: Annotated[int, typer.Option("--retain-authors", help="Retain authors learnt (the first N of TOFU's 200).")] = 30,
+    full: Annotated[bool, typer.Option("--full", help="The whole protocol: every non-forget author, the paper's recipe (GPU).")] = False,
+    epochs: Annotated[int | None, typer.Option("--epochs", help="Recipe override.", show_default="the recipe's")] = None,
+    lr: Annotated[float | None, typer.Option("--lr", help="Recipe override.", show_default="the recipe's")] = None,
+    lora_rank: Annotated[int | None, typer.Option("--lora-rank", help="Recipe override.", show_default="the recipe's")] = None,
+    batch_size: Annotated[int | None, typer.Option("--batch-size", help="Recipe override.", show_default="the recipe's")] = None,
+    max_length: Annotated[int | None, typer.Option("--max-length", help="Recipe override.", show_default="the recipe's")] = None,
+    lora_top_layers: Annotated[int | None, typer.Option("--lora-top-layers", help="Recipe override: LoRA on the last N layers (0: all).", show_default="the recipe's")] = None,
+    full_finetune: Annotated[bool | None, typer.Option("--full-finetune/--lora", help="Recipe override: train all weights or LoRA.", show_default="the recipe's")] = None,
+    recall_limit: Annotated[int, typer.Option("--recall-limit", help="Questions per part for the greedy recall probe (0: skip).")] = 100,
+    save_merged: Annotated[bool, typer.Option("--save-merged", help="Also write merged weights (OUT/merged).")] = False,
+    data: Annotated[str | None, typer.Option("--data", help="Benchmark folder (shared/data layout).", show_default="$LETHE_DATA")] = None,
+    as_json: Annotated[bool, typer.Option("--json", help="Print one JSON object as the last line.")] = False,
     progress: Annotated[bool, typer.Option("--progress/--quiet", help="Show a progress bar with ETA.")] = True,
 ) -> None:
     """Fine-tune BASE on TOFU: the target (forget + retain authors) and the retain model (retain only)."""

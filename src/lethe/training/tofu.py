@@ -275,8 +275,8 @@ def prepare(*, base: str | None = "default", split: str = "forget05", retain_aut
             if not recipe.full_finetune:  # llama.cpp LoRA (beside the adapter, where the backend looks)
                 gguf = out / "adapter.gguf"
                 if not gguf.exists():
+                    from lethe.backends.gguf_lora import export_lora_gguf
                     from lethe.errors import LetheError
-                    from lethe.training.export import export_lora_gguf
 
                     try:
                         export_lora_gguf(out / "adapter", gguf)
