@@ -249,6 +249,7 @@ class VectorIndex:
         tmp = path.with_name(f".{path.name}.{os.getpid()}.{threading.get_ident()}.tmp")
         try:
             self._index.save(str(tmp))
+            os.chmod(tmp, 0o600)  # it holds what the database holds
             with open(tmp, "rb+") as f:
                 os.fsync(f.fileno())
             size, crc = tmp.stat().st_size, file_crc32(tmp)

@@ -225,7 +225,7 @@ class LiveIndex:
                           "text_ids": text_ids, "texts": texts, "saved_at": time.time()}
                 path = self._record_path(base)
                 tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-                with open(tmp, "w", encoding="utf-8") as f:
+                with os.fdopen(os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600), "w", encoding="utf-8") as f:
                     json.dump(record, f, ensure_ascii=False, separators=(",", ":"))
                     f.flush()
                     os.fsync(f.fileno())
