@@ -10,8 +10,9 @@ normalised mean-pooled embedding, trained only on what the requests give plus da
   (expanded questions are stored as rewrites too) and their seeded augmentations
   (:func:`lethe.guard.augment.augment`); the original prompts are never stored, so never used;
 - negatives: the detector's benign training queries (the shipped set, a home's ``benign.jsonl``,
-  ``add_benign``), the shipped near-domain benign set (``resources/near_domain_benign.jsonl``:
-  school and university biology, chemistry, medicine, security and programming questions) and the
+  ``add_benign``), 80 % of the shipped near-domain benign set (``resources/near_domain_benign.jsonl``:
+  school and university biology, chemistry, medicine, security and programming questions; the other
+  20 %, :func:`near_domain_split`, is kept for calibrating tau in domain) and the
   same augmentations applied to a sample of them, so a typo, a lower-cased text or a jailbreak
   wrapper is not what separates the classes.
 
@@ -69,31 +70,42 @@ def load_near_domain_benign() -> list[str]:
     return [json.loads(line)["prompt"] for line in text.splitlines() if line.strip()]
 
 
+def near_domain_split(holdout: float = 0.2, seed: int = 0) -> tuple[list[str], list[str]]:
+    """(train, hold-out) of the near-domain benign set, deterministic: the scorer trains on the first;
+    the second is an in-domain benign set to calibrate tau on (``Guard.calibrate``)."""
+    prompts = load_near_domain_benign()
+    idx = list(range(len(prompts)))
+    random.Random(f"{seed}:near-domain").shuffle(idx)
+    cut = int(len(idx) * (1 - holdout))
+    return [prompts[i] for i in sorted(idx[:cut])], [prompts[i] for i in sorted(idx[cut:])]
+
+
 @dataclass(frozen=True)
 class TrainConfig:
     """Hyper-parameters of one fine-tune (all of them enter the cache key)."""
 
     encoder: str = "all-MiniLM-L6-v2"
     max_length: int = 64
-    epochs: int = 2
+    epochs: int = 1
     batch_size: int = 32
     lr: float = 4e-5
     head_lr: float = 2e-3
     weight_decay: float = 0.01
     warmup: float = 0.1
     seed: int = 0
-    threads: int = 2
-    augment_per_text: int = 3  # augmentations kept per text (a seeded choice among augment()'s)
-    negative_augment: int = 300  # negatives that also get augmented (label-invariant augmentations)
-    frozen_layers: int = 0  # bottom encoder layers (and the embeddings, when > 0) kept frozen
+    threads: int = 1  # torch threads of the fine-tune (it runs beside serving: one core by default)
+    augment_per_text: int = 1  # augmentations kept per text (a seeded choice among augment()'s)
+    negative_augment: int = 200  # negatives that also get augmented (label-invariant augmentations)
+    frozen_layers: int = 3  # bottom encoder layers (and the embeddings, when > 0) kept frozen
     max_steps: int | None = None  # cap on optimiser steps (tests)
 
     @classmethod
     def from_env(cls, **overrides: Any) -> TrainConfig:
-        """Defaults, overridden by ``LETHE_CONCEPT_ENCODER`` / ``_EPOCHS`` / ``_THREADS`` / ``_MAX_LENGTH``
-        and then by ``overrides``."""
+        """Defaults, overridden by ``LETHE_CONCEPT_ENCODER`` / ``_EPOCHS`` / ``_THREADS`` / ``_MAX_LENGTH`` /
+        ``_FROZEN_LAYERS`` / ``_MAX_STEPS`` and then by ``overrides``."""
         env: dict[str, Any] = {}
-        for key, cast in (("encoder", str), ("epochs", int), ("threads", int), ("max_length", int)):
+        for key, cast in (("encoder", str), ("epochs", int), ("threads", int), ("max_length", int),
+                          ("frozen_layers", int), ("max_steps", int)):
             raw = os.environ.get(f"LETHE_CONCEPT_{key.upper()}", "").strip()
             if raw:
                 env[key] = cast(raw)
@@ -370,7 +382,7 @@ class ConceptScorer:
         live = {r.id for r in self.store.list_requests() if r.kind in CONCEPT_KINDS}
         pos = [s.text for s in self.store.samples(live_only=True)
                if s.request_id in live and s.role == "rewrite" and s.text] if live else []
-        negs = list(dict.fromkeys([*self._negatives(), *load_near_domain_benign()]))
+        negs = list(dict.fromkeys([*self._negatives(), *near_domain_split()[0]]))
         return sorted(dict.fromkeys(pos)), negs
 
     def sync(self) -> None:
