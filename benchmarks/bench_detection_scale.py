@@ -483,11 +483,20 @@ def main() -> None:
     ap.add_argument("--plot", default=None)
     ap.add_argument("--label", default="")
     ap.add_argument("--reeval", action="store_true", help="score again at sizes already done (store kept)")
+    ap.add_argument("--refresh-scaling", action="store_true",
+                    help="only measure add/revoke latency without embedding (random vectors) at each size")
     args = ap.parse_args()
     data = Path(args.data)
     work = Path(args.work)
     work.mkdir(parents=True, exist_ok=True)
     sizes = [int(s) for s in args.sizes.split(",")]
+    if args.refresh_scaling:
+        res = {"benchmark": "detection_scale_refresh", "config": vars(args),
+               "versions": {"lethe": lethe.__version__, "python": platform.python_version()},
+               "results": refresh_scaling(sizes, args)}
+        Path(args.out).parent.mkdir(parents=True, exist_ok=True)
+        Path(args.out).write_text(json.dumps(res, indent=2))
+        return
     forgettable, never, namesakes, probes = build_population(data, args.seed)
 
     def load(p: str) -> list[str]:
@@ -573,6 +582,48 @@ def main() -> None:
     out.write_text(json.dumps(res, indent=2))
     if args.plot:
         plot([res], Path(args.plot))
+
+
+class RandomEmbedder:
+    """Random unit vectors: isolates what an add costs besides embedding its texts."""
+
+    def __init__(self, dim: int) -> None:
+        self.dim = dim
+        self.rng = np.random.default_rng(0)
+
+    def encode(self, texts: list[str], batch_size: int = 64) -> np.ndarray:
+        v = self.rng.normal(size=(len(texts), self.dim)).astype(np.float32)
+        return v / np.linalg.norm(v, axis=1, keepdims=True)
+
+
+def refresh_scaling(sizes: list[int], args) -> dict:
+    """Add and revoke latency without the embedding (random vectors): the part that could grow with the
+    store (store write, incremental refresh, hashed-name index), at each size."""
+    forgettable, _, _, probes = build_population(Path(args.data), args.seed)
+    guard = Guard.open(Path(args.work) / "synthetic-home", config=GuardConfig())
+    guard.detector.benign_embeddings()
+    rand = RandomEmbedder(guard.embedder.dim)
+    guard.embedder = rand  # type: ignore[assignment]
+    out: dict = {}
+    added = len(guard.requests())
+    for size in sizes:
+        for p in forgettable[added:size]:
+            reg, _ = split_rows(p, args.register, args.seed)
+            _forget(guard, p, reg, args.answers, args.seed)
+        added = max(added, size)
+        add_t, rev_t = [], []
+        for p in probes[: args.probes]:
+            reg, _ = split_rows(p, args.register, args.seed)
+            t = time.perf_counter()
+            req = _forget(guard, p, reg, args.answers, args.seed)
+            add_t.append(time.perf_counter() - t)
+            t = time.perf_counter()
+            guard.revoke(req.id)
+            rev_t.append(time.perf_counter() - t)
+        out[str(size)] = {"add_s_median_without_embedding": statistics.median(add_t),
+                          "revoke_s_median": statistics.median(rev_t), "n_requests": len(guard.requests())}
+        print(json.dumps({"size": size, **out[str(size)]}), flush=True)
+    return out
 
 
 def plot(runs: list[dict], path: Path) -> None:
