@@ -192,7 +192,7 @@ class CheckOut(BaseModel):
 class CalibrateIn(BaseModel):
     model_config = ConfigDict(extra="forbid")
     benign: list[Prompt] | None = Field(None, min_length=1, max_length=20_000)
-    target_fpr: float = Field(0.01, gt=0.0, lt=1.0)
+    target_fpr: float = Field(0.01, ge=1e-6, lt=1.0, description="allowed false-positive rate (at least 1e-6)")
 
 
 class CalibrateOut(BaseModel):
