@@ -19,3 +19,7 @@ class StoreError(LetheError):
 
 class EmptyStoreError(StoreError):
     pass
+
+
+class InputError(LetheError):
+    """A file or argument the user gave cannot be used (the message names the file and line)."""

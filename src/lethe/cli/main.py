@@ -15,9 +15,8 @@ import sys
 from pathlib import Path
 from typing import Annotated, Any
 
-import click
 import typer
-from typer.core import TyperGroup
+from typer.core import TyperCommand, TyperGroup
 
 from lethe.cli.options import HomeOpt
 from lethe.errors import InputError, LetheError
@@ -52,7 +51,7 @@ LAZY_COMMANDS: dict[str, LazySpec] = {
 _LAZY_PANEL = "Evaluation, training and serving"
 
 
-def load_lazy(name: str) -> click.Command:
+def load_lazy(name: str) -> Any:
     """The click command of a lazily mounted ``name``, built the way ``add_typer`` / ``command`` would."""
     spec = LAZY_COMMANDS[name]
     try:
@@ -72,18 +71,18 @@ class LazyGroup(TyperGroup):
     """The top-level group: core commands as usual, ``LAZY_COMMANDS`` imported on invocation.
     Listings (``--help``) show a lazy command through a stub that carries its help line."""
 
-    def list_commands(self, ctx: click.Context) -> list[str]:
+    def list_commands(self, ctx: Any) -> list[str]:
         return [*super().list_commands(ctx), *(n for n in LAZY_COMMANDS if n not in self.commands)]
 
-    def get_command(self, ctx: click.Context, cmd_name: str) -> click.Command | None:
+    def get_command(self, ctx: Any, cmd_name: str) -> Any:
         cmd = super().get_command(ctx, cmd_name)
         if cmd is None and cmd_name in LAZY_COMMANDS:
-            stub = click.Command(cmd_name, help=LAZY_COMMANDS[cmd_name].help)
+            stub = TyperCommand(name=cmd_name, help=LAZY_COMMANDS[cmd_name].help)
             stub.rich_help_panel = _LAZY_PANEL  # type: ignore[attr-defined]
             return stub
         return cmd
 
-    def resolve_command(self, ctx: click.Context, args: list[str]) -> tuple[str | None, click.Command | None, list[str]]:
+    def resolve_command(self, ctx: Any, args: list[str]) -> tuple[str | None, Any, list[str]]:
         if args and args[0] in LAZY_COMMANDS and args[0] not in self.commands:
             self.commands[args[0]] = load_lazy(args[0])
         return super().resolve_command(ctx, args)
@@ -225,11 +224,16 @@ def _read_jsonl(path: Path, field: str = "prompt") -> list[dict]:
 
 @forget_app.command("add")
 def forget_add(
-    file: Annotated[Path, typer.Option("--file", help="JSONL, one {'prompt': ..., 'entities': [...]} a line")],
-    kind: Annotated[str, typer.Option(help="privacy | copyright | harmful | knowledge")] = "privacy",
-    subject: Annotated[str | None, typer.Option(help="name or title this request is about")] = None,
-    policy: Annotated[str | None, typer.Option(help="policy name (default: retrieved by kind)")] = None,
-    rewriter: Annotated[str, typer.Option(help="llm (default model writes paraphrases) | rule")] = "llm",
+    file: Annotated[Path, typer.Option("--file", metavar="FILE",
+                                       help="JSON Lines, one {\"prompt\": ..., \"entities\": [...]} a line "
+                                            "(UTF-8).")],
+    kind: Annotated[str, typer.Option(help="What is forgotten: privacy | copyright | harmful | knowledge.")] = "privacy",
+    subject: Annotated[str | None, typer.Option(help="Name or title the request is about (kept as its label).",
+                                                show_default="guessed from the prompts")] = None,
+    policy: Annotated[str | None, typer.Option(help="Policy to apply when it triggers.",
+                                               show_default="retrieved by kind")] = None,
+    rewriter: Annotated[str, typer.Option(help="Who writes the stored paraphrases: llm (the chat model, slow) | "
+                                               "rule (deterministic, fast).")] = "llm",
     home: HomeOpt = None,
     config: ConfigOpt = None,
 ) -> None:
@@ -238,32 +242,41 @@ def forget_add(
     entities = sorted({e for r in rows for e in r.get("entities", []) if isinstance(e, str)})
     guard = _guard(home, config=config)
     req = guard.forget([r["prompt"] for r in rows], kind=kind, subject=subject, entities=entities or None,
-                       policy=policy, rewriter=rewriter)
+                       policy=policy, rewriter=rewriter, progress=rewriter == "llm" and sys.stderr.isatty())
     typer.echo(req.id)
 
 
 @forget_app.command("list")
 def forget_list(
-    all_: Annotated[bool, typer.Option("--all", help="include revoked")] = False,
-    json_: Annotated[bool, typer.Option("--json")] = False,
+    all_: Annotated[bool, typer.Option("--all", help="Include revoked requests.")] = False,
+    json_: JsonOpt = False,
     home: HomeOpt = None,
     config: ConfigOpt = None,
 ) -> None:
     """Ids, kinds and counts of the requests, and the label where the operator gave one (--subject)."""
     store = _store(home, config)
     try:
-        for r in store.list_requests(include_revoked=all_):
+        requests = store.list_requests(include_revoked=all_)
+        if not requests and not json_:
+            typer.echo("no forget requests" + ("" if all_ else " (--all includes revoked ones)")
+                       + "; add one with 'lethe forget add --file FILE'")
+        for r in requests:
             row = {"id": r.id, "kind": r.kind, "label": r.subject, "policy": r.policy, "prompts": r.n_prompts,
-                   "names": len(r.entities), "created_at": r.created_at, "revoked_at": r.revoked_at}
+                   "names": len(r.entities), "created_at": iso_time(r.created_at),
+                   "revoked_at": iso_time(r.revoked_at)}
             typer.echo(json.dumps(row) if json_ else
-                       f"{r.id}  {r.kind:<9} {r.n_prompts:>4} prompts {len(r.entities):>2} names  {r.subject or '-'}"
-                       + ("  (revoked)" if r.revoked_at else ""))
+                       f"{r.id}  {r.kind:<9} {r.n_prompts:>4} prompts {len(r.entities):>2} names  {row['created_at']}  "
+                       f"{r.subject or '-'}" + (f"  (revoked {row['revoked_at']})" if r.revoked_at else ""))
     finally:
         store.close()
 
 
 @forget_app.command("revoke")
-def forget_revoke(request_id: str, home: HomeOpt = None, config: ConfigOpt = None) -> None:
+def forget_revoke(
+    request_id: Annotated[str, typer.Argument(metavar="ID", help="The request's id (lethe forget list).")],
+    home: HomeOpt = None,
+    config: ConfigOpt = None,
+) -> None:
     """Revoke a request; every process serving from the store stops enforcing it within a second."""
     store = _store(home, config)
     try:
@@ -324,17 +337,46 @@ def forget_verify(
         typer.echo(f"note: {note}")
 
 
+def iso_time(value: Any) -> str | None:
+    """A stored time (seconds since the epoch) as ISO 8601 in UTC, e.g. ``2026-12-01T09:30:00Z``."""
+    from datetime import UTC, datetime
+
+    if value is None or value == "":
+        return None
+    if isinstance(value, datetime):
+        when = value if value.tzinfo else value.replace(tzinfo=UTC)
+    elif isinstance(value, int | float):
+        when = datetime.fromtimestamp(float(value), tz=UTC)
+    else:
+        return str(value)
+    return when.astimezone(UTC).isoformat(timespec="seconds").replace("+00:00", "Z")
+
+
+QUERY_SHOWN = 120
+
+
+def abbreviate(text: str, limit: int = QUERY_SHOWN) -> str:
+    """A query as one line for text output: whitespace collapsed, and past ``limit`` characters
+    cut with a note of its full length (``--json`` always carries the whole query)."""
+    one = " ".join(text.split())
+    if len(one) <= limit:
+        return one
+    return f"{one[:limit - 1]}… ({len(text):,} characters)"
+
+
 @app.command("check")
 def check(
-    query: Annotated[str | None, typer.Argument(help="a query; or use --file")] = None,
-    file: Annotated[Path | None, typer.Option("--file", help="JSONL with a 'prompt' field")] = None,
-    json_: Annotated[bool, typer.Option("--json", help="one JSON line per query")] = False,
+    query: Annotated[str | None, typer.Argument(metavar="QUERY", help="The query to check (or give --file).",
+                                                show_default=False)] = None,
+    file: Annotated[Path | None, typer.Option("--file", metavar="FILE",
+                                              help="JSON Lines with a 'prompt' field: check each (UTF-8).")] = None,
+    json_: JsonOpt = False,
     home: HomeOpt = None,
     config: ConfigOpt = None,
 ) -> None:
-    """Detection only: is each query inside a forget scope?"""
+    """Detection only: is each query inside a forget scope? (No model is loaded.)"""
     if (query is None) == (file is None):
-        raise LetheError("give either a QUERY or --file")
+        raise InputError("give either a QUERY or --file")
     queries = [query] if query is not None else [r["prompt"] for r in _read_jsonl(file)]  # type: ignore[arg-type]
     guard = _guard(home, config=config)
     guard.require_nonempty()
@@ -342,38 +384,66 @@ def check(
         if json_:
             typer.echo(json.dumps({"query": q, **d.to_dict()}, ensure_ascii=False))
         else:
-            typer.echo(f"{d.explain()}  <- {q}")
+            typer.echo(f"{d.explain()}  <- {abbreviate(q)}")
 
 
 @app.command("chat")
 def chat(
-    query: str,
-    json_: Annotated[bool, typer.Option("--json")] = False,
-    no_guard: Annotated[bool, typer.Option("--no-guard", help="send straight to the model")] = False,
-    max_tokens: Annotated[int, typer.Option()] = 200,
-    model: Annotated[str | None, typer.Option(help="override the backend model")] = None,
+    query: Annotated[str, typer.Argument(metavar="QUERY", help="The user's message.")],
+    json_: JsonOpt = False,
+    no_guard: Annotated[bool, typer.Option("--no-guard", help="Send the query straight to the model, without "
+                                                              "detection (the output then has no detection fields).")] = False,
+    max_tokens: Annotated[int, typer.Option(help="Most tokens in the answer.")] = 200,
+    model: Annotated[str | None, typer.Option(help="Chat model to use instead of guard.yaml's backend.model.",
+                                              show_default="guard.yaml's")] = None,
     home: HomeOpt = None,
     config: ConfigOpt = None,
 ) -> None:
-    """The guarded answer of the configured model."""
+    """The configured model's answer, guarded: in-scope queries are declined, others pass unchanged."""
     res = _guard(home, model, config).chat(query, max_tokens=max_tokens, use_guard=not no_guard)
     if json_:
-        typer.echo(json.dumps(res.to_dict(), ensure_ascii=False))
+        if no_guard:  # no detection ran: no score, components or decision to report
+            row = {"response": res.response, "guarded": False,
+                   "timings": {k: round(v, 4) for k, v in res.timings.items() if k != "detect_s"}}
+        else:
+            row = {**res.to_dict(), "guarded": True}
+        typer.echo(json.dumps(row, ensure_ascii=False))
     else:
         typer.echo(res.response)
 
 
 @app.command("calibrate")
 def calibrate(
-    target_fpr: Annotated[float, typer.Option(help="allowed false-positive rate on benign queries")] = 0.01,
-    file: Annotated[Path | None, typer.Option("--file", help="benign JSONL ('prompt'); default: shipped hold-out")] = None,
+    file: Annotated[Path | None, typer.Option("--file", metavar="FILE",
+                                              help="In-domain benign queries, JSON Lines with 'prompt' (UTF-8): "
+                                                   "what your users ask that must pass.",
+                                              show_default="the shipped general hold-out")] = None,
+    target_fpr: Annotated[float, typer.Option(help="Share of those benign queries allowed to trigger.",
+                                              min=0.0, max=0.5)] = 0.01,
+    force: Annotated[bool, typer.Option("--force", help="Calibrate even on a benign set that is too small or out "
+                                                        "of domain (tau still never goes below the floor).")] = False,
+    dry_run: Annotated[bool, typer.Option("--dry-run", help="Report, but leave guard.yaml unchanged.")] = False,
+    json_: JsonOpt = False,
     home: HomeOpt = None,
     config: ConfigOpt = None,
 ) -> None:
-    """Choose tau for a target false-positive rate and save it in guard.yaml."""
+    """Choose tau for a target false-positive rate on benign queries and save it in guard.yaml.
+
+    Prints tau with the FPR measured on the benign queries and the TPR on fresh variants of the
+    store's own rewrites. Refuses (tau unchanged) when the benign set is too small for the target
+    (at least 3 / target-fpr queries) or out of domain (too few resemble the store's requests);
+    tau never goes below the floor of 0.5, where no single half-strength signal decides.
+    """
     benign = [r["prompt"] for r in _read_jsonl(file)] if file else None
-    tau = _guard(home, config=config).calibrate(benign, target_fpr=target_fpr)
-    typer.echo(json.dumps({"tau": tau, "target_fpr": target_fpr}))
+    guard = _guard(home, config=config)
+    cal = guard.calibrate(benign, target_fpr=target_fpr, force=force, save=not dry_run, details=True)
+    for w in cal.warnings:
+        typer.echo(f"warning: {w}", err=True)
+    if json_:
+        typer.echo(json.dumps(cal.to_dict() | {"benign_file": str(file) if file else None}))
+        return
+    for line in cal.summary(source=str(file) if file else "shipped general hold-out"):
+        typer.echo(line)
 
 
 benign_app = typer.Typer(help="In-domain benign queries the detector must not flag.", no_args_is_help=True)
@@ -382,7 +452,8 @@ app.add_typer(benign_app, name="benign")
 
 @benign_app.command("add")
 def benign_add(
-    file: Annotated[Path, typer.Option("--file", help="JSONL, one object a line with 'prompt'")],
+    file: Annotated[Path, typer.Option("--file", metavar="FILE",
+                                       help="JSON Lines, one {\"prompt\": ...} a line (UTF-8).")],
     home: HomeOpt = None,
     config: ConfigOpt = None,
 ) -> None:
@@ -393,39 +464,17 @@ def benign_add(
 
 @app.command("demo")
 def demo(
-    home: Annotated[str | None, typer.Option("--home", help="default: a fresh temporary folder, removed at the end")] = None,
-    max_tokens: Annotated[int, typer.Option(help="tokens per answer")] = 80,
-    rewriter: Annotated[str, typer.Option(help="rule (fast) | llm (the model writes the stored paraphrases)")] = "rule",
-    keep: Annotated[bool, typer.Option("--keep", help="keep the temporary home")] = False,
+    home: Annotated[str | None, typer.Option("--home", metavar="DIR", help="Home folder for the demo's guard "
+                                             "(not LETHE_HOME: the demo never touches your store).",
+                                             show_default="a fresh temporary folder, removed at the end")] = None,
+    max_tokens: Annotated[int, typer.Option(help="Most tokens per answer.")] = 80,
+    rewriter: Annotated[str, typer.Option(help="Who writes the stored paraphrases: rule (fast) | llm (the model).")] = "rule",
+    keep: Annotated[bool, typer.Option("--keep", help="Keep the temporary home.")] = False,
 ) -> None:
     """Forget a real person the embedded model knows; show each query's decision and both answers."""
     from lethe.cli.demo import run_demo
 
     run_demo(home, max_tokens, rewriter=rewriter, keep=keep)
-
-
-def _optional(module: str, attr: str):
-    try:
-        mod = __import__(module, fromlist=[attr])
-        return getattr(mod, attr)
-    except Exception:  # noqa: BLE001 - optional subsystems must not break the core CLI
-        return None
-
-
-for _mod, _attr, _kind, _name in [
-    ("lethe.evaluation.cli", "eval_app", "typer", "eval"),
-    ("lethe.evaluation.cli", "report_command", "cmd", "report"),
-    ("lethe.training.cli", "train_command", "cmd", "train"),
-    ("lethe.training.cli", "targets_app", "typer", "targets"),
-    ("lethe.training.cli", "guider_app", "typer", "guider"),
-    ("lethe.serving.cli", "serve_command", "cmd", "serve"),
-]:
-    _obj = _optional(_mod, _attr)
-    if _obj is not None:
-        if _kind == "typer":
-            app.add_typer(_obj, name=_name)
-        else:
-            app.command(_name)(_obj)
 
 
 def main() -> None:

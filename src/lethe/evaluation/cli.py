@@ -2,35 +2,53 @@
 
 from __future__ import annotations
 
+import os
+import time
 from pathlib import Path
 
 import typer
 
+from lethe.cli.options import home_option
 from lethe.errors import LetheError
 
 eval_app = typer.Typer(help="Run benchmarks (TOFU, WMDP, MMLU, MUSE, continual) and score generations.",
                        no_args_is_help=True)
 
-MethodOpt = typer.Option("none", "--method", help="none | dragon | icul | icul+ | guardrail | filter | prompt | trained")
-ModelOpt = typer.Option("default", "--model", help="model spec: default, a GGUF path, a hub id (--backend hf), an API model")
-BackendOpt = typer.Option("llamacpp", "--backend", help="llamacpp | hf | openai")
-AdapterOpt = typer.Option(None, "--adapter", help="trained adapter (PEFT folder or GGUF LoRA; method 'trained'), applied by the chosen backend")
-LimitOpt = typer.Option(None, "--limit", help="stratified, seeded subsample size")
-AttackOpt = typer.Option(None, "--attack", help="none | typos | aim | roleplay | override | prefix_injection | grandma | "
-                         "json | developer_mode | long_task | translate | translate_mix | translate_llm | paraphrase | homoglyph")
-SeedOpt = typer.Option(0, "--seed")
-HomeOpt = typer.Option(None, "--home", help="guard home for methods that use the guard (default: a temporary folder)")
-DataOpt = typer.Option(None, "--data", help="benchmark folder (shared/data layout), or 'hf' for the hub; default LETHE_DATA")
-OutOpt = typer.Option(..., "--out", help="results JSON")
-ItemsOpt = typer.Option(True, "--items/--no-items", help="keep per-item outputs in the results")
-FilterOpt = typer.Option("guard", "--filter", help="detector of guardrail/filter methods: guard | embed")
-RewriterOpt = typer.Option("rule", "--rewriter", help="guard store rewriter: rule (fast) | llm (the paper's)")
-NliOpt = typer.Option("heuristic", "--nli", help="heuristic | hub:<model id>")
-RefusalOpt = typer.Option("embedding", "--refusal-classifier", help="embedding | hub:<model id>")
-GibOpt = typer.Option("rule", "--gibberish", help="rule | hub:<model id>")
-BaseUrlOpt = typer.Option(None, "--base-url", help="OpenAI-compatible server for --backend openai (vLLM, llama.cpp server)")
+MethodOpt = typer.Option("none", "--method", help="Method under test: none | dragon | icul | icul+ | guardrail | "
+                         "filter | prompt | trained.")
+ModelOpt = typer.Option("default", "--model", help="Model: default (the embedded one), a GGUF path, a hub id "
+                        "(--backend hf) or an API model.")
+BackendOpt = typer.Option("llamacpp", "--backend", help="Backend: llamacpp | hf | openai.")
+AdapterOpt = typer.Option(None, "--adapter", help="Trained adapter (PEFT folder or GGUF LoRA; method 'trained'), "
+                          "applied by the chosen backend.", show_default="none")
+LimitOpt = typer.Option(None, "--limit", help="Stratified, seeded subsample size.", show_default="all")
+AttackOpt = typer.Option(None, "--attack", help="Attack on the queries: none | typos | aim | roleplay | override | "
+                         "prefix_injection | grandma | json | developer_mode | long_task | translate | translate_mix | "
+                         "translate_llm | paraphrase | homoglyph.", show_default="none")
+SeedOpt = typer.Option(0, "--seed", help="Seed of subsampling, rewrites and attacks.")
+HomeOpt = home_option()
+DataOpt = typer.Option(None, "--data", help="Benchmark folder (shared/data layout), or 'hf' for the hub.",
+                       show_default="$LETHE_DATA")
+OutOpt = typer.Option(..., "--out", help="Results JSON to write.")
+ItemsOpt = typer.Option(True, "--items/--no-items", help="Keep per-item outputs in the results.")
+FilterOpt = typer.Option("guard", "--filter", help="Detector of the guardrail/filter methods: guard | embed.")
+RewriterOpt = typer.Option("rule", "--rewriter", help="Guard store rewriter: rule (fast) | llm (the paper's).")
+NliOpt = typer.Option("heuristic", "--nli", help="Entailment model: heuristic | hub:<model id>.")
+RefusalOpt = typer.Option("embedding", "--refusal-classifier", help="Refusal classifier: embedding | hub:<model id>.")
+GibOpt = typer.Option("rule", "--gibberish", help="Gibberish classifier: rule | hub:<model id>.")
+BaseUrlOpt = typer.Option(None, "--base-url", help="OpenAI-compatible server for --backend openai (vLLM, llama.cpp "
+                          "server).", show_default="none")
 ConcurrencyOpt = typer.Option(1, "--concurrency", min=1,
-                              help="questions in flight at once against an OpenAI-compatible server")
+                              help="Questions in flight at once against an OpenAI-compatible server.")
+
+
+def _eval_home(home: str | None, task: str, method: str) -> Path:
+    """Where a run's guard lives: ``<home>/eval/<time>-<pid>-<task>-<method>/`` under the Lethe
+    home (``--home`` / ``LETHE_HOME`` / ``~/.lethe``, as for every command), so an evaluation never
+    adds its benchmark requests to the home's own store. Created only by methods that use the guard."""
+    base = Path(home or os.environ.get("LETHE_HOME") or "~/.lethe").expanduser()
+    stamp = time.strftime("%Y%m%dT%H%M%S")
+    return base / "eval" / f"{stamp}-{os.getpid()}-{task}-{method.replace('+', 'plus')}"
 
 
 def _run(fn, out: Path | None, **kw) -> dict:
@@ -92,16 +110,16 @@ def _guarded(fn):
 
 @eval_app.command("wmdp")
 def wmdp(
-    subset: list[str] = typer.Option(["bio"], "--subset", help="bio | chem | cyber (repeatable)"),
+    subset: list[str] = typer.Option(["bio"], "--subset", help="WMDP subset: bio | chem | cyber (repeatable)."),
     method: str = MethodOpt, model: str = ModelOpt, backend: str = BackendOpt, adapter: str | None = AdapterOpt,
-    limit: int | None = typer.Option(100, "--limit", help="WMDP questions per subset (stratified by answer)"),
-    mmlu_limit: int = typer.Option(100, "--mmlu-limit", help="MMLU questions scored on the same run (0: none)"),
-    kshot: int = typer.Option(0, "--kshot", help="MMLU demonstrations from the dev split"),
-    fmt: str = typer.Option("chat", "--format", help="chat (template, 'Answer:' prefill) | raw (lm-eval text)"),
-    scorer: str = typer.Option("logprob", "--scorer", help="logprob | generate | both (reports agreement)"),
-    store_format: str = typer.Option("mc", "--store-format", help="mc | question: how synthetic questions are stored"),
-    benign: str = typer.Option("mmlu-dev", "--benign", help="mmlu-dev | none: in-domain benign scorer negatives"),
-    attack: str | None = AttackOpt, seed: int = SeedOpt, home: Path | None = HomeOpt, data: str | None = DataOpt,
+    limit: int | None = typer.Option(100, "--limit", help="WMDP questions per subset (stratified by answer)."),
+    mmlu_limit: int = typer.Option(100, "--mmlu-limit", help="MMLU questions scored on the same run (0: none)."),
+    kshot: int = typer.Option(0, "--kshot", help="MMLU demonstrations from the dev split."),
+    fmt: str = typer.Option("chat", "--format", help="Prompt format: chat (template, 'Answer:' prefill) | raw (lm-eval text)."),
+    scorer: str = typer.Option("logprob", "--scorer", help="How an answer is read: logprob | generate | both (reports agreement)."),
+    store_format: str = typer.Option("mc", "--store-format", help="How the guard stores synthetic questions: mc | question."),
+    benign: str = typer.Option("mmlu-dev", "--benign", help="In-domain benign scorer negatives: mmlu-dev | none."),
+    attack: str | None = AttackOpt, seed: int = SeedOpt, home: str | None = HomeOpt, data: str | None = DataOpt,
     filter: str = FilterOpt, rewriter: str = RewriterOpt, items: bool = ItemsOpt, out: Path = OutOpt,
     base_url: str | None = BaseUrlOpt, concurrency: int = ConcurrencyOpt,
 ) -> None:
@@ -111,19 +129,21 @@ def wmdp(
     _run(_guarded(lambda **k: eval_mc("wmdp", **k)), out, method_name=method,
          backend=_guarded(_backend)(model=model, backend=backend, adapter=adapter, seed=seed, base_url=base_url),
          root=_guarded(_root)(data=data), subsets=subset, concurrency=concurrency, limit=limit, mmlu_limit=mmlu_limit, seed=seed, kshot=kshot,
-         fmt=fmt, scorer=scorer, attack_name=attack, home=home, store_format=store_format, benign=benign, filter_kind=filter,
+         fmt=fmt, scorer=scorer, attack_name=attack, home=_eval_home(home, "wmdp", method), store_format=store_format, benign=benign, filter_kind=filter,
          rewriter=rewriter, keep_items=items)
 
 
 @eval_app.command("mmlu")
 def mmlu(
     method: str = MethodOpt, model: str = ModelOpt, backend: str = BackendOpt, adapter: str | None = AdapterOpt,
-    limit: int | None = typer.Option(500, "--limit", help="questions (stratified by subject and answer)"),
-    subjects: list[str] = typer.Option([], "--subject", help="restrict to these subjects"),
-    kshot: int = typer.Option(0, "--kshot"), fmt: str = typer.Option("chat", "--format"),
-    scorer: str = typer.Option("logprob", "--scorer"), store_format: str = typer.Option("mc", "--store-format"),
-    benign: str = typer.Option("mmlu-dev", "--benign", help="mmlu-dev | none: in-domain benign scorer negatives"),
-    attack: str | None = AttackOpt, seed: int = SeedOpt, home: Path | None = HomeOpt, data: str | None = DataOpt,
+    limit: int | None = typer.Option(500, "--limit", help="Questions (stratified by subject and answer)."),
+    subjects: list[str] = typer.Option([], "--subject", help="Restrict to these subjects (repeatable).", show_default="all"),
+    kshot: int = typer.Option(0, "--kshot", help="Demonstrations from the dev split."),
+    fmt: str = typer.Option("chat", "--format", help="Prompt format: chat (template, 'Answer:' prefill) | raw (lm-eval text)."),
+    scorer: str = typer.Option("logprob", "--scorer", help="How an answer is read: logprob | generate | both (reports agreement)."),
+    store_format: str = typer.Option("mc", "--store-format", help="How the guard stores synthetic questions: mc | question."),
+    benign: str = typer.Option("mmlu-dev", "--benign", help="In-domain benign scorer negatives: mmlu-dev | none."),
+    attack: str | None = AttackOpt, seed: int = SeedOpt, home: str | None = HomeOpt, data: str | None = DataOpt,
     filter: str = FilterOpt, rewriter: str = RewriterOpt, items: bool = ItemsOpt, out: Path = OutOpt,
     base_url: str | None = BaseUrlOpt, concurrency: int = ConcurrencyOpt,
 ) -> None:
@@ -133,21 +153,22 @@ def mmlu(
     _run(_guarded(lambda **k: eval_mc("mmlu", **k)), out, method_name=method,
          backend=_guarded(_backend)(model=model, backend=backend, adapter=adapter, seed=seed, base_url=base_url),
          root=_guarded(_root)(data=data), limit=limit, mmlu_limit=0, concurrency=concurrency, seed=seed, kshot=kshot, fmt=fmt, scorer=scorer,
-         attack_name=attack, home=home, store_format=store_format, benign=benign, filter_kind=filter, rewriter=rewriter,
+         attack_name=attack, home=_eval_home(home, "mmlu", method), store_format=store_format, benign=benign, filter_kind=filter, rewriter=rewriter,
          mmlu_subjects=subjects or None, keep_items=items)
 
 
 @eval_app.command("tofu")
 def tofu(
     method: str = MethodOpt, model: str = ModelOpt, backend: str = BackendOpt, adapter: str | None = AdapterOpt,
-    split: str = typer.Option("forget05", "--split", help="forget01 | forget05 | forget10"),
+    split: str = typer.Option("forget05", "--split", help="TOFU forget split: forget01 | forget05 | forget10."),
     limit: int | None = LimitOpt,
-    retain_limit: int | None = typer.Option(None, "--retain-limit", help="items of retain/real/world (default --limit)"),
-    splits: list[str] = typer.Option(["forget", "retain", "real_authors", "world_facts"], "--part"),
-    probs: bool = typer.Option(True, "--probs/--no-probs", help="answer probabilities and truth ratios"),
-    reference: str | None = typer.Option(None, "--reference", help="forget-quality reference: a results file, or the retain model's adapter (PEFT folder / GGUF LoRA, e.g. `lethe tofu prepare`'s retain), run once and cached"),
-    max_tokens: int = typer.Option(200, "--max-tokens"),
-    attack: str | None = AttackOpt, seed: int = SeedOpt, home: Path | None = HomeOpt, data: str | None = DataOpt,
+    retain_limit: int | None = typer.Option(None, "--retain-limit", help="Items of retain / real authors / world facts.", show_default="--limit"),
+    splits: list[str] = typer.Option(["forget", "retain", "real_authors", "world_facts"], "--part",
+                                     help="TOFU parts to run (repeatable)."),
+    probs: bool = typer.Option(True, "--probs/--no-probs", help="Answer probabilities and truth ratios."),
+    reference: str | None = typer.Option(None, "--reference", help="Forget-quality reference: a results file, or the retain model's adapter (PEFT folder / GGUF LoRA, e.g. `lethe tofu prepare`'s retain), run once and cached.", show_default="none"),
+    max_tokens: int = typer.Option(200, "--max-tokens", help="Most tokens per generated answer."),
+    attack: str | None = AttackOpt, seed: int = SeedOpt, home: str | None = HomeOpt, data: str | None = DataOpt,
     filter: str = FilterOpt, rewriter: str = RewriterOpt, nli: str = NliOpt, refusal_classifier: str = RefusalOpt,
     gibberish: str = GibOpt, items: bool = ItemsOpt, out: Path = OutOpt,
 ) -> None:
@@ -161,7 +182,7 @@ def tofu(
     _run(_guarded(eval_tofu), out, method_name=method,
          backend=_guarded(_backend)(model=model, backend=backend, adapter=adapter, seed=seed),
          root=root, forget_split=split, limit=limit, retain_limit=retain_limit, seed=seed,
-         attack_name=attack, home=home, probs=probs, splits=splits, filter_kind=filter, rewriter=rewriter,
+         attack_name=attack, home=_eval_home(home, "tofu", method), probs=probs, splits=splits, filter_kind=filter, rewriter=rewriter,
          reference=reference, comp_opts={"nli": nli, "refusal": refusal_classifier, "gibberish": gibberish},
          keep_items=items, max_tokens=max_tokens)
 
@@ -169,9 +190,10 @@ def tofu(
 @eval_app.command("muse")
 def muse(
     method: str = MethodOpt, model: str = ModelOpt, backend: str = BackendOpt, adapter: str | None = AdapterOpt,
-    corpus: str = typer.Option("news", "--corpus", help="news | books"), limit: int | None = typer.Option(50, "--limit"),
-    parts: list[str] = typer.Option(["knowmem", "verbmem", "privleak"], "--part"),
-    attack: str | None = AttackOpt, seed: int = SeedOpt, home: Path | None = HomeOpt, data: str | None = DataOpt,
+    corpus: str = typer.Option("news", "--corpus", help="MUSE corpus: news | books."),
+    limit: int | None = typer.Option(50, "--limit", help="Items per part."),
+    parts: list[str] = typer.Option(["knowmem", "verbmem", "privleak"], "--part", help="MUSE parts to run (repeatable)."),
+    attack: str | None = AttackOpt, seed: int = SeedOpt, home: str | None = HomeOpt, data: str | None = DataOpt,
     filter: str = FilterOpt, rewriter: str = RewriterOpt, items: bool = ItemsOpt, out: Path = OutOpt,
 ) -> None:
     """MUSE KnowMem / VerbMem / PrivLeak (loss-MIA AUC)."""
@@ -179,19 +201,21 @@ def muse(
 
     _run(_guarded(eval_muse), out, method_name=method,
          backend=_guarded(_backend)(model=model, backend=backend, adapter=adapter, seed=seed),
-         root=_guarded(_root)(data=data), corpus=corpus, limit=limit, seed=seed, attack_name=attack, home=home,
+         root=_guarded(_root)(data=data), corpus=corpus, limit=limit, seed=seed, attack_name=attack, home=_eval_home(home, "muse", method),
          filter_kind=filter, rewriter=rewriter, parts=parts, keep_items=items)
 
 
 @eval_app.command("continual")
 def continual(
     method: str = MethodOpt, model: str = ModelOpt, backend: str = BackendOpt, adapter: str | None = AdapterOpt,
-    schedule: str = typer.Option("authors", "--schedule", help="authors (one per step) | splits (forget01->05->10)"),
-    split: str = typer.Option("forget05", "--split"),
-    limit: int | None = typer.Option(5, "--limit", help="questions per author (stratified, seeded)"),
-    retain_limit: int = typer.Option(20, "--retain-limit"), utility_limit: int = typer.Option(10, "--utility-limit"),
-    steps: int | None = typer.Option(None, "--steps"), probs: bool = typer.Option(True, "--probs/--no-probs"),
-    seed: int = SeedOpt, home: Path | None = HomeOpt, data: str | None = DataOpt, filter: str = FilterOpt,
+    schedule: str = typer.Option("authors", "--schedule", help="Request schedule: authors (one per step) | splits (forget01 -> 05 -> 10)."),
+    split: str = typer.Option("forget05", "--split", help="TOFU forget split: forget01 | forget05 | forget10."),
+    limit: int | None = typer.Option(5, "--limit", help="Questions per author (stratified, seeded)."),
+    retain_limit: int = typer.Option(20, "--retain-limit", help="Retain questions scored after each step."),
+    utility_limit: int = typer.Option(10, "--utility-limit", help="Real-author and world-fact questions per step."),
+    steps: int | None = typer.Option(None, "--steps", help="Stop after this many steps.", show_default="all"),
+    probs: bool = typer.Option(True, "--probs/--no-probs", help="Answer probabilities and truth ratios."),
+    seed: int = SeedOpt, home: str | None = HomeOpt, data: str | None = DataOpt, filter: str = FilterOpt,
     rewriter: str = RewriterOpt, out: Path = OutOpt,
 ) -> None:
     """Continual unlearning: requests arrive step by step; DS/MU trajectory, DDS and DUS."""
@@ -200,18 +224,18 @@ def continual(
     _run(_guarded(eval_continual), out, method_name=method,
          backend=_guarded(_backend)(model=model, backend=backend, adapter=adapter, seed=seed),
          root=_guarded(_root)(data=data), schedule=schedule, forget_split=split, per_author=limit,
-         retain_limit=retain_limit, utility_limit=utility_limit, seed=seed, home=home, probs=probs,
+         retain_limit=retain_limit, utility_limit=utility_limit, seed=seed, home=_eval_home(home, "continual", method), probs=probs,
          filter_kind=filter, rewriter=rewriter, steps=steps)
 
 
 @eval_app.command("score")
 def score(
-    generations: Path = typer.Option(..., "--generations", help="JSON/JSONL of {query, generated_response, ground_truth}"),
-    split: str = typer.Option(..., "--split", help="forget | retain"),
-    retain_generations: Path | None = typer.Option(None, "--retain-generations", help="retain file, for DS"),
-    templates: Path | None = typer.Option(None, "--templates", help="refusal templates, one a line (default TOFU's)"),
+    generations: Path = typer.Option(..., "--generations", help="JSON / JSON Lines of {query, generated_response, ground_truth}."),
+    split: str = typer.Option(..., "--split", help="Which split the generations answer: forget | retain."),
+    retain_generations: Path | None = typer.Option(None, "--retain-generations", help="Retain generations, for DS.", show_default="none"),
+    templates: Path | None = typer.Option(None, "--templates", help="Refusal templates, one a line.", show_default="TOFU's"),
     data: str | None = DataOpt, nli: str = NliOpt, refusal_classifier: str = RefusalOpt, gibberish: str = GibOpt,
-    out: Path | None = typer.Option(None, "--out"),
+    out: Path | None = typer.Option(None, "--out", help="Results JSON to write.", show_default="print only"),
 ) -> None:
     """Score existing generations: ROUGE-L recall, KFR/KRR, CS, RQ (and DS with --retain-generations)."""
     from lethe.evaluation.runner import score_generations
@@ -222,8 +246,8 @@ def score(
 
 
 def report_command(
-    results: list[Path] = typer.Argument(..., help="results JSON files"),
-    out: Path = typer.Option(Path("report.html"), "--out"),
+    results: list[Path] = typer.Argument(..., metavar="RESULTS...", help="Results JSON files of lethe eval."),
+    out: Path = typer.Option(Path("report.html"), "--out", help="HTML report to write."),
 ) -> None:
     """Render results files into one HTML report (table + plots)."""
     from rich.console import Console

@@ -159,8 +159,12 @@ class Detector:
 
     # -- state -----------------------------------------------------------------------
     def benign_embeddings(self) -> np.ndarray:
+        """Vectors of the benign scorer negatives, kept on disk between processes (keyed by the
+        embedder and the texts, ``lethe.backends.embeddings.cached_encode``)."""
         if self._benign_emb is None:
-            self._benign_emb = self.embedder.encode(self._benign_train)
+            from lethe.backends.embeddings import cached_encode
+
+            self._benign_emb = cached_encode(self.embedder, self._benign_train)
         return self._benign_emb
 
     def stage(self, request_id: str, samples: list[NegativeSample]) -> None:
