@@ -71,8 +71,8 @@ def test_revoke_and_calibrate(tmp_path):
     with pytest.raises(LetheError):
         g.calibrate()
     req = g.forget(FORGET, kind="privacy", subject="Marisol Quintero-Hale", rewriter="rule", progress=False)
-    tau = g.calibrate(target_fpr=0.02)
-    assert 0.05 <= tau <= 0.99
+    tau = g.calibrate(target_fpr=0.02, force=True)  # the shipped hold-out: too small and out of domain
+    assert 0.5 <= tau <= 0.99
     assert (tmp_path / "h" / "guard.yaml").exists()
     assert g.detect("Where was Marisol Quintero-Hale born?").triggered
     assert g.revoke(req.id)

@@ -13,7 +13,6 @@ from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
-import numpy as np
 from tqdm import tqdm
 
 from lethe.backends import load_backend
@@ -286,21 +285,29 @@ class Guard:
         if self.detector.empty:
             raise EmptyStoreError("the unlearn store is empty: add a request with 'lethe forget add' first")
 
-    def calibrate(self, benign: list[str] | None = None, target_fpr: float = 0.01) -> float:
-        """Choose tau so that at most ``target_fpr`` of benign queries trigger; saves it."""
+    def calibrate(self, benign: list[str] | None = None, target_fpr: float = 0.01, *, force: bool = False,
+                  save: bool = True, details: bool = False):
+        """Choose tau so that at most ``target_fpr`` of benign queries trigger, and save it.
+
+        ``benign``: in-domain queries that must pass (default: the shipped general hold-out,
+        which is out of domain for most stores and so refused). Raises ``CalibrationError``,
+        tau unchanged, when the set is smaller than ``3 / target_fpr`` or too few of its queries
+        resemble the store's requests (``force=True`` only warns); tau never goes below the
+        floor 0.5 (``lethe.guard.calibration``). Returns tau, or with ``details=True`` the
+        ``Calibration`` (FPR at the chosen tau, TPR on held-out variants of the store's rewrites,
+        warnings).
+        """
+        from lethe.guard.calibration import choose_tau
+
         self.require_nonempty()
-        queries = benign if benign is not None else self.detector.benign_holdout
-        if not queries:
-            raise LetheError("calibration needs at least one benign query")
-        scores = np.sort(np.array([d.score for d in self.detect_many(queries)]))
-        allowed = int(np.floor(target_fpr * len(scores)))
-        # trigger is score > tau: tau at the (n - allowed)-th smallest score lets `allowed` through
-        tau = float(scores[len(scores) - allowed - 1]) if allowed < len(scores) else 0.0
-        tau = float(min(0.99, max(0.05, tau + 1e-6)))
-        self.config.detector.tau = tau
-        self.detector.config.tau = tau
-        self.save_config()
-        return tau
+        queries = list(benign) if benign is not None else list(self.detector.benign_holdout)
+        cal = choose_tau(self, queries, target_fpr, force=force, shipped=benign is None)
+        if save:
+            self.config.detector.tau = cal.tau
+            self.detector.config.tau = cal.tau
+            self.save_config()
+            cal.saved = True
+        return cal if details else cal.tau
 
     # -- intervention -------------------------------------------------------------------
     def plan(self, messages: str | Sequence[Message], use_guard: bool = True,
