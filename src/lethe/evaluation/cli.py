@@ -1,4 +1,4 @@
-"""``lethe eval ...`` and ``lethe report`` (the lead mounts ``eval_app`` and ``report_command``)."""
+"""``lethe eval ...`` and ``lethe report``; mounted by ``lethe.cli.main``."""
 
 from __future__ import annotations
 
@@ -262,7 +262,7 @@ def report_command(
     Console().print(f"report written to {out}")
 
 
-def main() -> None:  # pragma: no cover - standalone use before the lead mounts the app
+def main() -> None:  # pragma: no cover - standalone use: python -m lethe.evaluation.cli
     app = typer.Typer()
     app.add_typer(eval_app, name="eval")
     app.command("report")(report_command)

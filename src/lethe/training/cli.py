@@ -1,4 +1,4 @@
-"""``lethe train``, ``lethe targets build`` and ``lethe guider data|train`` (wired into ``lethe.cli.main`` by the lead)."""
+"""``lethe train``, ``lethe targets build`` and ``lethe guider data|train`` (mounted by ``lethe.cli.main``)."""
 
 from __future__ import annotations
 

@@ -241,7 +241,7 @@ class UnlearnBatches:
         rows = []
         for g in range(batch_no * rbs, (batch_no + 1) * rbs):
             pass_no, i = divmod(g, n)
-            if pass_no not in perms:  # same shuffle as the session-9 runs (do not change: reproducibility)
+            if pass_no not in perms:  # the shuffle every recorded run used (do not change: reproducibility)
                 perms[pass_no] = list(range(n))
                 random.Random(self.seed * 7919 + pass_no).shuffle(perms[pass_no])
             rows.append(perms[pass_no][i])

@@ -2,7 +2,7 @@
 
 TRU (Liao et al. 2026, arXiv 2603.09980) defines a forget item's *scope* as every input that
 expresses the same knowledge unit -- paraphrases, translations, reformulations. A target trained on
-one phrasing teaches that phrasing; on the CPU experiment (docs/training.md, session 9) training each
+one phrasing teaches that phrasing; on the CPU experiment (docs/training.md) training each
 prompt in three phrasings lifted retain and carried the declines to unseen phrasings.
 
 Variants of an item come from its own ``paraphrases`` field (a list of strings in the forget JSONL,

@@ -29,11 +29,11 @@ from lethe.training.losses import LOSSES, LossContext
 from lethe.training.rephrase import forget_variants
 
 # Defaults for knobs left at None: per method where the generic ones do not fit, else GENERIC_DEFAULTS.
-# TRU's are the configuration measured best on the CPU real-knowledge experiment (docs/training.md):
-# a small GA weight (alpha 0.1; 0.5 collapsed the default model), a retain anchor of weight
-# alpha * lam = 4 as a KL to the starting model averaged per retain row, lr 2e-4 for a 15-step budget
-# (session 11); the first 4 answer tokens of the target and the anchor weighted 0.5 more (head_weight,
-# session 12); 16 retain rows per step (session 13: a less noisy anchor, retain over 0.90 on six seeds).
+# TRU's are the configuration that did best on the CPU real-knowledge experiment (docs/training.md has
+# the runs): a small GA weight (alpha 0.1; larger ones collapse the default model), a retain anchor of
+# weight alpha * lam = 4 as a KL to the starting model averaged per retain row, lr 2e-4 for a 15-step
+# budget, the first 4 answer tokens of the target and the anchor weighted 0.5 more (head_weight: the
+# answer-or-decline decision), and 16 retain rows per step (a less noisy anchor).
 GENERIC_DEFAULTS: dict[str, object] = {"alpha": 1.0, "lam": 1.0, "lr": 1e-4, "retain_loss": "nll",
                                        "forget_tokens": "all", "retain_reduce": "token", "head_weight": 0.0}
 METHOD_DEFAULTS: dict[str, dict] = {
