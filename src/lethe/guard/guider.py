@@ -4,7 +4,7 @@ DRAGON (arXiv 2511.05784, Sec. 3.3) trains a guider LLM that outputs
 ``{"requires_refusal": bool, "cot_instruction": str}``. Lethe offers three guiders:
 
 - ``template``: deterministic reasoning built from the retrieved policy and the request
-  kind. No model call; the default on small local models, where it measured best.
+  kind. No model call; the default (small local models follow it best, docs/results.md).
 - ``llm``: prompts the configured chat model for the JSON object (zero-shot guider);
   falls back to the template when the output does not parse.
 - ``trained``: a LoRA-fine-tuned guider (``lethe guider train``) loaded with transformers.

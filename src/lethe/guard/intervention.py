@@ -9,10 +9,9 @@ Placements (measured per model by ``benchmarks/bench_placement.py``):
   start of the assistant's own turn, ending in "Therefore," so the model completes the
   decline.
 
-Measured on the embedded default (Qwen2.5-Coder-0.5B, TOFU forget05 paraphrases, n=20):
-refusal 100 % with ``user_prefix`` and ``assistant_prefill``, 15 % with ``system``; the
-``user_prefix`` answers are clean one-sentence declines and it works on backends that
-cannot prefill, so it is the default (docs/results.md).
+``user_prefix`` is the default: small chat models follow a policy placed next to the question far
+more often than one in a system message, and it works on backends that cannot prefill (the
+placement table is in docs/results.md).
 """
 
 from __future__ import annotations
