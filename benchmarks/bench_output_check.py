@@ -174,9 +174,11 @@ def main() -> None:
     ap.add_argument("--data", type=Path, default=Path(__file__).resolve().parents[2] / "shared" / "data")
     ap.add_argument("--out", type=Path, default=Path("/tmp/lethe-results/bench_output_check.json"))
     ap.add_argument("--max-tokens", type=int, default=48)
-    ap.add_argument("--holdback", type=int, default=32)
-    ap.add_argument("--threshold", type=float, default=0.8, help="similarity threshold of the check")
-    ap.add_argument("--name-threshold", type=float, default=0.5, help="entity score at which an answer names one")
+    defaults = OutputCheckConfig()
+    ap.add_argument("--holdback", type=int, default=defaults.holdback_chars)
+    ap.add_argument("--threshold", type=float, default=defaults.threshold, help="similarity threshold")
+    ap.add_argument("--name-threshold", type=float, default=defaults.name_threshold,
+                    help="entity score at which an answer names a forgotten person")
     ap.add_argument("--reuse", type=Path, help="take the answers (pieces, arrival times) from an earlier output")
     ap.add_argument("--benign", type=int, default=20, help="shipped benign queries sampled")
     ap.add_argument("--limit", type=int, default=0, help="at most this many questions per set (0: all)")
@@ -284,12 +286,20 @@ def main() -> None:
             if clean_ordinary else None,
             "leaking_caught": round(float(np.mean([r["max_sentence_cosine"] >= thr for r in leaking])), 4)
             if leaking else None}
+    # written forms the model did not produce: a surname alone, a first name alone, someone else with
+    # the surname (no generation: the entity score of one sentence each)
+    forms = {"surname_alone": "The book was written by {last}.",
+             "first_name_alone": "The book was written by {first} Smithfield.",
+             "other_with_surname": "The book was written by Margaret {last}."}
+    written = {k: {a: round(float(probe.check_names(f.format(first=a.split()[0], last=a.split()[-1])).score), 4)
+                   for a in AUTHORS} for k, f in forms.items()}
     names_sweep = {}
     for thr in (0.2, 0.25, 0.3, 0.35, 0.4, 0.45, 0.5):
         names_sweep[f"{thr:.2f}"] = {
             "leaking_caught": sum(r["name_score"] >= thr for r in leaking),
             "ordinary_naming_forgotten_caught": sum(r["name_score"] >= thr for r in ordi if r["names_forgotten"]),
-            "ordinary_false_blocks": sum(r["name_score"] >= thr for r in clean_ordinary)}
+            "ordinary_false_blocks": sum(r["name_score"] >= thr for r in clean_ordinary),
+            **{f"written_{k}_blocked": sum(v >= thr for v in written[k].values()) for k in forms}}
     summary = {
         "indirect": {"questions": len(ind), "input_triggered": sum(r["triggered"] for r in ind),
                      "input_missed": len(missed), "missed_answer_names_author": len(leaking),
@@ -335,7 +345,7 @@ def main() -> None:
                        "sweep": sweep},
         "names": {"leaking": len(leaking), "clean_ordinary": len(clean_ordinary),
                   "ordinary_naming_forgotten": sum(bool(r["names_forgotten"]) for r in ordi),
-                  "sweep": names_sweep},
+                  "written_forms": written, "sweep": names_sweep},
         "live": {"checked": len(live), "agree_with_replay": sum(x["agrees"] for x in live)},
     }
     import llama_cpp

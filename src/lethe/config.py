@@ -138,10 +138,11 @@ class OutputCheckConfig(Section):
     enabled: bool = Field(False, description="scan answers before they reach the client")
     names: bool = Field(True, description="block answers that name a forgotten person (keyed-hash matcher)")
     name_threshold: float = Field(
-        0.5, gt=0.0, le=1.0, description="entity score at which an answer names a forgotten person (1.0 the "
-        "whole name, 0.6 a rare surname alone, 0.25 a first name alone)")
+        0.3, gt=0.0, le=1.0, description="entity score at which an answer names a forgotten person (1.0 the "
+        "whole name, 0.6 x rarity a surname alone, at most 0.25 a first name alone, and a surname beside "
+        "another first name is damped below 0.15)")
     similarity: bool = Field(True, description="block answers with a sentence close to a stored sample")
-    threshold: float = Field(0.8, ge=0.0, le=1.0, description="cosine of an answer sentence to a stored "
+    threshold: float = Field(0.7, ge=0.0, le=1.0, description="cosine of an answer sentence to a stored "
                              "rewrite or augmentation at which it blocks")
     min_words: int = Field(4, ge=1, description="shorter answer sentences are not embedded")
     holdback_chars: int = Field(
