@@ -3,6 +3,7 @@ compact vectors that keep the top-k, float32 stores of older versions still sear
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import sqlite3
@@ -116,7 +117,7 @@ def test_rows_rewritten_in_place_or_another_database_force_a_rebuild(tmp_path):
     store.close()
     moved = _unit(np.ones(DIM))  # an external tool rewrites a stored vector: no live-set diff can see it
     target = items[4][1][0].id
-    with sqlite3.connect(db) as raw:
+    with contextlib.closing(sqlite3.connect(db)) as raw, raw:
         raw.execute("UPDATE samples SET embedding=? WHERE id=?", (encode(moved, "f32"), target))
     again = _open(db)
     try:
@@ -189,6 +190,14 @@ def test_vector_formats_round_trip(fmt):
         assert np.abs(x - y).max() < {"i8": 2e-3, "f16": 2e-4, "f32": 1e-9}[fmt]
 
 
+def test_batch_encoding_matches_one_by_one():
+    from lethe.store.codec import encode_many
+
+    x = np.random.default_rng(2).normal(size=(7, 384)).astype(np.float32)
+    for fmt in ("i8", "f16", "f32"):
+        assert encode_many(x, fmt) == [encode(v, fmt) for v in x]
+
+
 @pytest.mark.parametrize("dtype", ["i8", "f16", "f32"])
 def test_compact_index_keeps_top_k_and_scores(dtype):
     rng = np.random.default_rng(3)
@@ -231,7 +240,7 @@ def test_a_float32_store_of_an_older_version_opens_and_searches(tmp_path):
     db = tmp_path / "store.db"
     rng = np.random.default_rng(11)
     old = _unit(rng.normal(size=(6, DIM)))
-    with sqlite3.connect(db) as raw:
+    with contextlib.closing(sqlite3.connect(db)) as raw, raw:
         raw.executescript("""
             CREATE TABLE meta (key TEXT PRIMARY KEY, value BLOB NOT NULL);
             CREATE TABLE requests (id TEXT PRIMARY KEY, kind TEXT NOT NULL, subject TEXT, policy TEXT,
@@ -255,13 +264,13 @@ def test_a_float32_store_of_an_older_version_opens_and_searches(tmp_path):
         assert np.array_equal(store.samples()[0].embedding, old[0])  # float32 rows are read exactly
         new = _requests(1, seed=12)
         store.add_requests(new)
-        with sqlite3.connect(db) as raw:
+        with contextlib.closing(sqlite3.connect(db)) as raw, raw:
             sizes = {r[0]: r[1] for r in raw.execute("SELECT request_id, max(length(embedding)) FROM samples "
                                                      "GROUP BY request_id")}
         assert sizes == {"old1": 4 * DIM, new[0][0].id: DIM + 4}  # new rows compact, old rows as they were
         assert store.search(new[0][1][0].embedding[None], k=1)[0][0].sample.request_id == new[0][0].id
         assert store.search(old[3][None], k=1)[0][0].sample.request_id == "old1"
-        with sqlite3.connect(db) as raw:
+        with contextlib.closing(sqlite3.connect(db)) as raw, raw:
             assert raw.execute("SELECT value FROM meta WHERE key='schema_version'").fetchone()[0] == "2"
     finally:
         store.close()

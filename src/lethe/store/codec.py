@@ -58,6 +58,24 @@ def encode(vector: np.ndarray, fmt: str) -> bytes:
     raise AssertionError
 
 
+def encode_many(vectors: np.ndarray, fmt: str) -> list[bytes]:
+    """Rows of ``vectors`` as database blobs in ``fmt`` (one quantisation pass for all of them)."""
+    x = np.atleast_2d(np.asarray(vectors, dtype=np.float32))
+    if not len(x):
+        return []
+    if fmt == "f32":
+        raw = x.astype("<f4")
+    elif fmt == "f16":
+        raw = x.astype("<f2")
+    elif fmt == "i8":
+        q, scale = quantize_i8(x)
+        raw = np.concatenate([q.view(np.uint8), scale.astype("<f4")[:, None].view(np.uint8)], axis=1)
+    else:
+        _check(fmt, FORMATS, "vector format")
+    flat = np.ascontiguousarray(raw).view(np.uint8).reshape(len(x), -1)
+    return [row.tobytes() for row in flat]
+
+
 def format_for(fmt: str, dim: int) -> str:
     """The format new rows get: ``fmt``, except float32 below five dimensions, where lengths would be ambiguous."""
     _check(fmt, FORMATS, "vector format")

@@ -132,7 +132,7 @@ class VectorIndex:
         return for_index(vectors, self.params.dtype)
 
     def _threads(self, n: int) -> int:
-        return 1 if n < 256 else self.params.threads
+        return 1 if n < 32 else self.params.threads
 
     def add(self, keys: np.ndarray, rows: np.ndarray) -> None:
         """Add ``rows`` (already in the index dtype, see :meth:`rows`) under new ``keys``."""

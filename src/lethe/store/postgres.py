@@ -40,7 +40,7 @@ import numpy as np
 
 from lethe.errors import StoreError
 from lethe.store.base import STORES, ForgetRequest, Match, NegativeSample, UnlearnStore
-from lethe.store.codec import decode, encode, format_for
+from lethe.store.codec import decode, encode_many, format_for
 from lethe.store.index import IndexParams
 from lethe.store.keys import KeySource, resolve_key
 from lethe.store.live import IndexedStore, LiveIndex, PersistParams, Rows, StoreView, own_rows
@@ -504,8 +504,11 @@ class PostgresStore(IndexedStore, UnlearnStore):
                             smp.id, smp.request_id = next(it), req.id
                     req_rows = [(r.id, r.kind, r.subject, r.policy, json.dumps(r.entities), r.n_prompts,
                                  r.created_at) for r, _ in items]
-                    sample_rows = [(smp.id, req.id, smp.role, smp.text, encode(smp.embedding, self.vector_format))
-                                   for req, samples in items for smp in samples]
+                    flat = [(req, smp) for req, samples in items for smp in samples]
+                    blobs = encode_many(np.stack([smp.embedding for _, smp in flat]), self.vector_format) \
+                        if flat else []
+                    sample_rows = [(smp.id, req.id, smp.role, smp.text, blob)
+                                   for (req, smp), blob in zip(flat, blobs, strict=True)]
                     with conn.cursor() as cur:
                         if bulk:
                             with cur.copy(f"COPY {s_}.requests (id, kind, subject, policy, entities, n_prompts, "

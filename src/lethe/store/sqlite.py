@@ -38,7 +38,7 @@ import numpy as np
 
 from lethe.errors import StoreError
 from lethe.store.base import STORES, ForgetRequest, Match, NegativeSample, UnlearnStore
-from lethe.store.codec import decode, encode, format_for
+from lethe.store.codec import decode, encode_many, format_for
 from lethe.store.index import IndexParams
 from lethe.store.keys import KeySource, resolve_key
 from lethe.store.live import IndexedStore, LiveIndex, PersistParams, Rows, StoreView, own_rows
@@ -335,12 +335,13 @@ class SQLiteStore(IndexedStore, UnlearnStore):
             " VALUES (?,?,?,?,?,?,?,NULL)",
             [(r.id, r.kind, r.subject, r.policy, json.dumps(r.entities), r.n_prompts, r.created_at) for r, _ in items])
         nid = self._next_id()
+        flat = [(req, s) for req, samples in items for s in samples]
+        blobs = encode_many(np.stack([s.embedding for _, s in flat]), self.vector_format) if flat else []
         rows = []
-        for req, samples in items:
-            for s in samples:
-                s.id, s.request_id = nid, req.id
-                rows.append((nid, req.id, s.role, s.text, encode(s.embedding, self.vector_format)))
-                nid += 1
+        for (req, s), blob in zip(flat, blobs, strict=True):
+            s.id, s.request_id = nid, req.id
+            rows.append((nid, req.id, s.role, s.text, blob))
+            nid += 1
         self._db.executemany("INSERT INTO samples (id, request_id, role, text, embedding) VALUES (?,?,?,?,?)", rows)
 
     def _apply_own(self, items: list[tuple[ForgetRequest, list[NegativeSample]]], before: dict | None,
