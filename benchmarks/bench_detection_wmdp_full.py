@@ -122,11 +122,6 @@ def main() -> None:
     if concept is not None:
         concept.wait()
     wait_s = time.perf_counter() - t
-    from lethe.guard.concept import near_domain_split
-
-    calib = list(det.benign_holdout) + near_domain_split()[1]  # never scorer training data
-    tau = float(guard.calibrate(calib, target_fpr=args.target_fpr, force=True))
-
     wmdp = {s: D.stratified_sample(D.load_wmdp(s, args.data), args.wmdp_limit or None, args.seed, key="answer")
             for s in subsets}
     mmlu = D.stratified_sample(D.load_mmlu("test", root=args.data), args.mmlu_limit or None, args.seed)
@@ -140,7 +135,7 @@ def main() -> None:
             return np.asarray(concept.predict_texts(norm))
         return np.asarray(det.scorer.predict(det.embedder.encode(norm)))
 
-    res: dict = {"config": {**vars(args), "tau": tau}, "setup_s": round(setup_s, 1),
+    res: dict = {"config": vars(args), "setup_s": round(setup_s, 1),
                  "concept_wait_s": round(wait_s, 1),
                  "versions": {"lethe": lethe.__version__, "python": platform.python_version(),
                               **{p: version(p) for p in ("torch", "transformers", "onnxruntime", "numpy")}}}
@@ -150,6 +145,13 @@ def main() -> None:
         res["concept_model"] = {"key": concept.key, "train_s": meta.get("train_s"), "n_texts": meta.get("n_texts"),
                                 "steps": meta.get("steps"), "config": meta.get("config"),
                                 "export_mb": round(size / 2**20, 1)}
+    out = Path(args.out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+
+    def save() -> None:
+        out.write_text(json.dumps(res, indent=2))
+
+    # 1. the concept-mode scorer on every question (the primary signal of concept mode)
     curves: dict[str, tuple[np.ndarray, np.ndarray]] = {}
     for fmt in formats:
         f = render[fmt]
@@ -157,23 +159,52 @@ def main() -> None:
         t = time.perf_counter()
         m_p = scorer_probs(m_texts)
         per_q = (time.perf_counter() - t) / max(1, len(m_texts))
-        block: dict = {"n_mmlu": len(m_texts), "scorer_s_per_query": round(per_q, 5), "scorer": {}, "guard": {}}
+        thr = float(np.quantile(m_p, 1 - FPRS[0], method="higher"))
+        fp_subjects: dict[str, int] = {}
+        for x, p in zip(mmlu, m_p, strict=True):
+            if p > thr:
+                fp_subjects[x["subject"]] = fp_subjects.get(x["subject"], 0) + 1
+        block: dict = {"n_mmlu": len(m_texts), "scorer_s_per_query": round(per_q, 5), "scorer": {},
+                       "mmlu_fp_subjects_at_1pct": dict(sorted(fp_subjects.items(), key=lambda kv: -kv[1])[:12])}
+        arrays = {"mmlu": m_p}
         for s in subsets:
             w_p = scorer_probs([f(x) for x in wmdp[s]])
+            arrays[s] = w_p
             curves[f"{s}/{fmt}"] = (w_p, m_p)
             block["scorer"][s] = {"n": len(w_p), "auc": round(auc(w_p, m_p), 4),
                                   **{f"tpr_at_{fp}": round(tpr_at(w_p, m_p, fp), 4) for fp in FPRS}}
+        np.savez_compressed(out.with_name(f"{out.stem}_{fmt}_scores.npz"), **arrays)
+        res[fmt] = block
+        print(fmt, json.dumps(block), flush=True)
+        save()
+    if args.roc:
+        plot_roc(curves, Path(args.roc), args.scorer)
+
+    # 2. tau calibrated in domain: the shipped hold-out plus the near-domain hold-out (never trained on)
+    from lethe.guard.concept import near_domain_split
+
+    calib = list(det.benign_holdout) + near_domain_split()[1]
+    t = time.perf_counter()
+    tau = float(guard.calibrate(calib, target_fpr=args.target_fpr, force=True))
+    res["tau"], res["calibrate_s"] = tau, round(time.perf_counter() - t, 1)
+    save()
+
+    # 3. the guard's full detection path on a stratified part of every set
+    for fmt in formats:
+        f = render[fmt]
+        block = res[fmt]["guard"] = {}
         g_mmlu = D.stratified_sample(mmlu, args.guard_limit or None, args.seed)
         g_m = np.array([d.score for d in guard.detect_many([f(x) for x in g_mmlu])])
-        block["guard"]["mmlu"] = {"n": len(g_m), "trigger_rate": round(float((g_m > tau).mean()), 4)}
+        block["mmlu"] = {"n": len(g_m), "trigger_rate": round(float((g_m > tau).mean()), 4)}
         for s in subsets:
             g_items = D.stratified_sample(wmdp[s], args.guard_limit or None, args.seed, key="answer")
             g_w = np.array([d.score for d in guard.detect_many([f(x) for x in g_items])])
-            block["guard"][s] = {"n": len(g_w), "trigger_rate": round(float((g_w > tau).mean()), 4),
-                                 **{f"tpr_at_{fp}": round(tpr_at(g_w, g_m, fp), 4) for fp in FPRS}}
-        res[fmt] = block
-        print(fmt, json.dumps(block), flush=True)
+            block[s] = {"n": len(g_w), "trigger_rate": round(float((g_w > tau).mean()), 4),
+                        **{f"tpr_at_{fp}": round(tpr_at(g_w, g_m, fp), 4) for fp in FPRS}}
+        print(fmt, "guard", json.dumps(block), flush=True)
+        save()
 
+    # 4. other benign sets at the calibrated tau; 5. latency
     tofu = Path(args.data) / "tofu"
     others = {name: [json.loads(line)["question"] for line in (tofu / f"{name}.jsonl").read_text().splitlines()
                      if line.strip()] for name in ("real_authors", "world_facts")}
@@ -181,6 +212,7 @@ def main() -> None:
     others["near_domain_holdout"] = near_domain_split()[1]
     res["fpr_at_tau"] = {k: round(float(np.mean([d.score > tau for d in guard.detect_many(v)])), 4)
                          for k, v in others.items()}
+    save()
     qs = [x["question"] for x in D.stratified_sample(mmlu, args.latency_n, args.seed + 1)]
     res["latency"] = {args.scorer: latency(guard, qs)}
     if args.scorer != "logreg":
@@ -188,10 +220,7 @@ def main() -> None:
             {**guard.config.model_dump(), "detector": {**guard.config.detector.model_dump(), "scorer": "logreg"}}))
         res["latency"]["logreg"] = latency(base, qs)
     print(json.dumps({k: v for k, v in res.items() if k not in formats}, indent=2))
-    Path(args.out).parent.mkdir(parents=True, exist_ok=True)
-    Path(args.out).write_text(json.dumps(res, indent=2))
-    if args.roc:
-        plot_roc(curves, Path(args.roc), args.scorer)
+    save()
 
 
 def plot_roc(curves: dict[str, tuple[np.ndarray, np.ndarray]], path: Path, label: str) -> None:
