@@ -398,9 +398,10 @@ class PostgresStore(IndexedStore, UnlearnStore):
         before = live.state
         after: dict | None = None
         if op == "add" and args:
-            with self._snapshot() as view:
-                present = args[0] in view.live_requests()
-                batches = list(view.rows([args[0]])) if present else []
+            with self._snapshot() as view:  # the request's live rows (none: revoked since, or no positives)
+                batches = list(view.rows([args[0]]))
+            present = bool(batches) or bool(self._read(
+                "SELECT 1 FROM {s}.requests WHERE id=%s AND revoked_at IS NULL", (args[0],)))
             changed = any([bool(live.add(rows)) for rows in batches])
             if present:
                 changed |= bool(live.add(Rows([], np.empty(0, np.int64), [], []), live=[args[0]]))
