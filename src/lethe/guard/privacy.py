@@ -34,7 +34,8 @@ from lethe.store.base import NegativeSample
 
 @dataclass
 class RequestVectors:
-    """A live request's sample embeddings, kept in memory (float16) for per-request similarity."""
+    """A live request's sample embeddings, kept in memory (float32: BLAS products; about 40 kB per
+    request with the rule rewriter) for per-request similarity."""
 
     kind: str
     pos: np.ndarray
@@ -44,19 +45,20 @@ class RequestVectors:
     def of(cls, kind: str, samples: list[NegativeSample], dim: int) -> RequestVectors:
         pos = [s.embedding for s in samples if s.label == 1]
         hard = [s.embedding for s in samples if s.label == 0]
-        return cls(kind, np.asarray(np.stack(pos) if pos else np.zeros((0, dim)), np.float16),
-                   np.asarray(np.stack(hard) if hard else np.zeros((0, dim)), np.float16))
+        return cls(kind, np.ascontiguousarray(np.stack(pos) if pos else np.zeros((0, dim)), np.float32),
+                   np.ascontiguousarray(np.stack(hard) if hard else np.zeros((0, dim)), np.float32))
 
     def positives(self) -> np.ndarray:
-        return self.pos.astype(np.float32)
+        return self.pos
 
     def hard_negatives(self) -> np.ndarray:
-        return self.hard.astype(np.float32)
+        return self.hard
 
     def sims(self, e: np.ndarray) -> tuple[float, float]:
         """(max cosine to the positives, max cosine to the hard negatives; -1 where there are none)."""
-        s = float((self.pos @ e.astype(np.float16)).max()) if len(self.pos) else -1.0
-        h = float((self.hard @ e.astype(np.float16)).max()) if len(self.hard) else -1.0
+        e = np.asarray(e, np.float32)
+        s = float((self.pos @ e).max()) if len(self.pos) else -1.0
+        h = float((self.hard @ e).max()) if len(self.hard) else -1.0
         return s, h
 
 
