@@ -35,6 +35,8 @@ def test_someone_else_sharing_a_name_token_is_weak_evidence():
     assert other.other_person and not alone.other_person
     assert other.score < 0.2 < alone.score
     assert m.match("What did Jaime Rodriguez write?")[0].score < 0.1
+    apart = _matcher("Stefan Best").match("What genre is Stefan Berg best known for?")  # tokens apart
+    assert apart and apart[0].score < 0.3
 
 
 def test_surname_evidence_falls_with_commonness_and_sharing():

@@ -239,7 +239,10 @@ class EntityMatcher:
         n, total = len(ok), len(toks)
         fuzzy = any(v[1] for v in ok.values())
         other = False
-        if n == total:
+        pos = sorted({v[0] for v in ok.values()})
+        # a name is its tokens side by side: "Stefan Berg best known" does not name "Stefan Best"
+        together = pos[-1] - pos[0] == len(pos) - 1
+        if n == total and (together or total == 1):
             score = FULL
         else:
             positions = sorted(v[0] for v in ok.values())
@@ -252,7 +255,7 @@ class EntityMatcher:
                 base = FULL if total == 1 else base
                 w = float(toks[j].get("w", 1.0))
                 score += base * w / math.sqrt(max(1, self._df.get(toks[j]["h"], 1)))
-            if total > 1 and n > 1 and (total - 1) in ok:
+            if total > 1 and n > 1 and (total - 1) in ok and together:
                 score = max(score, SURNAME + (FULL - SURNAME) * (n - 1) / (total - 1))
             score = min(score, 0.85)
             if other:
