@@ -431,8 +431,8 @@ def calibrate(
 
     Prints tau with the FPR measured on the benign queries and the TPR on fresh variants of the
     store's own rewrites. Refuses (tau unchanged) when the benign set is too small for the target
-    (at least 3 / target-fpr queries) or out of domain (too few resemble the store's requests);
-    tau never goes below the floor of 0.5, where no single half-strength signal decides.
+    (at least 3 / target-fpr queries) or out of domain (no closer to the store than general
+    questions); tau never goes below the floor of 0.5, where no single half-strength signal decides.
     """
     benign = [r["prompt"] for r in _read_jsonl(file)] if file else None
     guard = _guard(home, config=config)

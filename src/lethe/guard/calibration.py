@@ -8,11 +8,12 @@ That is only as good as the benign set, so before tau changes:
   chosen tau lets at least ``MIN_FALSE_POSITIVES`` of them through: with fewer, the FPR is
   not measured at all (three is the rule of three: zero hits in ``3 / p`` trials bound the rate
   below ``p`` at 95 %).
-- **Domain.** At least ``DOMAIN_SHARE`` of the benign queries must resemble the store's
-  requests (nearest stored sample at cosine ``>= DOMAIN_COSINE``). Queries that resemble
-  nothing forgotten score near zero whatever tau is, and a tau chosen on them is far too low
-  for the real neighbours of a request (other people with a shared first name, the same
-  questions about another book).
+- **Domain.** The benign queries must sit closer to the store than general questions do: their
+  median cosine to the nearest stored sample at least ``DOMAIN_MARGIN`` (0.1) above that of the
+  shipped general hold-out against the same store (so the shipped set itself never passes).
+  Queries that resemble nothing forgotten score near zero whatever tau is, and a tau chosen on
+  them is far too low for the real neighbours of a request (other people with a shared first
+  name, the same questions about another book).
 - **Floor.** tau never goes below ``TAU_FLOOR`` = 0.5. The score is a noisy-OR of parts in
   [0, 1]; at 0.5 it takes one part at half strength or several weaker ones agreeing, and below
   it a first-name match plus a loosely similar question (two parts near 0.3) triggers.
@@ -33,6 +34,7 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
+from lethe.backends.embeddings import cached_encode
 from lethe.errors import LetheError
 from lethe.guard.augment import WRAPPERS, typo
 
@@ -42,8 +44,7 @@ if TYPE_CHECKING:  # pragma: no cover
 TAU_FLOOR = 0.5
 TAU_CEILING = 0.99
 MIN_FALSE_POSITIVES = 3
-DOMAIN_COSINE = 0.5
-DOMAIN_SHARE = 0.2
+DOMAIN_MARGIN = 0.1
 TPR_DROP_WARN = 0.02
 HELD_OUT_SEED = "lethe-calibration-held-out"
 
@@ -63,7 +64,8 @@ class Calibration:
     benign_above: int
     fpr: float
     fpr_previous: float
-    in_domain_share: float
+    benign_cosine: float
+    general_cosine: float
     requested_tau: float
     at_floor: bool
     floor: float = TAU_FLOOR
@@ -83,8 +85,8 @@ class Calibration:
         floor = f"; the benign set asked for {self.requested_tau:.3f}, held at the floor" if self.at_floor else ""
         lines = [f"tau {self.previous_tau:.3f} -> {self.tau:.3f} ({where}{floor})",
                  f"benign: {self.n_benign:,} queries ({source}), {self.benign_above} above tau: FPR {self.fpr:.4f} "
-                 f"(target {self.target_fpr:g}; {self.fpr_previous:.4f} at the previous tau); "
-                 f"{self.in_domain_share:.0%} resemble the store's requests"]
+                 f"(target {self.target_fpr:g}; {self.fpr_previous:.4f} at the previous tau); median cosine "
+                 f"to the store {self.benign_cosine:.3f} (general questions: {self.general_cosine:.3f})"]
         if self.tpr is None:
             lines.append("held-out positives: none (the store keeps embeddings only, no rewrite text)")
         else:
@@ -94,14 +96,22 @@ class Calibration:
 
 
 def held_out_variants(texts: list[str], per_text: int = 3) -> list[str]:
-    """In-scope queries the store does not hold: typo'd copies of each stored rewrite (two typo
-    rates) and one wrapped in a jailbreak-style frame, seeded apart from ``augment``'s."""
+    """In-scope queries the store does not hold: two lightly typo'd copies of each stored rewrite
+    (5 % and 8 % of its letters) and one, with 3 %, wrapped in a jailbreak-style frame; seeded
+    apart from ``augment``'s, so none is a stored augmentation."""
     out: list[str] = []
     for text in texts:
         rng = random.Random(f"{HELD_OUT_SEED}:{text}")
-        cands = [typo(text, rng, 0.08), typo(text, rng, 0.15), rng.choice(WRAPPERS).format(q=typo(text, rng, 0.05))]
+        cands = [typo(text, rng, 0.05), typo(text, rng, 0.08), rng.choice(WRAPPERS).format(q=typo(text, rng, 0.03))]
         out += [c for c in cands[:per_text] if c and c != text]
     return list(dict.fromkeys(out))
+
+
+def _median_nearest(guard: Guard, emb: np.ndarray) -> float:
+    """Median over queries of the cosine to the nearest live stored sample."""
+    if len(emb) == 0:
+        return 0.0
+    return float(np.median([m[0].score if m else 0.0 for m in guard.store.search(emb, k=1)]))
 
 
 def _tau_for(scores: np.ndarray, target_fpr: float) -> float:
@@ -125,13 +135,13 @@ def choose_tau(guard: Guard, benign: list[str], target_fpr: float, force: bool =
     if len(queries) < need:
         problems.append(f"{len(queries)} benign queries are too few for a target FPR of {target_fpr:g} "
                         f"(at least {need}, so that {MIN_FALSE_POSITIVES} of them may trigger)")
-    emb = guard.embedder.encode(queries)
-    nearest = np.array([m[0].score if m else 0.0 for m in guard.store.search(emb, k=1)], dtype=np.float64)
-    share = float((nearest >= DOMAIN_COSINE).mean())
-    if share < DOMAIN_SHARE:
-        what = "the shipped hold-out is general questions" if shipped else "they are about other topics"
-        problems.append(f"the benign queries are out of domain: {share:.0%} resemble the store's requests "
-                        f"(nearest stored cosine >= {DOMAIN_COSINE}; {DOMAIN_SHARE:.0%} needed) and {what}")
+    benign_cos = _median_nearest(guard, guard.embedder.encode(queries))
+    general_cos = _median_nearest(guard, cached_encode(guard.embedder, list(guard.detector.benign_holdout)))
+    if benign_cos < general_cos + DOMAIN_MARGIN:
+        what = "the shipped hold-out is general questions" if shipped else "they read like general questions"
+        problems.append(f"the benign queries are out of domain: their median cosine to the store is "
+                        f"{benign_cos:.3f}, general questions' {general_cos:.3f} ({DOMAIN_MARGIN} more needed; "
+                        f"{what})")
     if problems and not force:
         raise CalibrationError("; ".join(problems) + f". tau stays {previous:.3f}: give benign queries your users "
                                "ask near these topics with --file (or --force)")
@@ -145,7 +155,8 @@ def choose_tau(guard: Guard, benign: list[str], target_fpr: float, force: bool =
                         "at the floor")
     cal = Calibration(tau=tau, previous_tau=previous, target_fpr=target_fpr, n_benign=len(queries),
                       benign_above=int((scores > tau).sum()), fpr=float((scores > tau).mean()),
-                      fpr_previous=float((scores > previous).mean()), in_domain_share=share,
+                      fpr_previous=float((scores > previous).mean()), benign_cosine=benign_cos,
+                      general_cosine=general_cos,
                       requested_tau=requested, at_floor=at_floor, warnings=warnings)
     texts = [s.text for s in guard.store.samples(live_only=True) if s.role == "rewrite" and s.text]
     positives = held_out_variants(texts)
