@@ -373,39 +373,6 @@ class Guard:
         return plan, it
 
 
-def _checked_stream(check: OutputCheck, plan: GuardPlan, it: Iterator[str]) -> Iterator[str]:
-    """``it`` through the output check: held back by at most its hold-back, cut with the decline
-    (and ``plan.output_blocked`` set) when the answer names a forgotten person or matches the store."""
-    scan = check.scan()
-    try:
-        for piece in it:
-            out = scan.feed(piece)
-            if out:
-                yield out
-            if scan.blocked:
-                break
-        else:
-            out = scan.finish()
-            if out:
-                yield out
-        if scan.blocked:
-            plan.output_blocked = True
-            yield scan.decline_piece()
-    finally:
-        plan.timings["output_check_s"] = scan.seconds
-        close = getattr(it, "close", None)
-        if callable(close):
-            close()
-
-
-def _lstrip_first(it: Iterator[str]) -> Iterator[str]:
-    first = True
-    for piece in it:
-        if first:
-            piece = piece.lstrip()
-            if not piece:
-                continue
-            piece = piece[:1].upper() + piece[1:]
 def _part_text(content: object) -> str:
     """A message's text content: a string as is, text parts joined by newlines (``message_parts``)."""
     if isinstance(content, str):
@@ -444,6 +411,39 @@ def _editable(msgs: list[Message]) -> list[Message]:
     return out  # type: ignore[return-value]
 
 
+def _checked_stream(check: OutputCheck, plan: GuardPlan, it: Iterator[str]) -> Iterator[str]:
+    """``it`` through the output check: held back by at most its hold-back, cut with the decline
+    (and ``plan.output_blocked`` set) when the answer names a forgotten person or matches the store."""
+    scan = check.scan()
+    try:
+        for piece in it:
+            out = scan.feed(piece)
+            if out:
+                yield out
+            if scan.blocked:
+                break
+        else:
+            out = scan.finish()
+            if out:
+                yield out
+        if scan.blocked:
+            plan.output_blocked = True
+            yield scan.decline_piece()
+    finally:
+        plan.timings["output_check_s"] = scan.seconds
+        close = getattr(it, "close", None)
+        if callable(close):
+            close()
+
+
+def _lstrip_first(it: Iterator[str]) -> Iterator[str]:
+    first = True
+    for piece in it:
+        if first:
+            piece = piece.lstrip()
+            if not piece:
+                continue
+            piece = piece[:1].upper() + piece[1:]
             first = False
         yield piece
 
