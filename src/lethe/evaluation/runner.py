@@ -167,7 +167,7 @@ def run_mc_items(items: Sequence[dict], method: Method, backend: ChatBackend, *,
             rec["refused"] = True
         elif scorer in ("logprob", "both"):
             try:
-                if not backend.supports_logprobs:
+                if not getattr(backend, "supports_logprobs", True):
                     raise NotImplementedError
                 lps = MC.letter_logprobs(backend, MC.letter_prompt(backend, plan.messages, plan.prefill, fmt))
                 rec["logprobs"] = [round(x, 4) for x in lps]
