@@ -292,7 +292,9 @@ def test_names_in_other_scripts_reach_the_matcher(tmp_path):
              subject="Zhang Xiaoming", rewriter="rule", progress=False)
     for q in ["Where was Айша Аль-Хашим born?", "Where does 张小明 work?"]:
         d = g.detect(q)
-        assert d.triggered and d.components["entity"] >= 0.9, (q, d.explain())
+        # the name itself fires, not only similarity: romanisation systems differ by a letter
+        # ("Khashim" / "Hashim"), so a one-edit fuzzy match counts
+        assert d.triggered and d.components["entity"] >= 0.5, (q, d.explain())
 
 
 # -- through the proxy ------------------------------------------------------------------------
