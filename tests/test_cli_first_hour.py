@@ -95,6 +95,21 @@ def test_check_on_a_warm_cache_imports_no_torch_nor_sklearn(home):
     assert not mods & set(HEAVY), mods & set(HEAVY)
 
 
+@pytest.mark.parametrize("args,expect", [(["check", "hello"], "the unlearn store is empty"),
+                                         (["calibrate"], "the unlearn store is empty"),
+                                         (["forget", "add", "--kind", "person", "--file", "x.jsonl"], "unknown kind")])
+def test_errors_come_before_any_model_loads(tmp_path, args, expect):
+    code = ("import sys, io, contextlib\nfrom lethe.cli.main import main\n"
+            f"sys.argv = ['lethe', *{args!r}, '--home', {str(tmp_path / 'h')!r}]\n"
+            "err = io.StringIO()\n"
+            "with contextlib.redirect_stderr(err):\n"
+            "    try:\n        main()\n    except SystemExit as e:\n        assert e.code == 2, e.code\n"
+            f"assert {expect!r} in err.getvalue(), err.getvalue()\n")
+    mods = _imported(code)  # (onnxruntime itself loads with the store: usearch needs it first)
+    assert not mods & {"tokenizers", "llama_cpp", *HEAVY}, mods & {"tokenizers", "llama_cpp", *HEAVY}
+    assert "lethe.guard" not in mods  # no detector, no embedder
+
+
 def test_lazy_commands_show_their_modules_help_and_run():
     for name, spec in LAZY_COMMANDS.items():
         cmd = load_lazy(name)
@@ -331,6 +346,24 @@ def test_first_export_is_quiet(tmp_path):
     assert r.returncode == 0, r.stderr
     assert r.stderr == "", r.stderr
     assert list((cache / "onnx").rglob("model.onnx"))
+
+
+def test_third_party_output_only_under_verbose():
+    code = ("import logging, warnings, sys\nfrom lethe.cli.main import configure_output\n"
+            "configure_output(sys.argv[1] == 'verbose')\n"
+            "logging.getLogger('torch.onnx').warning('THIRD-PARTY-LOG')\n"
+            "logging.getLogger('lethe.guard').warning('LETHE-LOG')\n"
+            "warnings.warn('THIRD-PARTY-WARNING', UserWarning)\n"
+            "from lethe.backends.embeddings import quiet_third_party\n"
+            "with quiet_third_party():\n    warnings.warn('DURING-EXPORT', UserWarning)\n")
+    full = dict(os.environ, PYTHONPATH=str(SRC))
+    full.pop("LETHE_VERBOSE", None)
+    quiet = subprocess.run([sys.executable, "-c", code, "quiet"], capture_output=True, text=True, env=full)
+    loud = subprocess.run([sys.executable, "-c", code, "verbose"], capture_output=True, text=True, env=full)
+    assert quiet.returncode == 0 and loud.returncode == 0, quiet.stderr + loud.stderr
+    assert "LETHE-LOG" in quiet.stderr
+    assert not {"THIRD-PARTY-LOG", "THIRD-PARTY-WARNING", "DURING-EXPORT"} & set(re.findall(r"[A-Z-]{8,}", quiet.stderr))
+    assert {"THIRD-PARTY-LOG", "LETHE-LOG", "THIRD-PARTY-WARNING", "DURING-EXPORT"} <= set(re.findall(r"[A-Z-]{8,}", loud.stderr))
 
 
 def test_forget_list_empty_and_iso_times(tmp_path, home, capsys, monkeypatch):

@@ -204,6 +204,19 @@ def read_text_file(path: Path) -> str:
                          "save the file as UTF-8") from None
 
 
+def _require_requests(home: str | None, config: Path | None = None) -> None:
+    """The empty-store error from the store alone, before the embedder or any model loads."""
+    from lethe.errors import EmptyStoreError
+
+    store = _store(home, config)
+    try:
+        empty = not store.list_requests()
+    finally:
+        store.close()
+    if empty:
+        raise EmptyStoreError("the unlearn store is empty: add a request with 'lethe forget add' first")
+
+
 def _read_jsonl(path: Path, field: str = "prompt") -> list[dict]:
     """JSON Lines with a string ``field`` on every non-blank line; errors name file and line."""
     rows = []
@@ -238,6 +251,10 @@ def forget_add(
     config: ConfigOpt = None,
 ) -> None:
     """Register a forget request. Only rewrites (and embeddings) are stored, never the prompts."""
+    from lethe.store.base import KINDS
+
+    if kind not in KINDS:  # before any model loads
+        raise InputError(f"unknown kind '{kind}' (use one of: {', '.join(KINDS)})")
     rows = _read_jsonl(file)
     entities = sorted({e for r in rows for e in r.get("entities", []) if isinstance(e, str)})
     guard = _guard(home, config=config)
@@ -378,6 +395,7 @@ def check(
     if (query is None) == (file is None):
         raise InputError("give either a QUERY or --file")
     queries = [query] if query is not None else [r["prompt"] for r in _read_jsonl(file)]  # type: ignore[arg-type]
+    _require_requests(home, config)
     guard = _guard(home, config=config)
     guard.require_nonempty()
     for q, d in zip(queries, guard.detect_many(queries), strict=True):
@@ -435,6 +453,7 @@ def calibrate(
     questions); tau never goes below the floor of 0.5, where no single half-strength signal decides.
     """
     benign = [r["prompt"] for r in _read_jsonl(file)] if file else None
+    _require_requests(home, config)
     guard = _guard(home, config=config)
     cal = guard.calibrate(benign, target_fpr=target_fpr, force=force, save=not dry_run, details=True)
     for w in cal.warnings:
