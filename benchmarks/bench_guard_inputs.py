@@ -35,6 +35,7 @@ import platform
 import random
 import tempfile
 import time
+from collections import Counter
 from pathlib import Path
 
 import numpy as np
@@ -212,9 +213,10 @@ def main() -> None:
     pos = [(forget[i]["question"], names[i // 20]) for i in sorted(rng.sample(range(len(forget)), args.n))]
     neg_names = [guess_subject([q]) or "" for q in retain]
 
-    def hit(x: str | list[dict]) -> tuple[bool, float]:
+    def hit(x: str | list[dict]) -> tuple[bool, float, str]:
         d = guard.detect(x)
-        return d.score > tau, d.score
+        src = getattr(d, "source", None) or {}
+        return d.score > tau, d.score, f"{src.get('role', '?')}:{src.get('read', '?')}"
 
     rows: dict[str, dict] = {}
 
@@ -224,6 +226,7 @@ def main() -> None:
         rate = float(np.mean([r[0] for r in res])) if res else float("nan")
         rows[label] = {"rate": rate, "kind": "caught" if positive else "fpr", "n": len(res),
                        "mean_score": float(np.mean([r[1] for r in res])) if res else float("nan"),
+                       "triggered_by": dict(Counter(r[2] for r in res if r[0])),
                        "ms_per_item": round(1000 * (time.perf_counter() - t) / max(1, len(res)), 2)}
         print(f"{label:34s} {'caught' if positive else 'fpr':6s} {rate:.3f}  (n={len(res)})", flush=True)
 
