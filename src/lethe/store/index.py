@@ -50,7 +50,7 @@ class IndexParams:
 
     dtype: str = "i8"
     connectivity: int = 32
-    expansion_add: int = 128
+    expansion_add: int = 256
     expansion_search: int = 128
     exact_below: int = 20_000
     threads: int = 0
