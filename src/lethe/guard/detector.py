@@ -402,17 +402,33 @@ class Detector:
                 joined = " ".join(p.text for p in recent)
                 role = min((p.role for p in recent), key=role_weight)
                 add(joined, {"role": role, "message": None, "field": "content", "read": "conversation", "text": joined})
+        for src in items.values():
+            if src["read"] in ("user_turns", "conversation") and len(src["text"].split()) > LONG_JOIN_WORDS:
+                src["read"] += NAMES_ONLY
         texts = list(items)
         dets = self.score_texts(texts)
         best: Detection | None = None
         for text, d in zip(texts, dets, strict=True):
             src = items[text]
-            w = role_weight(src["role"])
-            score = d.score * w
+            d = self.as_read(d, src["read"])
+            score = d.score * role_weight(src["role"])
             if best is None or score > best.score:
                 best = replace(d, score=score, triggered=score > self.config.tau, source=src)
         assert best is not None
         return best
+
+    def as_read(self, d: Detection, read: str) -> Detection:
+        """``d`` as the reading ``read`` counts it: a long text read whole (``NAMES_ONLY``) counts its
+        name matches only. Its windows carry its meaning; whole, the embedder would see only its first
+        256 tokens while lexical evidence (places, titles, dates) piles up over a long text."""
+        if not read.endswith(NAMES_ONLY):
+            return d
+        ent = float(d.components.get("entity", 0.0))
+        hit = next((m for m in d.matched if m.get("component") == "entity"), None)
+        rid = hit.get("request_id") if hit and ent > 0 else None
+        kind = getattr(self, "_kinds", {}).get(rid or "", d.kind if rid == d.request_id else None)
+        return replace(d, score=ent, triggered=ent > self.config.tau, request_id=rid, kind=kind if rid else None,
+                       matched=[hit] if hit and ent > 0 else [], fired=["entity"] if ent >= 0.5 else [])
 
 
 _NAME_SPAN = re.compile(r"\b[A-Z][a-z]+(?:[ -](?:[A-Z]\.|[A-Z][a-z][A-Za-z'-]*))+")
@@ -430,6 +446,8 @@ WINDOW_WORDS = 40  # a sentence longer than this is cut into windows of this man
 SHORT_UNIT_WORDS = 8  # a unit this short is also read with its neighbours ("What is her name?")
 MAX_WINDOW_CHARS = 48_000  # characters of one text's windows embedded at most (see ``segments``)
 REQUEST_WINDOW_CHARS = 96_000  # characters of windows embedded for one request at most, newest message first
+NAMES_ONLY = ":names"  # reading label: a long text read whole counts its name matches only (``as_read``)
+LONG_JOIN_WORDS = 60  # joined turns longer than this are read for names only (their parts are read in full)
 
 
 def segments(text: str, min_words: int = 3, long_words: int = 25, max_chars: int = MAX_WINDOW_CHARS) -> list[str]:
@@ -589,9 +607,9 @@ def expand_text(text: str, probe: Callable[[str], bool] | None = None,
 
     A long text's windows are searched for views too (one level deep), so one encoded sentence in
     a long document is decoded, and the name probes stay linear in the text's length."""
-    out: dict[str, str] = {text: "whole"}
     budget = max_chars
     windows = segments(text, max_chars=budget)
+    out: dict[str, str] = {text: "whole" + (NAMES_ONLY if windows else "")}
     for w in windows:
         out.setdefault(w, "window")
         budget -= len(w)
@@ -599,8 +617,9 @@ def expand_text(text: str, probe: Callable[[str], bool] | None = None,
         for name, v in decoded_views(w, probe, depth=1):
             out.setdefault(v, f"window/view:{name}")
     for name, v in decoded_views(text, probe if len(text) <= PROBE_CHARS else None):
-        out.setdefault(v, f"view:{name}")
-        for w in segments(v, max_chars=max(0, budget)):
+        view_windows = segments(v, max_chars=max(0, budget))
+        out.setdefault(v, f"view:{name}" + (NAMES_ONLY if view_windows else ""))
+        for w in view_windows:
             out.setdefault(w, f"view:{name}/window")
             budget -= len(w)
     return [(how, t) for t, how in out.items()]

@@ -275,6 +275,7 @@ class Guard:
                     how.append(read)
             best: dict[int, Detection] = {}
             for j, read, t, d in zip(owner, how, texts, self.detector.score_texts(texts), strict=True):
+                d = self.detector.as_read(d, read)
                 if j not in best or d.score > best[j].score:
                     d.source = {"role": "user", "message": 0, "field": "content", "read": read, "text": t}
                     best[j] = d

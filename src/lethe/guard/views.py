@@ -227,22 +227,24 @@ class LeetView(View):
 
     name = "leet"
     probe = True
-    _word = re.compile(r"(?<![\w@$|!+])[\w@$|!+]{3,24}(?![\w@$|!+])")
+    _word = re.compile(r"(?<![\w@$|!+])[\w@$|!+]{1,24}(?![\w@$|!+])")
     _inner = re.compile(r"[A-Za-z][0-9@$|!+]+[A-Za-z]")  # a stand-in between letters: "M4r", not "mp3"
-
-    @staticmethod
-    def _leety(word: str) -> bool:
-        return sum(c.isalpha() for c in word) >= 2 and any(c in "0123456789@$|!+" for c in word)
+    _ordinal = re.compile(r"\d+(?:st|nd|rd|th|s)", re.IGNORECASE)
 
     def applies(self, text: str) -> bool:
         return any(self._inner.search(m.group(0)) for m in self._word.finditer(text))
 
-    def decode(self, text: str) -> list[str]:
-        def sub(table: dict[int, str]) -> str:
-            return self._word.sub(lambda m: m.group(0).translate(table) if self._leety(m.group(0)) else m.group(0),
-                                  text)
+    def _token(self, word: str, table: dict[int, str]) -> str:
+        """A word with letters and stand-ins ("7h3", "0f"), or a one- or two-digit stand-in for a
+        short function word ("15" for "is"), decoded; anything else (years, ordinals) kept."""
+        if any(c.isalpha() for c in word) and any(c in _LEET_MAP for c in word) and not self._ordinal.fullmatch(word):
+            return word.translate(table)
+        if word.isdigit() and len(word) <= 2 and word.translate(table) in FUNCTION_WORDS:
+            return word.translate(table)
+        return word
 
-        out = [sub(_LEET), sub(_LEET_L)]
+    def decode(self, text: str) -> list[str]:
+        out = [self._word.sub(lambda m, t=table: self._token(m.group(0), t), text) for table in (_LEET, _LEET_L)]
         return [t for t in dict.fromkeys(out) if t != text]
 
 
