@@ -13,8 +13,8 @@ normalised mean-pooled embedding, trained only on what the requests give plus da
   ``add_benign``), 80 % of the shipped near-domain benign set (``resources/near_domain_benign.jsonl``:
   school and university biology, chemistry, medicine, security and programming questions; the other
   20 %, :func:`near_domain_split`, is kept for calibrating tau in domain) and the
-  same augmentations applied to a sample of them, so a typo, a lower-cased text or a jailbreak
-  wrapper is not what separates the classes.
+  same augmentations and the rule rewriter's frame applied to samples of them, so a typo, a
+  lower-cased text, a jailbreak wrapper or "I would like to know ...?" is not what separates the classes.
 
 The model follows the store: when the set of live concept requests or the benign texts change, a
 new model is trained on a background thread (seeded, torch limited to ``threads``) while detection
@@ -96,6 +96,7 @@ class TrainConfig:
     threads: int = 1  # torch threads of the fine-tune (it runs beside serving: one core by default)
     augment_per_text: int = 1  # augmentations kept per text (a seeded choice among augment()'s)
     negative_augment: int = 200  # negatives that also get augmented (label-invariant augmentations)
+    negative_rewrite: int = 800  # negatives also passed through the rule rewriter (its template is no class signal)
     frozen_layers: int = 3  # bottom encoder layers (and the embeddings, when > 0) kept frozen
     max_steps: int | None = None  # cap on optimiser steps (tests)
 
@@ -138,10 +139,18 @@ def cache_key(positives: Sequence[str], negatives: Sequence[str], cfg: TrainConf
 
 
 def training_set(positives: Sequence[str], negatives: Sequence[str], seed: int = 0,
-                 negative_augment: int = 300, per_text: int = 3) -> tuple[list[str], list[int]]:
-    """(texts, labels): positives with ``per_text`` of their augmentations each, negatives, and
-    ``per_text`` augmentations of each of a seeded sample of ``negative_augment`` negatives;
-    duplicates dropped (a text that is both keeps label 0)."""
+                 negative_augment: int = 300, per_text: int = 3,
+                 negative_rewrite: int = 0) -> tuple[list[str], list[int]]:
+    """(texts, labels): positives with ``per_text`` of their augmentations each, negatives, ``per_text``
+    augmentations of each of a seeded sample of ``negative_augment`` negatives, and a seeded sample of
+    ``negative_rewrite`` negatives passed through the rule rewriter; duplicates dropped (a text that is
+    both keeps label 0).
+
+    Stored positives are rewrites (the original prompts are never kept), and the rule rewriter writes
+    every one in the same frame ("I would like to know ...?"); a fine-tuned encoder learns that frame
+    as the class unless negatives carry it too."""
+    from lethe.guard.rewrite import RuleRewriter
+
     rng = random.Random(seed)
 
     def aug(t: str) -> list[str]:
@@ -151,7 +160,9 @@ def training_set(positives: Sequence[str], negatives: Sequence[str], seed: int =
     pos = list(dict.fromkeys(p for t in positives for p in [t, *aug(t)]))
     negs = list(dict.fromkeys(negatives))
     sample = rng.sample(negs, min(negative_augment, len(negs)))
-    neg = list(dict.fromkeys(negs + [a for t in sample for a in aug(t)]))
+    rule = RuleRewriter()
+    rewritten = [rule.rewrite(t) for t in rng.sample(negs, min(negative_rewrite, len(negs)))]
+    neg = list(dict.fromkeys(negs + [a for t in sample for a in aug(t)] + rewritten))
     neg_set = set(neg)
     texts = [t for t in pos if t not in neg_set] + neg
     labels = [1] * (len(texts) - len(neg)) + [0] * len(neg)
@@ -219,7 +230,8 @@ def train(positives: Sequence[str], negatives: Sequence[str], cfg: TrainConfig, 
 
     t0 = time.perf_counter()
     folder = encoder_folder(cfg.encoder)
-    texts, labels = training_set(positives, negatives, cfg.seed, cfg.negative_augment, cfg.augment_per_text)
+    texts, labels = training_set(positives, negatives, cfg.seed, cfg.negative_augment, cfg.augment_per_text,
+                                 cfg.negative_rewrite)
     n_pos = sum(labels)
     if n_pos == 0 or n_pos == len(labels):
         raise ValueError("the concept scorer needs both positives and negatives")
