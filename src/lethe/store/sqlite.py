@@ -231,7 +231,9 @@ class SQLiteStore(IndexedStore, UnlearnStore):
                 yield _rows_of(batch)
 
     def _after(self, max_id: int) -> set[str]:
-        return {r[0] for r in self._db.execute("SELECT DISTINCT request_id FROM samples WHERE id > ?", (max_id,))}
+        # NOT INDEXED: a range on the rowid, not a scan of the whole request-id index
+        return {r[0] for r in self._db.execute("SELECT DISTINCT request_id FROM samples NOT INDEXED WHERE id > ?",
+                                               (max_id,))}
 
     @contextlib.contextmanager
     def _snapshot(self) -> Iterator[StoreView]:
