@@ -405,3 +405,40 @@ def test_pg_replica_keeps_its_state_through_notifications(pg_schema, tmp_path):
     finally:
         a.close()
         b.close()
+
+
+def test_searches_while_requests_come_and_go(tmp_path):
+    """A search racing a revoke (or a save) answers with what is live, and never fails."""
+    import threading
+
+    store = _open(tmp_path / "store.db")
+    try:
+        items = _requests(30)
+        store.add_requests(items[:10])
+        errors: list[BaseException] = []
+        stop = threading.Event()
+
+        def searcher() -> None:
+            q = _queries(8)
+            while not stop.is_set():
+                try:
+                    for row in store.search(q, k=10):
+                        assert all(m.sample.embedding.shape == (DIM,) for m in row)
+                except BaseException as exc:  # pragma: no cover - reported below
+                    errors.append(exc)
+                    return
+
+        threads = [threading.Thread(target=searcher) for _ in range(2)]
+        for t in threads:
+            t.start()
+        for req, samples in items[10:]:
+            store.add_request(req, samples)
+            store.revoke(req.id)
+            store.save_index()
+        stop.set()
+        for t in threads:
+            t.join()
+        assert not errors, errors[0]
+        assert store.live_count() == 10 and store.indexed_count() == 50
+    finally:
+        store.close()

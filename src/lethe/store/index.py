@@ -179,8 +179,8 @@ class VectorIndex:
             return main
 
     def get(self, keys: list[int]) -> np.ndarray:
-        """Stored rows of ``keys`` (all present)."""
-        out = np.empty((len(keys), self.dim), dtype=self.dtype)
+        """Stored rows of ``keys``; zeros for a key removed meanwhile."""
+        out = np.zeros((len(keys), self.dim), dtype=self.dtype)
         with self._lock:
             main = [i for i, k in enumerate(keys) if k not in self._side]
             for i, k in enumerate(keys):
@@ -188,7 +188,10 @@ class VectorIndex:
                     out[i] = self._side[k]
             if main:
                 got = self._index.get(np.asarray([keys[i] for i in main], dtype=np.uint64))
-                out[main] = np.asarray(got if not isinstance(got, tuple) else np.stack(got), dtype=self.dtype)
+                rows = list(got) if isinstance(got, tuple) else list(np.atleast_2d(got))
+                for i, row in zip(main, rows, strict=True):
+                    if row is not None:
+                        out[i] = row
         return out
 
     def search(self, queries: np.ndarray, k: int) -> list[list[tuple[int, float]]]:
