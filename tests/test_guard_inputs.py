@@ -222,6 +222,16 @@ def test_long_text_read_whole_counts_names_only(guard):
     assert named.triggered and named.components["entity"] >= 0.9, named.explain()
 
 
+def test_a_long_document_counts_questions_in_full_and_statements_for_names():
+    from lethe.guard.detector import NAMES_ONLY, asks, expand_text
+
+    statement = "The novelist born in Valparaiso in 1971 wrote a book called The Salt Orchard."
+    reads = dict((t, how) for how, t in expand_text(_long(40, statement, 20) + " " + _long(40, NAMELESS, 20)))
+    assert reads[statement] == "window" + NAMES_ONLY and reads[NAMELESS] == "window"
+    assert asks("Complete the sentence: the novelist born in Valparaiso is named")
+    assert not asks("Her father was a chef in Lisbon.")
+
+
 def test_long_benign_document_does_not_trigger(guard):
     doc = _long(300, "The library also lends board games to members.", 100)
     for role in ("user", "system"):

@@ -606,12 +606,14 @@ def expand_text(text: str, probe: Callable[[str], bool] | None = None,
     windowed too when long), the windows within ``max_chars`` characters; duplicates dropped.
 
     A long text's windows are searched for views too (one level deep), so one encoded sentence in
-    a long document is decoded, and the name probes stay linear in the text's length."""
+    a long document is decoded, and the name probes stay linear in the text's length. A window
+    that asks nothing (``asks``) counts its name matches only: a long document's statements each
+    scored as a query would add up to false positives, one per few hundred sentences."""
     budget = max_chars
     windows = segments(text, max_chars=budget)
     out: dict[str, str] = {text: "whole" + (NAMES_ONLY if windows else "")}
     for w in windows:
-        out.setdefault(w, "window")
+        out.setdefault(w, "window" + ("" if asks(w) else NAMES_ONLY))
         budget -= len(w)
     for w in windows:
         for name, v in decoded_views(w, probe, depth=1):
@@ -620,6 +622,26 @@ def expand_text(text: str, probe: Callable[[str], bool] | None = None,
         view_windows = segments(v, max_chars=max(0, budget))
         out.setdefault(v, f"view:{name}" + (NAMES_ONLY if view_windows else ""))
         for w in view_windows:
-            out.setdefault(w, f"view:{name}/window")
+            out.setdefault(w, f"view:{name}/window" + ("" if asks(w) else NAMES_ONLY))
             budget -= len(w)
     return [(how, t) for t, how in out.items()]
+
+
+_ASKS = re.compile(
+    r"\?|^\W*(?:(?:and|so|also|now|then|please|ok|okay|hey|but|finally|lastly|next|first|second)\W+)*"
+    r"(?:what|who|whom|whose|which|where|when|why|how|is|are|was|were|do|does|did|can|could|would|will|should|"
+    r"shall|may|might|has|have|had|tell|list|name|give|describe|explain|provide|share|summari[sz]e|write|find|"
+    r"identify|show|recall|state|reveal|guess|compare|confirm|imagine|let|answer|say|spell|translate|decode|"
+    r"complete|continue|finish|fill|elaborate|discuss|outline|detail|expand|clarify|specify|mention|recommend|"
+    r"suggest)\b|"
+    r"\b(?:tell me|tell us|i (?:want|need|would like|'d like|wish) to (?:know|learn|find out|hear)|i wonder|"
+    r"let me know|can you|could you|would you|will you|please|answer|explain|describe|i(?:'m| am) curious|"
+    r"complete the|fill in|the blank)\b",
+    re.IGNORECASE)
+
+
+def asks(text: str) -> bool:
+    """Whether ``text`` asks for something: a question mark, a question or request opening
+    ("Where ...", "Tell me ...", "Name ..."), or a request phrase ("I want to know", "can you",
+    "please"). Statements ("She was born in Lisbon in 1971.") do not."""
+    return _ASKS.search(text) is not None
