@@ -111,8 +111,8 @@ class DetectorConfig(Section):
 class GuiderConfig(Section):
     """How the guard reasons about an in-scope query before the model answers."""
 
-    kind: str = Field("template", description="a guider kind of lethe.guard.guider.GUIDERS: template, llm, "
-                      "trained, or one you register")
+    kind: str = Field("template", description="a guider kind of lethe.guard.guider.GUIDERS: none (policy "
+                      "only), template, llm, trained, or one you register")
     adapter_path: str | None = Field(None, description="trained: the guider adapter from `lethe guider train`")
     max_tokens: int = Field(160, gt=0, description="llm/trained: length of the reasoning")
     temperature: float = Field(0.0, ge=0.0, description="llm/trained: sampling temperature")

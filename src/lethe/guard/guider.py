@@ -1,8 +1,10 @@
 """The CoT guider: a short, query-specific reasoning instruction that ends in a decline.
 
 DRAGON (arXiv 2511.05784, Sec. 3.3) trains a guider LLM that outputs
-``{"requires_refusal": bool, "cot_instruction": str}``. Lethe offers three guiders:
+``{"requires_refusal": bool, "cot_instruction": str}``. Lethe offers four guiders:
 
+- ``none``: no reasoning at all, the retrieved policy alone goes into the context (DRAGON's
+  "w/o CoT" ablation, Table 6).
 - ``template``: deterministic reasoning built from the retrieved policy and the request
   kind. No model call; the default (small local models follow it best, docs/results.md).
 - ``llm``: prompts the configured chat model for the JSON object (zero-shot guider);
@@ -63,6 +65,14 @@ def template_reasoning(policy: Policy, kind: str) -> str:
         f"The right response is a brief, polite decline, and I can offer help with {policy.redirect} instead. "
         "So I must decline. Therefore,"
     )
+
+
+@GUIDERS.register("none")
+class PolicyOnlyGuider(Guider):
+    """No CoT: the intervention carries the policy and the question only."""
+
+    def guide(self, query: str, policy: Policy, kind: str) -> Guidance:
+        return Guidance(True, "", "none")
 
 
 @GUIDERS.register("template")

@@ -63,14 +63,17 @@ def build(
             msgs[sys_idx] = {"role": "system", "content": text + "\n\n" + msgs[sys_idx]["content"]}
 
     if placement == "system":
-        put_system(f"{context}\n\nReasoning for the next answer: {reasoning}")
+        put_system(f"{context}\n\nReasoning for the next answer: {reasoning}" if reasoning else context)
         return Intervention(msgs, None, placement)  # type: ignore[arg-type]
     if placement == "user_prefix":
         assert last_user is not None
         q = msgs[last_user]["content"]
-        msgs[last_user] = {"role": "user", "content": f"{context}\n\nQuestion: {q}\n\nLet's think step by step. {reasoning}"}
+        steps = f"\n\nLet's think step by step. {reasoning}" if reasoning else ""
+        msgs[last_user] = {"role": "user", "content": f"{context}\n\nQuestion: {q}{steps}"}
         return Intervention(msgs, None, placement)  # type: ignore[arg-type]
     put_system(context)
+    if not reasoning:
+        return Intervention(msgs, None, placement)  # type: ignore[arg-type]
     return Intervention(msgs, f"Let me think step by step. {reasoning}", placement)  # type: ignore[arg-type]
 
 
