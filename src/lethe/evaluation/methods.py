@@ -163,18 +163,20 @@ class DragonMethod(_GuardBacked):
 
     name = "dragon"
 
-    def plan(self, messages: Sequence[Message], index: int = 0, is_forget: bool | None = None) -> Plan:
-        gp = self._ensure_guard().plan(list(messages))
+    @staticmethod
+    def _as_plan(gp) -> Plan:  # the guard's plan (lethe.guard.pipeline.GuardPlan) as the runner reads it
         d = gp.detection
         return Plan(list(gp.messages), gp.prefill, bool(d.triggered), float(d.score),
                     info={"policy": gp.policy, "components": dict(getattr(d, "components", {}) or {})})
 
+    def plan(self, messages: Sequence[Message], index: int = 0, is_forget: bool | None = None) -> Plan:
+        return self._as_plan(self._ensure_guard().plan(list(messages)))
+
     def respond(self, messages: Sequence[Message], index: int = 0, is_forget: bool | None = None,
                 max_tokens: int = 200) -> tuple[str, Plan]:
+        """The guard's own pipeline (``Guard.chat``: plan, call, finish, output check)."""
         r = self._ensure_guard().chat(list(messages), max_tokens=max_tokens, temperature=0.0)
-        plan = Plan([dict(m) for m in messages], None, bool(r.triggered), float(r.score),
-                    info={"policy": r.policy})
-        return r.response.strip(), plan
+        return r.response.strip(), self._as_plan(r.plan)
 
 
 @METHODS.register("guardrail")

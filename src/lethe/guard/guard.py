@@ -8,8 +8,7 @@ below the threshold reach it byte-for-byte unchanged.
 from __future__ import annotations
 
 import random
-import time
-from collections.abc import Iterator, Sequence
+from collections.abc import AsyncIterator, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -20,12 +19,13 @@ from lethe.backends.base import ChatBackend, Message
 from lethe.backends.embeddings import Embedder, get_embedder
 from lethe.config import GuardConfig, lethe_home, load_config
 from lethe.errors import EmptyStoreError, LetheError
-from lethe.guard import intervention
+from lethe.guard import pipeline
 from lethe.guard.augment import augment
-from lethe.guard.detector import TEXT_PART_TYPES, Detection, Detector
+from lethe.guard.detector import Detection, Detector
 from lethe.guard.entities import entity_record, guess_subject
 from lethe.guard.guider import Guider, guider_from_config
 from lethe.guard.output_check import OutputCheck
+from lethe.guard.pipeline import GuardPlan, as_messages
 from lethe.guard.policies import PolicyLibrary
 from lethe.guard.rewrite import REWRITERS, RuleRewriter, choose_rewrite, is_copy, within_bound
 from lethe.guard.scope import scope_records, swap_entities
@@ -43,18 +43,6 @@ _SWAP_NAMES = [
 
 
 @dataclass
-class GuardPlan:
-    detection: Detection
-    messages: list[Message]
-    prefill: str | None = None
-    policy: str | None = None
-    reasoning: str | None = None
-    placement: str | None = None
-    timings: dict[str, float] = field(default_factory=dict)
-    output_blocked: bool = False  # set by the stream of ``Guard.stream`` when the output check cut it
-
-
-@dataclass
 class GuardResponse:
     response: str
     triggered: bool
@@ -64,18 +52,13 @@ class GuardResponse:
     detection: Detection
     timings: dict[str, float] = field(default_factory=dict)
     output_blocked: bool = False  # the output check replaced the model's answer with the decline
+    plan: GuardPlan | None = field(default=None, repr=False, compare=False)  # the plan behind the answer
 
     def to_dict(self) -> dict:
         return {"response": self.response, "triggered": self.triggered, "score": round(self.score, 6),
                 "policy": self.policy, "reasoning": self.reasoning, "output_blocked": self.output_blocked,
                 "components": {k: round(v, 6) for k, v in self.detection.components.items()},
                 "timings": {k: round(v, 4) for k, v in self.timings.items()}}
-
-
-def _as_messages(query: str | Sequence[Message]) -> list[Message]:
-    if isinstance(query, str):
-        return [{"role": "user", "content": query}]
-    return [dict(m) for m in query]  # type: ignore[misc]
 
 
 class Guard:
@@ -259,7 +242,7 @@ class Guard:
 
     # -- detection ----------------------------------------------------------------------
     def detect(self, query: str | Sequence[Message]) -> Detection:
-        return self.detector.detect_messages(_as_messages(query))
+        return self.detector.detect_messages(as_messages(query))
 
     def detect_many(self, queries: list[str], batch_size: int = 128) -> list[Detection]:
         """Batched ``detect`` of single-turn user queries: each read as ``detect`` reads a user turn
@@ -310,7 +293,7 @@ class Guard:
             cal.saved = True
         return cal if details else cal.tau
 
-    # -- intervention -------------------------------------------------------------------
+    # -- one chat request: plan -> call -> finish (lethe.guard.pipeline) ------------------
     def plan(self, messages: str | Sequence[Message], use_guard: bool = True,
              read: Sequence[Message] | None = None) -> GuardPlan:
         """Detect, and for an in-scope request guide and build the intervened messages.
@@ -318,25 +301,36 @@ class Guard:
         ``read`` is what detection reads when it differs from what goes upstream (a proxy that
         forwards role and text only passes the client's messages with their names and tool calls);
         by default detection reads ``messages``. The policy and guider reason about the text that
-        decided the detection, whatever its role (``_in_scope_text``)."""
-        msgs = _as_messages(messages)
-        t0 = time.perf_counter()
-        det = self.detect(read if read is not None else msgs) if use_guard else Detection(0.0, False)
-        timings = {"detect_s": time.perf_counter() - t0}
-        if not det.triggered:
-            return GuardPlan(det, msgs, timings=timings)
-        kind = det.kind or "privacy"
-        req = self.store.get_request(det.request_id) if det.request_id else None
-        query = _in_scope_text(det, msgs)
-        pol = self.policies.retrieve(kind, query=query, name=req.policy if req else None)
-        t1 = time.perf_counter()
-        guidance = self.guider.guide(query, pol, kind)
-        timings["guide_s"] = time.perf_counter() - t1
-        placement = self.config.intervention.placement
-        if not any(m.get("role") == "user" for m in msgs):
-            placement = "system"  # nothing to wrap: the in-scope text came in another role only
-        iv = intervention.build(_editable(msgs), pol, guidance.reasoning, placement, self.backend.supports_prefill)
-        return GuardPlan(det, iv.messages, iv.prefill, pol.name, guidance.reasoning, iv.placement, timings)
+        decided the detection, whatever its role (``pipeline.in_scope_text``)."""
+        return pipeline.make_plan(self, messages, use_guard, read)
+
+    async def aplan(self, messages: Sequence[Message], *, read: Sequence[Message] | None = None,
+                    fail_mode: str | None = None, decline: str | None = None,
+                    run: pipeline.Runner | None = None) -> GuardPlan:
+        """:meth:`plan` off the event loop; with ``fail_mode`` (``closed``/``open``) a failure of the
+        guard becomes a plan that declines with ``decline`` or forwards the messages unguarded."""
+        return await pipeline.aplan(self, messages, read=read, fail_mode=fail_mode, decline=decline, run=run)
+
+    def call(self, plan: GuardPlan, max_tokens: int | None = None, temperature: float = 0.0,
+             stop: list[str] | None = None) -> pipeline.Reply:
+        """The plan's upstream call, its prefilled continuation finished (no output check)."""
+        return pipeline.call(self.backend, plan, max_tokens=max_tokens or self.config.max_new_tokens,
+                             temperature=temperature, stop=stop)
+
+    async def acall(self, plan: GuardPlan, max_tokens: int | None = None, temperature: float = 0.0,
+                    stop: list[str] | None = None, run: pipeline.Runner | None = None) -> pipeline.Reply:
+        return await pipeline.acall(self.backend, plan, max_tokens=max_tokens or self.config.max_new_tokens,
+                                    temperature=temperature, stop=stop, run=run)
+
+    def call_stream(self, plan: GuardPlan, max_tokens: int | None = None, temperature: float = 0.0,
+                    stop: list[str] | None = None) -> Iterator[str]:
+        return pipeline.stream(self.backend, plan, max_tokens=max_tokens or self.config.max_new_tokens,
+                               temperature=temperature, stop=stop)
+
+    def acall_stream(self, plan: GuardPlan, max_tokens: int | None = None, temperature: float = 0.0,
+                     stop: list[str] | None = None, run: pipeline.Runner | None = None) -> AsyncIterator[str]:
+        return pipeline.astream(self.backend, plan, max_tokens=max_tokens or self.config.max_new_tokens,
+                                temperature=temperature, stop=stop, run=run)
 
     def chat(
         self,
@@ -346,11 +340,7 @@ class Guard:
         use_guard: bool = True,
     ) -> GuardResponse:
         plan = self.plan(messages, use_guard=use_guard)
-        t = time.perf_counter()
-        res = self.backend.chat(plan.messages, max_tokens=max_tokens or self.config.max_new_tokens,
-                                temperature=temperature, prefill=plan.prefill)
-        plan.timings["generate_s"] = time.perf_counter() - t
-        text = intervention.finish(res.text) if plan.prefill else res.text
+        text = self.call(plan, max_tokens, temperature).text
         blocked = False
         if use_guard and self.output_check.enabled:  # the hard backstop (lethe.guard.output_check)
             verdict = self.output_check.check(text)
@@ -358,95 +348,17 @@ class Guard:
             if verdict.blocked:
                 text, blocked = self.output_check.decline(verdict), True
         return GuardResponse(text, plan.detection.triggered, plan.detection.score, plan.policy,
-                             plan.reasoning, plan.detection, plan.timings, blocked)
+                             plan.reasoning, plan.detection, plan.timings, blocked, plan)
 
     def stream(
         self, messages: str | Sequence[Message], max_tokens: int | None = None, temperature: float = 0.0,
         use_guard: bool = True,
     ) -> tuple[GuardPlan, Iterator[str]]:
         plan = self.plan(messages, use_guard=use_guard)
-        it = self.backend.stream(plan.messages, max_tokens=max_tokens or self.config.max_new_tokens,
-                                 temperature=temperature, prefill=plan.prefill)
-        if plan.prefill:
-            it = _lstrip_first(it)
+        it = self.call_stream(plan, max_tokens, temperature)
         if use_guard and self.output_check.enabled:
-            it = _checked_stream(self.output_check, plan, it)
+            it = pipeline.checked_stream(self.output_check, plan, it)
         return plan, it
-
-
-def _part_text(content: object) -> str:
-    """A message's text content: a string as is, text parts joined by newlines (``message_parts``)."""
-    if isinstance(content, str):
-        return content
-    if not isinstance(content, list):
-        return ""
-    texts = []
-    for part in content:
-        if isinstance(part, str):
-            texts.append(part)
-        elif isinstance(part, dict) and part.get("type") in TEXT_PART_TYPES and isinstance(part.get("text"), str):
-            texts.append(part["text"])
-    return "\n".join(texts)
-
-
-def _in_scope_text(det: Detection, msgs: list[Message]) -> str:
-    """The text the policy and the guider reason about: the one that decided the detection (a
-    window, a decoded view, a system or tool message), else the last user turn, else the last text."""
-    text = det.source.get("text") if det.source else None
-    if isinstance(text, str) and text.strip():
-        return text
-    texts = [(m.get("role"), _part_text(m.get("content"))) for m in msgs]
-    users = [t for r, t in texts if r == "user" and t.strip()]
-    rest = [t for _, t in texts if t.strip()]
-    return (users or rest or [""])[-1]
-
-
-def _editable(msgs: list[Message]) -> list[Message]:
-    """The messages with the first system turn's and the last user turn's content parts joined into
-    a string, the two turns an intervention writes into; every other message as it came."""
-    out = [dict(m) for m in msgs]
-    for role, pick in (("system", 0), ("user", -1)):
-        idx = [i for i, m in enumerate(out) if m.get("role") == role]
-        if idx and not isinstance(out[idx[pick]].get("content"), str):
-            out[idx[pick]]["content"] = _part_text(out[idx[pick]].get("content"))
-    return out  # type: ignore[return-value]
-
-
-def _checked_stream(check: OutputCheck, plan: GuardPlan, it: Iterator[str]) -> Iterator[str]:
-    """``it`` through the output check: held back by at most its hold-back, cut with the decline
-    (and ``plan.output_blocked`` set) when the answer names a forgotten person or matches the store."""
-    scan = check.scan()
-    try:
-        for piece in it:
-            out = scan.feed(piece)
-            if out:
-                yield out
-            if scan.blocked:
-                break
-        else:
-            out = scan.finish()
-            if out:
-                yield out
-        if scan.blocked:
-            plan.output_blocked = True
-            yield scan.decline_piece()
-    finally:
-        plan.timings["output_check_s"] = scan.seconds
-        close = getattr(it, "close", None)
-        if callable(close):
-            close()
-
-
-def _lstrip_first(it: Iterator[str]) -> Iterator[str]:
-    first = True
-    for piece in it:
-        if first:
-            piece = piece.lstrip()
-            if not piece:
-                continue
-            piece = piece[:1].upper() + piece[1:]
-            first = False
-        yield piece
 
 
 def _name_swaps(texts: list[str], names: list[str], rng: random.Random, per_text: int) -> list[str]:

@@ -321,18 +321,15 @@ def _rate(k: int, n: int) -> float | None:
 
 def _leaks(guard: Guard, check: Any, request_id: str, probes: list[Probe], max_tokens: int) -> dict:
     """Ask the guarded model each probe; count answers the output check ties to this request."""
-    from lethe.guard import intervention
-
     answers = leaks = delivered = errors = 0
     configured = guard.output_check
     for p in probes:
         try:
             plan = guard.plan(_upstream(p.messages), read=p.messages)
-            res = guard.backend.chat(plan.messages, max_tokens=max_tokens, temperature=0.0, prefill=plan.prefill)
+            text = guard.call(plan, max_tokens=max_tokens, temperature=0.0).text
         except Exception:  # one failed generation does not void the receipt; it is counted
             errors += 1
             continue
-        text = intervention.finish(res.text) if plan.prefill else res.text
         answers += 1
         v = check.check(text)
         if v.blocked and v.request_id == request_id:

@@ -136,6 +136,15 @@ class UnlearnStore(ABC):
     def close(self) -> None:  # noqa: B027 - optional hook
         pass
 
+    def ping(self) -> bool:
+        """Whether the store answers now (the service's ``/readyz``); an embedded store always does."""
+        return True
+
+    def live_count(self) -> int:
+        """Live requests this process enforces (the ``lethe_forget_requests_live`` gauge); indexed
+        backends answer from their in-memory index."""
+        return len(self.list_requests())
+
     def __len__(self) -> int:
         return len(self.list_requests())
 
