@@ -26,6 +26,7 @@ from lethe.guard.entities import entity_record, guess_subject
 from lethe.guard.guider import Guider, guider_from_config
 from lethe.guard.output_check import OutputCheck
 from lethe.guard.pipeline import GuardPlan, as_messages
+from lethe.guard.pipeline import in_scope_text as _in_scope_text  # noqa: F401 - imported from here too
 from lethe.guard.policies import PolicyLibrary
 from lethe.guard.rewrite import REWRITERS, RuleRewriter, choose_rewrite, is_copy, within_bound
 from lethe.guard.scope import scope_records, swap_entities
