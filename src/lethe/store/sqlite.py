@@ -23,10 +23,9 @@ revoked ones leave the index.
 from __future__ import annotations
 
 import contextlib
-import json
+import itertools
 import logging
 import os
-import secrets
 import sqlite3
 import threading
 import time
@@ -36,63 +35,26 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
-from lethe.errors import StoreError
-from lethe.store.base import STORES, ForgetRequest, Match, NegativeSample, UnlearnStore
-from lethe.store.codec import decode, encode_many, format_for
+from lethe.store.base import STORES, ForgetRequest, Match, NegativeSample
+from lethe.store.codec import format_for
 from lethe.store.index import IndexParams
+from lethe.store.indexed import StoreView, own_rows
 from lethe.store.keys import KeySource, resolve_key
-from lethe.store.live import IndexedStore, LiveIndex, PersistParams, Rows, StoreView, own_rows
+from lethe.store.live import LiveIndex, PersistParams, Rows
+from lethe.store.sqlite_schema import STATE, connect, init_meta, meta_get
+from lethe.store.tables import Item, TableStore, add_error, follows
 
 if TYPE_CHECKING:
     from lethe.config import StoreConfig
 
 log = logging.getLogger("lethe.store.sqlite")
 
-SCHEMA_VERSION = 2
-_SCHEMA = """
-CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value BLOB NOT NULL);
-CREATE TABLE IF NOT EXISTS requests (
-    id TEXT PRIMARY KEY,
-    kind TEXT NOT NULL,
-    subject TEXT,
-    policy TEXT,
-    entities TEXT NOT NULL DEFAULT '[]',
-    n_prompts INTEGER NOT NULL DEFAULT 0,
-    created_at REAL NOT NULL,
-    revoked_at REAL
-);
-CREATE TABLE IF NOT EXISTS samples (
-    id INTEGER PRIMARY KEY AUTOINCREMENT,
-    request_id TEXT NOT NULL REFERENCES requests(id),
-    role TEXT NOT NULL,
-    text TEXT,
-    embedding BLOB NOT NULL
-);
-CREATE INDEX IF NOT EXISTS samples_request ON samples(request_id);
-"""
-# schema 2: change counters for the index file's consistency check (lethe.store.live.IndexedStore)
-_COUNTERS = """
-INSERT OR IGNORE INTO meta VALUES ('changes', 0);
-INSERT OR IGNORE INTO meta VALUES ('rewrites', 0);
-CREATE TRIGGER IF NOT EXISTS requests_insert_counts AFTER INSERT ON requests
-    BEGIN UPDATE meta SET value = value + 1 WHERE key = 'changes'; END;
-CREATE TRIGGER IF NOT EXISTS requests_update_counts AFTER UPDATE ON requests
-    BEGIN UPDATE meta SET value = value + 1 WHERE key = 'changes'; END;
-CREATE TRIGGER IF NOT EXISTS requests_delete_counts AFTER DELETE ON requests
-    BEGIN UPDATE meta SET value = value + 1 WHERE key = 'changes'; END;
-CREATE TRIGGER IF NOT EXISTS samples_update_counts AFTER UPDATE ON samples
-    BEGIN UPDATE meta SET value = value + 1 WHERE key = 'rewrites'; END;
-CREATE TRIGGER IF NOT EXISTS samples_delete_counts AFTER DELETE ON samples
-    BEGIN UPDATE meta SET value = value + 1 WHERE key = 'rewrites'; END;
-"""
 _CHUNK = 500  # request ids per IN (...) query
 _ROWS = 50_000  # rows per batch when loading the index
-_STATE = ("SELECT (SELECT value FROM meta WHERE key='store_id'), (SELECT value FROM meta WHERE key='changes'),"
-          " (SELECT value FROM meta WHERE key='rewrites'), (SELECT max(id) FROM samples)")
 
 
 @STORES.register("sqlite")
-class SQLiteStore(IndexedStore, UnlearnStore):
+class SQLiteStore(TableStore):
     """SQLite-backed :class:`UnlearnStore`.
 
     ``key``: where the name-hashing key lives (default: ``$LETHE_SECRET``, else
@@ -129,16 +91,10 @@ class SQLiteStore(IndexedStore, UnlearnStore):
         self._index_params = IndexParams.of(index)
         self._persist = persist if isinstance(persist, PersistParams) else PersistParams(**(persist or {}))
         self._index_base = self.path.with_name(self.path.name + ".index") if index_file else None
-        try:
-            self._db = sqlite3.connect(self.path, check_same_thread=False, isolation_level=None, timeout=30)
-            self._db.execute("PRAGMA journal_mode=WAL")
-            self._db.execute("PRAGMA synchronous=FULL")
-            self._db.execute("PRAGMA foreign_keys=ON")
-            self._db.execute("PRAGMA secure_delete=ON")  # deleted bytes are zeroed, not left in free pages
-            self._db.executescript(_SCHEMA + _COUNTERS)
-        except sqlite3.DatabaseError as exc:
-            raise StoreError(f"cannot open store {self.path}: {exc}") from None
-        self._init_meta(dim)
+        self._db = connect(self.path)
+        stored = init_meta(self._db, dim, self.path)
+        if stored is not None and dim is None:
+            self.dim = stored
         self.vector_format = format_for(vector_format, self.dim)
         self._key = resolve_key(key or KeySource(file=self.path.parent / "store.key"), self._meta,
                                 self._meta_put, self._meta_delete, str(self.path))
@@ -165,10 +121,7 @@ class SQLiteStore(IndexedStore, UnlearnStore):
     # -- meta ------------------------------------------------------------------------
     def _meta(self, key: str) -> bytes | None:
         with self._lock:
-            row = self._db.execute("SELECT value FROM meta WHERE key=?", (key,)).fetchone()
-        if row is None:
-            return None
-        return row[0].encode() if isinstance(row[0], str) else bytes(row[0])
+            return meta_get(self._db, key)
 
     def _meta_put(self, key: str, value: bytes) -> None:
         with self._lock:
@@ -180,34 +133,12 @@ class SQLiteStore(IndexedStore, UnlearnStore):
             # the old page may survive in the write-ahead log until a checkpoint copies it back
             self._db.execute("PRAGMA wal_checkpoint(TRUNCATE)")
 
-    def _init_meta(self, dim: int | None) -> None:
-        """Schema version, embedding size, store id and change counters; ``dim=None`` takes the stored size."""
-        with self._lock:
-            self._db.execute("BEGIN IMMEDIATE")
-            try:
-                if self._meta("schema_version") is None:
-                    self._db.execute("INSERT INTO meta VALUES ('schema_version', ?)", (str(SCHEMA_VERSION),))
-                stored = self._meta("dim")
-                if stored is None and dim is not None:
-                    self._db.execute("INSERT INTO meta VALUES ('dim', ?)", (str(dim),))
-                self._db.execute("INSERT OR IGNORE INTO meta VALUES ('store_id', ?)", (secrets.token_hex(8),))
-                self._db.execute("UPDATE meta SET value=? WHERE key='schema_version' AND CAST(value AS INTEGER) < ?",
-                                 (str(SCHEMA_VERSION), SCHEMA_VERSION))
-                self._db.execute("COMMIT")
-            except BaseException:
-                self._db.execute("ROLLBACK")
-                raise
-        if stored is not None and dim is None:
-            self.dim = int(stored)
-        elif stored is not None and int(stored) != dim:
-            raise StoreError(f"store {self.path} holds {int(stored)}-d embeddings but the embedder gives {dim}-d")
-
     def secret(self) -> bytes:
         return self._key
 
-    # -- the index: database side (lethe.store.live.IndexedStore) ---------------------
+    # -- the index: database side (lethe.store.indexed.IndexedStore) ------------------
     def _state(self) -> dict:
-        row = self._db.execute(_STATE).fetchone()
+        row = self._db.execute(STATE).fetchone()
         sid = row[0].decode() if isinstance(row[0], bytes) else str(row[0])
         return {"store_id": sid, "changes": int(row[1]), "rewrites": int(row[2]), "max_id": int(row[3] or 0)}
 
@@ -216,19 +147,19 @@ class SQLiteStore(IndexedStore, UnlearnStore):
 
     def _rows(self, request_ids: list[str] | None) -> Iterator[Rows]:
         """Positive sample rows of live requests (``None``: of all of them, in one scan)."""
-        q = "SELECT s.id, s.request_id, s.role, s.text, s.embedding FROM samples s"
+        q = f"SELECT {self.SAMPLE_COLS_S} FROM samples s"
         if request_ids is None:
             cur = self._db.execute(q + " JOIN requests r ON r.id = s.request_id WHERE r.revoked_at IS NULL AND "
                                    "s.role != 'hard_negative' ORDER BY s.id")
             while batch := cur.fetchmany(_ROWS):
-                yield _rows_of(batch)
+                yield self._index_rows(batch)
             return
         for i in range(0, len(request_ids), _CHUNK):
             part = request_ids[i:i + _CHUNK]
             batch = self._db.execute(q + f" WHERE s.role != 'hard_negative' AND s.request_id IN "
                                      f"({','.join('?' * len(part))}) ORDER BY s.id", part).fetchall()
             if batch:
-                yield _rows_of(batch)
+                yield self._index_rows(batch)
 
     def _after(self, max_id: int) -> set[str]:
         # NOT INDEXED: a range on the rowid, not a scan of the whole request-id index
@@ -244,36 +175,13 @@ class SQLiteStore(IndexedStore, UnlearnStore):
             finally:
                 self._db.execute("COMMIT")
 
-    def _ensure_index(self) -> None:
-        if not self._loaded:
-            with self._lock:
-                if not self._loaded:
-                    self._data_version = self._pragma_data_version()
-                    self._open_index()
-                    self._loaded = True
-                    self._version += 1
+    def _before_load(self) -> None:
+        self._data_version = self._pragma_data_version()
 
     # -- other processes' changes -----------------------------------------------------
     def _pragma_data_version(self) -> int:
         with self._lock:
             return int(self._db.execute("PRAGMA data_version").fetchone()[0])
-
-    def _sync(self, full: bool = False) -> bool:
-        """Bring the index in line with the database; True when anything changed."""
-        with self._lock:
-            if full:
-                self._open_index_from_db()
-                self._version += 1
-                return True
-            changed = self._refresh_index()
-            if changed:
-                self._version += 1
-        return changed
-
-    def _open_index_from_db(self) -> None:
-        with self._snapshot() as view:
-            self._live = self._build(view, view.state())
-        self._loaded = True
 
     def poll(self) -> bool:
         """Apply other processes' commits, if any, and tell subscribers; True when something changed."""
@@ -287,7 +195,7 @@ class SQLiteStore(IndexedStore, UnlearnStore):
                 self._version += 1
                 changed = True
             else:
-                changed = self._sync()
+                changed = self._resync()
         if changed:
             self._notify()
         return changed
@@ -316,67 +224,34 @@ class SQLiteStore(IndexedStore, UnlearnStore):
 
     def refresh(self) -> None:
         """Rebuild the index from the database and tell subscribers."""
-        self._sync(full=True)
+        self._resync(full=True)
         self._notify()
 
     # -- writes ----------------------------------------------------------------------
-    def _check(self, samples: list[NegativeSample]) -> None:
-        for s in samples:
-            if s.embedding.shape != (self.dim,):
-                raise StoreError(f"sample embedding has shape {s.embedding.shape}, expected ({self.dim},)")
-
     def _next_id(self) -> int:
         seq = self._db.execute("SELECT seq FROM sqlite_sequence WHERE name='samples'").fetchone()
         top = self._db.execute("SELECT max(id) FROM samples").fetchone()[0]
         return max(int(seq[0]) if seq else 0, int(top or 0)) + 1
 
-    def _insert(self, items: list[tuple[ForgetRequest, list[NegativeSample]]]) -> None:
+    def _insert(self, items: list[Item]) -> None:
         """Insert requests and their samples in the open transaction; sets the sample ids."""
-        self._db.executemany(
-            "INSERT INTO requests (id, kind, subject, policy, entities, n_prompts, created_at, revoked_at)"
-            " VALUES (?,?,?,?,?,?,?,NULL)",
-            [(r.id, r.kind, r.subject, r.policy, json.dumps(r.entities), r.n_prompts, r.created_at) for r, _ in items])
-        nid = self._next_id()
-        flat = [(req, s) for req, samples in items for s in samples]
-        blobs = encode_many(np.stack([s.embedding for _, s in flat]), self.vector_format) if flat else []
-        rows = []
-        for (req, s), blob in zip(flat, blobs, strict=True):
-            s.id, s.request_id = nid, req.id
-            rows.append((nid, req.id, s.role, s.text, blob))
-            nid += 1
-        self._db.executemany("INSERT INTO samples (id, request_id, role, text, embedding) VALUES (?,?,?,?,?)", rows)
+        self._db.executemany(f"INSERT INTO requests ({self.NEW_REQ_COLS}) VALUES (?,?,?,?,?,?,?)",
+                             [self._request_row(r) for r, _ in items])
+        rows = self._sample_rows(items, itertools.count(self._next_id()))
+        self._db.executemany(f"INSERT INTO samples ({self.SAMPLE_COLS}) VALUES (?,?,?,?,?)", rows)
 
-    def _apply_own(self, items: list[tuple[ForgetRequest, list[NegativeSample]]], before: dict | None,
-                   after: dict) -> None:
+    def _apply_own(self, items: list[Item], before: dict | None, after: dict) -> None:
         """Index this process's committed adds; the state stays known when nothing else came in between."""
         if not self._loaded:
             return
         self._live.add(own_rows(items, self._live), live=[req.id for req, _ in items])
-        self._live.state = after if _follows(before, after, len(items)) else None
+        self._live.state = after if follows(before, after, len(items)) else None
 
     def add_request(self, request: ForgetRequest, samples: list[NegativeSample]) -> str:
         self.add_requests([(request, samples)])
         return request.id
 
-    def add_requests(self, items: Iterable[tuple[ForgetRequest, list[NegativeSample]]],
-                     batch_rows: int = 20_000) -> list[str]:
-        """Add many requests, a transaction per batch of about ``batch_rows`` samples (a request is never
-        split); the index takes each batch in one multi-threaded insert. For imports and benchmarks."""
-        done: list[str] = []
-        batch: list[tuple[ForgetRequest, list[NegativeSample]]] = []
-        n = 0
-        for req, samples in items:
-            self._check(samples)
-            batch.append((req, samples))
-            n += len(samples)
-            if n >= batch_rows:
-                done += self._add_batch(batch)
-                batch, n = [], 0
-        if batch:
-            done += self._add_batch(batch)
-        return done
-
-    def _add_batch(self, items: list[tuple[ForgetRequest, list[NegativeSample]]]) -> list[str]:
+    def _add_batch(self, items: list[Item]) -> list[str]:
         with self._lock:
             before = self._live.state
             self._db.execute("BEGIN IMMEDIATE")
@@ -386,8 +261,7 @@ class SQLiteStore(IndexedStore, UnlearnStore):
                 self._db.execute("COMMIT")
             except sqlite3.IntegrityError as exc:
                 self._db.execute("ROLLBACK")
-                which = items[0][0].id if len(items) == 1 else f"{items[0][0].id} (batch of {len(items)})"
-                raise StoreError(f"cannot add request {which}: {exc}") from None
+                raise add_error(items, exc) from None
             except BaseException:
                 self._db.execute("ROLLBACK")
                 raise
@@ -412,7 +286,7 @@ class SQLiteStore(IndexedStore, UnlearnStore):
                 raise
             removed = self._live.remove(request_id)  # False: unknown here, or revoked elsewhere
             if revoked:
-                self._live.state = after if _follows(before, after, 1) else None
+                self._live.state = after if follows(before, after, 1) else None
             if not revoked and not removed:
                 return False
             self._version += 1
@@ -420,47 +294,21 @@ class SQLiteStore(IndexedStore, UnlearnStore):
         return revoked  # False: another process revoked it first (now applied here too)
 
     # -- reads -----------------------------------------------------------------------
-    @staticmethod
-    def _row_to_request(row: tuple) -> ForgetRequest:
-        return ForgetRequest(
-            id=row[0], kind=row[1], subject=row[2], policy=row[3], entities=json.loads(row[4]),
-            n_prompts=row[5], created_at=row[6], revoked_at=row[7],
-        )
-
-    _REQ_COLS = "id, kind, subject, policy, entities, n_prompts, created_at, revoked_at"
-
     def get_request(self, request_id: str) -> ForgetRequest | None:
         with self._lock:
-            row = self._db.execute(f"SELECT {self._REQ_COLS} FROM requests WHERE id=?", (request_id,)).fetchone()
-        return self._row_to_request(row) if row else None
+            row = self._db.execute(f"SELECT {self.REQ_COLS} FROM requests WHERE id=?", (request_id,))\
+                .fetchone()
+        return self._to_request(row) if row else None
 
     def list_requests(self, include_revoked: bool = False) -> list[ForgetRequest]:
         where = "" if include_revoked else " WHERE revoked_at IS NULL"
         with self._lock:
-            rows = self._db.execute(f"SELECT {self._REQ_COLS} FROM requests{where} ORDER BY created_at").fetchall()
-        return [self._row_to_request(r) for r in rows]
-
-    def live_count(self) -> int:
-        """Live requests in this process's index."""
-        self._ensure_index()
-        return self._live.n_requests()
-
-    def live_here(self, request_id: str) -> bool:
-        """Whether this process's index holds ``request_id`` as live (what its searches enforce)."""
-        self._ensure_index()
-        return request_id in self._live
-
-    def indexed_count(self) -> int:
-        """Vectors in this process's index."""
-        self._ensure_index()
-        return len(self._live)
-
-    def _to_samples(self, rows: list[tuple]) -> list[NegativeSample]:
-        return [NegativeSample(id=r[0], request_id=r[1], role=r[2], text=r[3], embedding=decode(r[4], self.dim))
-                for r in rows]
+            rows = self._db.execute(f"SELECT {self.REQ_COLS} FROM requests{where} ORDER BY created_at")\
+                .fetchall()
+        return [self._to_request(r) for r in rows]
 
     def samples(self, live_only: bool = True) -> list[NegativeSample]:
-        q = "SELECT s.id, s.request_id, s.role, s.text, s.embedding FROM samples s JOIN requests r ON r.id=s.request_id"
+        q = f"SELECT {self.SAMPLE_COLS_S} FROM samples s JOIN requests r ON r.id=s.request_id"
         if live_only:
             q += " WHERE r.revoked_at IS NULL"
         with self._lock:
@@ -474,7 +322,7 @@ class SQLiteStore(IndexedStore, UnlearnStore):
             for i in range(0, len(ids), _CHUNK):
                 part = ids[i:i + _CHUNK]
                 out += self._to_samples(self._db.execute(
-                    "SELECT id, request_id, role, text, embedding FROM samples WHERE request_id IN "
+                    f"SELECT {self.SAMPLE_COLS} FROM samples WHERE request_id IN "
                     f"({','.join('?' * len(part))}) ORDER BY id", part).fetchall())
         return out
 
@@ -495,13 +343,3 @@ class SQLiteStore(IndexedStore, UnlearnStore):
                     log.exception("saving the store index at close failed")
             self._db.close()
 
-
-def _rows_of(batch: list[tuple]) -> Rows:
-    return Rows([r[1] for r in batch], np.fromiter((r[0] for r in batch), np.int64, len(batch)),
-                [r[2] for r in batch], [r[3] for r in batch], blobs=[r[4] for r in batch])
-
-
-def _follows(before: dict | None, after: dict, n_changes: int) -> bool:
-    """True when ``after`` is ``before`` plus exactly this process's ``n_changes`` request-row changes."""
-    return (before is not None and after["store_id"] == before["store_id"]
-            and after["rewrites"] == before["rewrites"] and after["changes"] == before["changes"] + n_changes)
