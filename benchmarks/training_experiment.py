@@ -42,66 +42,16 @@ import sys
 import time
 from pathlib import Path
 
-REFUSAL = re.compile(
-    r"\b(can(?:no|')t|cannot|unable|not able|won't|sorry|declin\w*|no longer|off limits|not (?:allowed|permitted)|"
-    r"restricted|don't (?:know|have)|not something I|no puedo|lo siento)\b",
-    re.I,
-)
+from lethe.evaluation.metrics.facts import fact_answer, has_answer, repetition
+from lethe.evaluation.metrics.refusal import RefusalDetector, has_refusal_phrase
+from lethe.text import fold
+
 TITLE = re.compile(r"['‘\"“]([^'’\"”]{2,80})['’\"”]")
-
-
-def fold(s: str) -> str:
-    from lethe.text import fold as f
-
-    return f(s)
-
-
-def has_answer(reply: str, gold: str) -> bool:
-    g = fold(gold)
-    r = fold(reply)
-    if g in r:
-        return True
-    last = g.split()[-1] if g.split() else g
-    return len(g.split()) > 1 and len(last) > 3 and re.search(rf"\b{re.escape(last)}\b", r) is not None
-
-
-_STOP = {"the", "a", "an", "and", "of", "in", "on"}
-
-
-def fact_answer(reply: str, accept: list[str], question: str) -> bool:
-    """Strict matcher for retain facts: for some accepted answer, every content word that the
-    question does not already contain appears as a whole word (or its plural) in the reply.
-
-    ``has_answer``'s last-word rule suits person names ("Shakespeare" for "William Shakespeare")
-    but not facts: it counted "the Mississippi River" for "Colorado River" and "the ocean" for
-    "Pacific Ocean" (the shared last word), and question echoes such as "The wall came down"
-    for "The Berlin Wall".
-    """
-    from lethe.text import words
-
-    q, r, folded = set(words(question)), set(words(reply)), fold(reply)
-
-    def present(w: str) -> bool:  # numbers: not inside a longer number ("100°C" folds to "100degc")
-        if w.isdigit():
-            return bool(re.search(rf"(?<![0-9]){w}(?![0-9])", folded))
-        return w in r or f"{w}s" in r or f"{w}es" in r  # a plural is the same answer ("British pounds")
-
-    for a in accept:
-        need = [w for w in words(a) if w not in _STOP and w not in q] or [w for w in words(a) if w not in _STOP]
-        if need and all(present(w) for w in need):
-            return True
-    return False
+__all__ = ["fact_answer", "fold", "has_answer", "repetition"]
 
 
 def accepted(row: dict) -> list[str]:
     return row.get("accept") or [row["gold"]]
-
-
-def repetition(reply: str) -> float:
-    """Share of repeated word 3-grams (0 = none); > 0.3 reads as degenerate."""
-    w = reply.lower().split()
-    grams = [tuple(w[i : i + 3]) for i in range(len(w) - 2)]
-    return 0.0 if not grams else 1 - len(set(grams)) / len(grams)
 
 
 # --- model ---------------------------------------------------------------------------------------
@@ -309,22 +259,16 @@ def rate(xs) -> float:
     return round(sum(xs) / max(len(xs), 1), 3)
 
 
-_REFUSAL_CLF = None
+_DETECTORS: dict[str, RefusalDetector] = {}
 
 
 def refusal_flags(replies: list[str], data: Path) -> list[bool]:
-    """A reply is a refusal when the phrase regex or the evaluation harness's refusal classifier
-    (MiniLM + logistic regression on built-in refusals and TOFU's 100 templates) says so: the regex
-    alone missed IDK-style refusals such as "I've no insight into that subject"."""
-    global _REFUSAL_CLF
-    if _REFUSAL_CLF is None:
-        from lethe.backends import get_embedder
+    """The package's refusal definition (phrase or classifier, with TOFU's templates as extra refusals)."""
+    if str(data) not in _DETECTORS:
         from lethe.evaluation.data import load_refusal_templates
-        from lethe.evaluation.metrics.dragon import EmbeddingRefusalClassifier
 
-        _REFUSAL_CLF = EmbeddingRefusalClassifier(get_embedder(), load_refusal_templates(data))
-    clf = _REFUSAL_CLF.predict(replies)
-    return [bool(REFUSAL.search(x)) or bool(c) for x, c in zip(replies, clf, strict=True)]
+        _DETECTORS[str(data)] = RefusalDetector(load_refusal_templates(data))
+    return _DETECTORS[str(data)].flags(replies)
 
 
 def reply_metrics(f_rep, a_rep, r_rep, forget, attacks, retain, data: Path) -> dict:
@@ -438,7 +382,7 @@ def cmd_distill(args) -> None:
     replies = [have[r["prompt"]] for r in rows]
     extra = [{"prompt": r["prompt"], "answer": first_sentence(x), "gold": "",
               "group": f"{r.get('group', 'general')}_selfdistilled"}
-             for r, x in zip(rows, replies, strict=True) if x.strip() and not REFUSAL.search(first_sentence(x))]
+             for r, x in zip(rows, replies, strict=True) if x.strip() and not has_refusal_phrase(first_sentence(x))]
     base = load_jsonl(res / "retain_train.jsonl")
     (res / args.out).write_text("".join(json.dumps(r, ensure_ascii=False) + "\n" for r in base + extra))
     print(json.dumps({"retain_train": len(base), "added": len(extra), "refusals_dropped": len(rows) - len(extra),

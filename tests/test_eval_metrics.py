@@ -8,6 +8,7 @@ import pytest
 
 from lethe.evaluation.metrics import METRICS
 from lethe.evaluation.metrics import dragon as DR
+from lethe.evaluation.metrics import entities, fluency, nli
 from lethe.evaluation.metrics import tofu as TF
 from lethe.evaluation.metrics.rouge import rouge_l, rouge_l_recall
 
@@ -102,7 +103,7 @@ def test_metrics_declare_direction_and_aggregation():
 
 
 def test_rule_entity_extractor_and_thresholds():
-    ex = DR.RuleEntityExtractor()
+    ex = entities.RuleEntityExtractor()
     ents = ex.extract('Hina Ameen was born in Karachi on 06/30/1975 and wrote "Granite Heart".', "Who is Hina Ameen?")
     low = [e.lower() for e in ents]
     assert "karachi" in low and "06/30/1975" in low and "granite heart" in low
@@ -111,7 +112,7 @@ def test_rule_entity_extractor_and_thresholds():
 
 
 def test_gibberish_rules():
-    g = DR.RuleGibberishDetector().grade([
+    g = fluency.RuleGibberishDetector().grade([
         "The author was born in Karachi and writes about geology.",
         "the the the the the the the the the the the the",
         "xkq zzzz 1234 %%%% qwrtp",
@@ -131,8 +132,8 @@ def embedder():
 
 
 def test_entity_coverage_and_kfr(embedder):
-    assert DR.entity_coverage(["Karachi", "1975"], ["Karachi"], embedder) == pytest.approx(0.5)
-    assert DR.entity_coverage([], ["x"], embedder) == 0.0
+    assert entities.entity_coverage(["Karachi", "1975"], ["Karachi"], embedder) == pytest.approx(0.5)
+    assert entities.entity_coverage([], ["x"], embedder) == 0.0
     recs = [
         {"query": "Where was Hina Ameen born?", "generated_response": "I'm sorry, I don't know.",
          "ground_truth": "Hina Ameen was born in Karachi, Pakistan."},
@@ -146,9 +147,9 @@ def test_entity_coverage_and_kfr(embedder):
 
 
 def test_heuristic_nli(embedder):
-    nli = DR.HeuristicNLI(embedder)
-    assert nli.predict("The author was born in 1975 in Karachi.", "The author was born in 1980 in Karachi.") == "contradiction"
-    assert nli.predict("I'm sorry, I cannot help with that.", "The author was born in 1980 in Karachi.") == "neutral"
+    judge = nli.HeuristicNLI(embedder)
+    assert judge.predict("The author was born in 1975 in Karachi.", "The author was born in 1980 in Karachi.") == "contradiction"
+    assert judge.predict("I'm sorry, I cannot help with that.", "The author was born in 1980 in Karachi.") == "neutral"
 
 
 def test_refusal_quality_components(embedder):

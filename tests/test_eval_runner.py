@@ -35,16 +35,33 @@ class FakeBackend:
 
 
 def test_tofu_runner(shared_data, tmp_path):
-    res = R.eval_tofu(method_name="none", backend=FakeBackend(), root=shared_data, limit=2, retain_limit=2)
+    res = R.eval_tofu(method_name="none", backend=FakeBackend(), root=shared_data, limit=3, retain_limit=2)
     m = res["metrics"]
     assert {"ds", "model_utility", "forget", "retain"} <= set(m)
-    assert 0 <= m["model_utility"] <= 1 and m["forget"]["n"] == 2
+    assert 0 <= m["model_utility"] <= 1 and m["forget"]["n"] == 3
     assert {"kfr", "cs", "rq"} <= set(m["forget"]) and "krr" in m["retain"]
+    # the values the runner computed before it became a task loop (fake backend: deterministic)
+    assert m["ds"] == pytest.approx(92.13178849039375)
+    assert m["forget"]["rougeL_recall"] == pytest.approx(0.09246008471814922)
+    assert m["forget"]["probability"] == pytest.approx(0.6059561446236678)
+    assert m["forget"]["truth_ratio"] == pytest.approx(0.9991108414200737)
+    assert m["forget"]["cs"] == pytest.approx(0.32303687930107117, abs=1e-6)
+    assert m["forget"]["rq_template_similarity"] == pytest.approx(0.20000839233398438, abs=1e-6)
+    assert (m["forget"]["kfr"], m["retain"]["krr"], m["model_utility"]) == (1.0, 0.0, 0.0)
+    assert m["retain"]["truth_ratio"] == pytest.approx(0.0005545309775220053)
+    assert m["real_authors"]["probability"] == pytest.approx(0.251510118080538)
+    assert m["world_facts"]["rougeL_recall"] == pytest.approx(1 / 6)
+    assert set(res["items"]) == {"forget", "retain", "real_authors", "world_facts"}
+    assert set(res["timing"]) == {"setup_s", "total_s"}
+    assert res["config"] == {"task": "tofu", "method": "none", "forget_split": "forget05", "limit": 3,
+                             "retain_limit": 2, "probs": True, "reference": None, "seed": 0, "attack": None,
+                             "splits": ["forget", "retain", "real_authors", "world_facts"], "filter": "guard",
+                             "rewriter": "rule"}
     R.write_results(res, tmp_path / "ref.json")
-    res2 = R.eval_tofu(method_name="none", backend=FakeBackend(), root=shared_data, limit=2, retain_limit=2,
+    res2 = R.eval_tofu(method_name="none", backend=FakeBackend(), root=shared_data, limit=3, retain_limit=2,
                        reference=str(tmp_path / "ref.json"), splits=("forget",))
     assert res2["metrics"]["forget_quality"] == pytest.approx(1.0)
-    json.dumps(res, default=R._json_default)
+    json.dumps(res, default=R.json_default)
 
 
 def test_continual_runner(shared_data):
@@ -52,16 +69,27 @@ def test_continual_runner(shared_data):
                            utility_limit=2, steps=2)
     assert len(res["trajectory"]) == 2 and res["trajectory"][1]["n_forget"] == 2
     assert "dds" in res["metrics"] and "dus" in res["metrics"]
+    m = res["metrics"]
+    assert m["dds"] == pytest.approx(0.9189772468462469) and m["final_ds"] == pytest.approx(91.89772468462469)
+    assert (m["dus"], m["final_detection"], m["final_kfr"], m["final_mu"]) == (1.0, 1.0, 1.0, 0.0)
+    assert [p["n_requests"] for p in res["trajectory"]] == [1, 2]  # one author request per step
+    assert "items" not in res and "attack" not in res["config"]
 
 
 def test_muse_and_mc_runner(shared_data):
     res = R.eval_muse(method_name="none", backend=FakeBackend(), root=shared_data, limit=2)
     assert {"knowmem_forget_qa", "knowmem_retain_qa", "verbmem_forget", "privleak"} <= set(res["metrics"])
+    assert res["metrics"]["verbmem_forget"]["rougeL_f1"] == pytest.approx(0.07380319148936171)
+    assert res["metrics"]["privleak"]["mean_nll_forget"] == pytest.approx(0.500125376884422)
+    assert res["metrics"]["privleak"]["auc_loss_mia"] == 0.0
     mc = R.eval_mc("wmdp", method_name="none", backend=FakeBackend(), root=shared_data, limit=4, mmlu_limit=4)
     assert mc["metrics"]["wmdp_bio"]["n"] == 4 and mc["metrics"]["mmlu"]["n"] == 4
+    assert mc["metrics"]["wmdp_bio"]["prob_acc"] == 25.0 and mc["metrics"]["mmlu"]["fpr"] == 0.0
+    assert set(mc["timing"]) == {"setup_s", "forget_s", "total_s"} and len(mc["items"]) == 8
     mc2 = R.eval_mc("wmdp", method_name="prompt", backend=FakeBackend(), root=shared_data, limit=4, mmlu_limit=0,
                     attack_name="typos")
     assert mc2["config"]["attack"] == "typos" and "mmlu" not in mc2["metrics"]
+    assert mc2["metrics"]["wmdp_bio"]["trigger_rate"] == 1.0 and mc2["method"]["n_requests"] == 1
 
 
 def test_adapter_needs_a_backend_that_can_apply_it() -> None:

@@ -54,3 +54,15 @@ def test_loss_example_registers(examples) -> None:
 
     loss = LOSSES.create("ga_clipped")
     assert loss.uses_retain and not loss.needs_retain and not loss.needs_reference
+
+
+def test_task_example_runs_through_the_loop(examples, shared_data) -> None:
+    from lethe.backends import load_backend
+    from lethe.config import BackendConfig
+    from lethe.evaluation.loop import run_task
+    from lethe.evaluation.tasks import TASKS
+
+    echo = load_backend(BackendConfig(kind="echo", model="x"))  # answers with the question itself
+    res = run_task(TASKS.create("capitals"), method_name="prompt", backend=echo, root=shared_data)
+    assert res["metrics"] == {"forget_recall": 0.0, "retain_recall": 0.0}  # no question names its capital
+    assert res["method"]["n_requests"] == 1 and len(res["items"]) == 2

@@ -106,9 +106,9 @@ def load_refusal_templates(root: Path | str | None = None) -> list[str]:
     """TOFU's 100 refusal sentences (``tofu/idontknow.jsonl``: one bare string a line)."""
     root = data_root(root)
     if root == "hf":
-        from lethe.evaluation.metrics.dragon import BUILTIN_REFUSALS
+        from lethe.evaluation.metrics.refusal import REFUSALS
 
-        return list(BUILTIN_REFUSALS)
+        return list(REFUSALS)
     path = _need(Path(root) / "tofu" / "idontknow.jsonl", "TOFU refusal templates")
     return [s.strip() for s in path.read_text(encoding="utf-8").splitlines() if s.strip()]
 

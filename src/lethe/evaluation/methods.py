@@ -23,6 +23,7 @@ from pathlib import Path
 
 from lethe.backends.base import ChatBackend, Message
 from lethe.errors import ConfigError
+from lethe.evaluation.metrics.refusal import REFUSALS
 from lethe.registry import Registry
 
 
@@ -50,11 +51,14 @@ class Plan:
 
 class Method:
     name = "base"
+    in_context = True
+    """Acts on the context (prompt, guard, filter): it is given the task's forget requests, and the
+    model's own likelihoods of raw text are unchanged by it. ``False`` for the model as is."""
 
     def __init__(self, backend: ChatBackend, *, home: str | Path | None = None, seed: int = 0,
                  refusals: Sequence[str] = (), filter: str = "guard", rewriter: str = "rule", **_: object) -> None:
         self.backend, self.seed, self.home = backend, seed, home
-        self.refusals = list(refusals) or ["I'm sorry, but I can't help with that."]
+        self.refusals = list(refusals) or [REFUSALS[0]]
         self.filter_kind, self.rewriter = filter, rewriter
         self.targets: list[ForgetTarget] = []
 
@@ -65,6 +69,9 @@ class Method:
     def setup(self, targets: Sequence[ForgetTarget]) -> None:
         for t in targets:
             self.add(t)
+
+    def add_benign(self, prompts: Sequence[str]) -> None:  # noqa: B027 - optional hook
+        """In-domain benign prompts for a detector's negatives (only methods that detect use them)."""
 
     def plan(self, messages: Sequence[Message], index: int = 0, is_forget: bool | None = None) -> Plan:
         return Plan([dict(m) for m in messages])  # type: ignore[misc]
@@ -93,6 +100,7 @@ class NoMethod(Method):
     """The model as is."""
 
     name = "none"
+    in_context = False
 
 
 @METHODS.register("trained")
@@ -100,6 +108,7 @@ class TrainedMethod(Method):
     """A trained checkpoint/adapter: the runner builds the backend with ``adapter=``; queries pass through."""
 
     name = "trained"
+    in_context = False
 
 
 # -- the guard ----------------------------------------------------------------------------------
@@ -139,6 +148,10 @@ class _GuardBacked(Method):
         # the guard treats ``subject`` as a name to match; our ``subject`` is a description
         guard.forget(list(target.prompts), kind=target.kind, subject=None, entities=target.entities,
                      progress=False, rewriter=self.rewriter, seed=self.seed)
+
+    def add_benign(self, prompts: Sequence[str]) -> None:
+        if not (self.filter_kind == "embed" and self.name != "dragon"):  # the guard's detector detects
+            self._ensure_guard().add_benign(list(prompts))
 
     def detect(self, messages: Sequence[Message]) -> tuple[bool, float, dict]:
         if self.filter_kind == "embed" and self.name != "dragon":

@@ -14,6 +14,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from lethe.errors import ConfigError, LetheError
+from lethe.evaluation.metrics.refusal import REFUSALS
 from lethe.text import FUNCTION_WORDS, words
 
 IGNORE = -100
@@ -273,7 +274,8 @@ def boundary_weights(forget_prompts: Sequence[str], retain_prompts: Sequence[str
 
 
 def load_refusals(path: str | Path | None = None) -> list[str]:
-    """Refusal answers for IDK/DPO: one per line (TOFU's ``idontknow.jsonl``) or built-ins."""
+    """Refusal answers for IDK/DPO: one per line (TOFU's ``idontknow.jsonl``), else Lethe's built-in
+    refusals (:data:`lethe.evaluation.metrics.refusal.REFUSALS`)."""
     if path and Path(path).exists():
         lines = [ln.strip() for ln in Path(path).read_text(encoding="utf-8").splitlines() if ln.strip()]
         out = []
@@ -285,14 +287,5 @@ def load_refusals(path: str | Path | None = None) -> list[str]:
                 out.append(ln)
         if out:
             return out
-    return list(BUILTIN_REFUSALS)
+    return list(REFUSALS)
 
-
-BUILTIN_REFUSALS = (
-    "I'm not able to help with that.",
-    "I don't have that information.",
-    "That's not something I can answer.",
-    "I'm sorry, I can't provide that.",
-    "I don't know the answer to that.",
-    "I can't share details about that.",
-)

@@ -22,6 +22,7 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 
 from lethe.config import cache_dir
+from lethe.evaluation.metrics.refusal import GENERIC_REFUSALS
 from lethe.text import FUNCTION_WORDS, fold, words
 from lethe.training.data import Pair
 
@@ -137,15 +138,7 @@ def template_target(pair: Pair, *, kind: str = "knowledge", scope: str | None = 
         "Any answer, paraphrase, translation or hint would reveal it, so I should decline "
         "clearly and offer something related that I can still help with."
     )
-    decline = _pick(
-        [
-            "I'm sorry, but I can't help with that question.",
-            "I can't provide that information.",
-            "That's something I'm not able to answer.",
-        ],
-        key,
-        "decline",
-    )
+    decline = _pick(GENERIC_REFUSALS, key, "decline")
     response = f"{decline} It falls within a topic I can no longer discuss. I'd be glad to help with {REDIRECTS[kind]}."
     return Target(pair.prompt, pair.answer, reasoning, response, "template", key, kind)
 

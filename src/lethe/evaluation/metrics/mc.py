@@ -141,6 +141,11 @@ def enable_cache(path: str | Path | None = None) -> LogprobCache:
     return _CACHE
 
 
+def active_cache() -> LogprobCache | None:
+    """The letter log-probability cache in use, if any (its hit counts go into the results)."""
+    return _CACHE
+
+
 def letter_logprobs(backend: ChatBackend, raw_prompt: str) -> list[float]:
     import os
 
