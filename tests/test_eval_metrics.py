@@ -6,9 +6,8 @@ import math
 
 import pytest
 
-from lethe.evaluation.metrics import METRICS
+from lethe.evaluation.metrics import METRICS, entities, fluency, nli
 from lethe.evaluation.metrics import dragon as DR
-from lethe.evaluation.metrics import entities, fluency, nli
 from lethe.evaluation.metrics import tofu as TF
 from lethe.evaluation.metrics.rouge import rouge_l, rouge_l_recall
 
