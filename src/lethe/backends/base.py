@@ -39,6 +39,8 @@ class ChatBackend(ABC):
     #: ``achat``/``astream`` are native coroutines whose cancellation aborts the upstream call
     #: (the proxy then starts the upstream call speculatively while detection runs)
     supports_async: bool = False
+    #: :meth:`sample_many` draws many samples of many prompts in one batched generation
+    supports_sample_many: bool = False
 
     @abstractmethod
     def chat(
@@ -84,6 +86,12 @@ class ChatBackend(ABC):
     def continuation_logprob(self, prompt: str, continuation: str) -> tuple[float, int]:
         """Sum of token log-probabilities of ``continuation`` after ``prompt`` and its token count."""
         raise NotImplementedError(f"backend '{self.name}' gives no prompt log-probabilities")
+
+    def sample_many(self, prompts: Sequence[Sequence[Message]], n: int, *, max_tokens: int | Sequence[int] = 48,
+                    temperature: float = 0.7, top_p: float = 0.9, seed: int = 0) -> list[list[str]]:
+        """``n`` sampled one-line answers to each conversation in ``prompts``, generated together
+        (only where ``supports_sample_many``); ``max_tokens`` is one cap or one per prompt."""
+        raise NotImplementedError(f"backend '{self.name}' has no batched sampling")
 
     def describe(self) -> dict:
         return {"backend": self.name}

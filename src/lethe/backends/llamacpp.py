@@ -7,168 +7,32 @@ llama.cpp's logits depend slightly on how a prompt is split into batches, so gen
 the previous call's cached prefix only in whole ``n_batch`` blocks: the prompt is then decoded in
 the same batches as from an empty cache and an answer does not depend on what was asked before.
 
-Threads. llama.cpp's CPU backend (ggml, built with OpenMP on Linux) joins its threads at an
-OpenMP barrier after every graph node, hundreds of times per token, so a token is as slow as the
-slowest of its threads. Two things go wrong when another busy process shares the cores:
-
-* GNU libgomp's default wait policy spins at those barriers before sleeping, so two processes
-  keep stealing each other's time slices. The backend loads llama.cpp with
-  ``OMP_WAIT_POLICY=PASSIVE`` unless told otherwise (``wait_policy``). libgomp reads the policy
-  once, when it is loaded, so the first llama.cpp model in a process sets it for every later one.
-* Even without spinning, more threads than free cores means every barrier waits for a thread
-  the scheduler has parked. With ``n_threads`` unset the backend therefore chooses, before each
-  call and every half second while streaming, one thread per core not taken by other runnable
-  threads (``/proc/loadavg``'s running count minus this process's own), between 1 and the CPUs
-  the process may use. A fixed ``n_threads`` turns this off.
-
-Both are set in the ``backend`` section of ``guard.yaml``; ``docs/serving.md`` (Performance) has
-the measurements.
+Threads (libgomp's wait policy, a thread count that follows the load): ``lethe.backends.llamacpp_threads``;
+both are set in the ``backend`` section of ``guard.yaml`` and ``docs/serving.md`` (Performance) has the
+measurements.
 """
 
 from __future__ import annotations
 
 import logging
-import os
-import sys
 import threading
-import time
 from collections.abc import Iterator, Sequence
 from pathlib import Path
-from typing import Literal
 
 import numpy as np
 
 from lethe.backends.base import BACKENDS, ChatBackend, ChatResult, Message, Timer
 from lethe.backends.default_model import resolve_gguf
+from lethe.backends.llamacpp_threads import (  # noqa: F401  (the thread API is also importable from here)
+    ThreadGovernor,
+    WaitPolicy,
+    default_threads,
+    import_llama_cpp,
+    resolve_wait_policy,
+)
 from lethe.errors import BackendError
 
 log = logging.getLogger(__name__)
-
-WaitPolicy = Literal["passive", "spin", "active"]
-_POLICIES = ("passive", "spin", "active")
-_LOADED_POLICY: list[str] = []  # the policy libgomp was loaded with in this process (first load wins)
-
-
-def default_threads() -> int:
-    """One thread per CPU this process may run on (its affinity mask, not the machine's count)."""
-    try:
-        return max(1, len(os.sched_getaffinity(0)))
-    except (AttributeError, OSError):  # pragma: no cover - non-Linux
-        return max(1, os.cpu_count() or 1)
-
-
-def _libgomp_loaded() -> bool:
-    try:
-        return "/libgomp.so" in Path("/proc/self/maps").read_text()
-    except OSError:  # pragma: no cover - no procfs
-        return False
-
-
-def _policy_from_env() -> str:
-    env = os.environ.get("OMP_WAIT_POLICY", "").strip().lower()
-    return env if env in ("passive", "active") else "spin"
-
-
-def resolve_wait_policy(policy: str | None) -> str:
-    """How idle llama.cpp threads wait at a barrier (GNU libgomp's ``OMP_WAIT_POLICY``):
-
-    ``passive``: sleep at once (a futex), giving the core to whoever else wants it;
-    ``spin``: libgomp's built-in behaviour when the variable is unset (spin ~300,000 rounds, then sleep);
-    ``active``: spin until the barrier opens. ``None`` follows ``OMP_WAIT_POLICY`` when it is set,
-    else ``passive``."""
-    if policy is None:
-        env = os.environ.get("OMP_WAIT_POLICY")
-        policy = _policy_from_env() if env else "passive"
-    policy = policy.strip().lower()
-    if policy not in _POLICIES:
-        raise BackendError(f"wait_policy must be one of {', '.join(_POLICIES)}, not {policy!r}")
-    return policy
-
-
-def import_llama_cpp(wait_policy: str | None = None) -> str:
-    """Import ``llama_cpp`` with libgomp's wait policy set to ``wait_policy``; returns the policy in force.
-
-    The variable is set only while the shared libraries load and restored afterwards, so OpenMP
-    users loaded later (torch ships its own libgomp copy) keep their defaults. libgomp reads it
-    once, at load: when llama.cpp is already loaded, the first policy stays and a warning says so."""
-    policy = resolve_wait_policy(wait_policy)
-    if not _LOADED_POLICY and "llama_cpp" in sys.modules:  # imported directly by someone else
-        _LOADED_POLICY.append(_policy_from_env())
-    if _LOADED_POLICY:
-        if _LOADED_POLICY[0] != policy:
-            log.warning("llama.cpp is already loaded with wait_policy=%s in this process; %s is ignored",
-                        _LOADED_POLICY[0], policy)
-        return _LOADED_POLICY[0]
-    if _libgomp_loaded() and _policy_from_env() != policy:
-        log.warning("libgomp was loaded before llama.cpp; its wait policy cannot be changed to %s "
-                    "in this process", policy)
-    before = os.environ.get("OMP_WAIT_POLICY")
-    if policy == "spin":
-        os.environ.pop("OMP_WAIT_POLICY", None)
-    else:
-        os.environ["OMP_WAIT_POLICY"] = policy.upper()
-    try:
-        import llama_cpp  # noqa: F401  (loads libllama, libggml-cpu and libgomp)
-    finally:
-        if before is None:
-            os.environ.pop("OMP_WAIT_POLICY", None)
-        else:
-            os.environ["OMP_WAIT_POLICY"] = before
-    _LOADED_POLICY.append(policy)
-    return policy
-
-
-class ThreadGovernor:
-    """How many threads the next llama.cpp call should run: the CPUs this process may use minus
-    those other runnable threads occupy right now (see the module doc), re-read at most every
-    ``interval_s`` seconds. ``fixed`` pins the count instead."""
-
-    def __init__(self, fixed: int | None = None, interval_s: float = 0.5, samples: int = 5) -> None:
-        self.cpus = default_threads()
-        self.fixed = fixed
-        self.interval_s = interval_s
-        self.samples = samples
-        self._at = -1e9
-        self._n = fixed or self.cpus
-
-    @staticmethod
-    def _runnable_total() -> int:
-        # /proc/loadavg: "1.00 0.80 0.60 RUNNABLE/TOTAL LASTPID"; RUNNABLE includes the reader
-        with open("/proc/loadavg", encoding="ascii") as f:
-            return int(f.read().split()[3].split("/")[0])
-
-    @staticmethod
-    def _runnable_own() -> int:
-        n = 0
-        for task in os.scandir("/proc/self/task"):
-            try:
-                with open(f"{task.path}/stat", encoding="ascii", errors="replace") as f:
-                    n += f.read().rsplit(")", 1)[1].split()[0] == "R"
-            except (OSError, IndexError):
-                continue
-        return max(1, n)
-
-    def busy_elsewhere(self) -> float:
-        """Mean number of runnable threads outside this process over a few short samples."""
-        vals = []
-        for i in range(self.samples):
-            if i:
-                time.sleep(0.001)
-            vals.append(max(0, self._runnable_total() - self._runnable_own()))
-        return sum(vals) / len(vals)
-
-    def threads(self) -> int:
-        if self.fixed:
-            return self.fixed
-        now = time.monotonic()
-        if now - self._at >= self.interval_s:
-            self._at = now
-            try:
-                free = self.cpus - self.busy_elsewhere()
-            except (OSError, ValueError, IndexError):  # no procfs: use every CPU
-                free = self.cpus
-            self._n = int(min(self.cpus, max(1, round(free))))
-        return self._n
 
 
 def _gguf_lora(adapter: str) -> Path:
@@ -192,6 +56,7 @@ class LlamaCppBackend(ChatBackend):
     name = "llamacpp"
     supports_prefill = True
     supports_logprobs = True
+    supports_sample_many = True
 
     def __init__(
         self,
@@ -323,6 +188,31 @@ class LlamaCppBackend(ChatBackend):
             ):
                 yield chunk["choices"][0]["text"]
                 self._adapt_threads()  # between tokens: a long answer follows the load as it changes
+
+    def sample_many(self, prompts: Sequence[Sequence[Message]], n: int, *, max_tokens: int | Sequence[int] = 48,
+                    temperature: float = 0.7, top_p: float = 0.9, seed: int = 0) -> list[list[str]]:
+        """``n`` sampled one-line continuations of each conversation, all decoded together on a second
+        context of the loaded model (``lethe.backends.llamacpp_parallel``); the prompts' common token
+        prefix (an instruction shared by every prompt) is decoded once."""
+        from lethe.backends.llamacpp_parallel import ParallelSampler
+
+        toks = [self._completion_tokens(self.format_prompt(m)) for m in prompts]
+        caps = [max_tokens] * len(toks) if isinstance(max_tokens, int) else list(max_tokens)
+        out: list[list[str]] = []
+        with self._lock:
+            if getattr(self, "_sampler", None) is None:
+                self._sampler = ParallelSampler(self.llm)
+            per_call = max(1, self._sampler.n_seq_max // max(1, n))
+            for i in range(0, len(toks), per_call):
+                group, cap = toks[i:i + per_call], caps[i:i + per_call]
+                k = 0
+                while k < min(len(t) for t in group) - 1 and all(t[k] == group[0][k] for t in group):
+                    k += 1
+                n_threads = self.governor.threads()
+                self._sampler.set_threads(n_threads)
+                out += self._sampler.sample(group[0][:k], [t[k:] for t in group], n, max_tokens=cap,
+                                            temperature=temperature, top_p=top_p, seed=seed + i)
+        return out
 
     def count_prompt_tokens(self, messages: Sequence[Message], prefill: str | None = None) -> int:
         return len(self._tokens(self.format_prompt(messages, prefill), add_bos=False))

@@ -28,7 +28,7 @@ from lethe.guard.output_check import OutputCheck
 from lethe.guard.pipeline import GuardPlan, as_messages
 from lethe.guard.pipeline import in_scope_text as _in_scope_text  # noqa: F401 - imported from here too
 from lethe.guard.policies import PolicyLibrary
-from lethe.guard.rewrite import REWRITERS, RuleRewriter, choose_rewrite, is_copy, within_bound
+from lethe.guard.rewrite import REWRITERS, rewrite_prompts, within_bound
 from lethe.guard.scope import scope_records, swap_entities
 from lethe.store import KINDS, ForgetRequest, NegativeSample, UnlearnStore, open_store
 from lethe.store.base import CONCEPT_KINDS
@@ -210,13 +210,9 @@ class Guard:
         the per-request similarity test can tell the subject of a question from its shape; concept
         requests keep two name swaps per text (scorer negatives)."""
         rw = REWRITERS.create(rewriter, backend=self.backend) if rewriter == "llm" else REWRITERS.create(rewriter)
-        rule = RuleRewriter()
-        rewrites: list[str] = []
-        for p in tqdm(prompts, desc="rewriting forget prompts", disable=not progress, unit="prompt"):
-            cands = rw.candidates(p, self.config.rewrites_per_prompt)
-            valid = [c for c in dict.fromkeys(cands) if not is_copy(c, p) and 0.3 <= len(c) / max(1, len(p)) <= 3.0]
-            # one valid candidate (the rule rewriter): choose_rewrite would keep it; skip its BERTScore pass
-            rewrites.append(valid[0] if len(valid) == 1 else choose_rewrite(p, cands, self.embedder, rule)[0])
+        with tqdm(total=len(prompts), desc="rewriting forget prompts", disable=not progress, unit="prompt") as bar:
+            rewrites = rewrite_prompts(prompts, rw, self.embedder, self.config.rewrites_per_prompt,
+                                       progress=bar.update)
         # augmentations and name-swapped hard negatives are derived from the rewrites only
         aug = [a for r in rewrites for a in augment(r, seed=seed)]
         rng = random.Random(seed)
