@@ -78,13 +78,15 @@ class LLMRewriter(Rewriter):
     )
     SYSTEM = "You rewrite questions. You never answer them."
 
-    def __init__(self, backend: ChatBackend, temperature: float = 0.7, seed: int = 0, **_: object) -> None:
+    def __init__(self, backend: ChatBackend, temperature: float = 0.7, seed: int = 0, batched: bool = True,
+                 **_: object) -> None:
         self.backend = backend
         self.temperature = temperature
         self.seed = seed
+        self.batched = batched and backend.supports_sample_many  # False: the numbered list, one call a prompt
 
     def candidates(self, prompt: str, k: int) -> list[str]:
-        if self.backend.supports_sample_many:
+        if self.batched:
             return self.candidates_many([prompt], k)[0]
         messages = [
             {"role": "system", "content": self.SYSTEM},
@@ -97,7 +99,7 @@ class LLMRewriter(Rewriter):
         return _lines(text.splitlines())[:k]
 
     def candidates_many(self, prompts: list[str], k: int) -> list[list[str]]:
-        if not self.backend.supports_sample_many:
+        if not self.batched:
             return super().candidates_many(prompts, k)
         convs = [[{"role": "system", "content": self.SYSTEM}, {"role": "user", "content": self.ONE.format(q=p)}]
                  for p in prompts]
