@@ -74,7 +74,7 @@ class Guard:
         self.config = config or GuardConfig()
         self.store = store
         self.home = home
-        self.embedder = embedder or get_embedder(self.config.embedder)
+        self.embedder = embedder or get_embedder(self.config.embedder, self.config.embedder_quantize)
         self._backend = backend
         self.detector = Detector(store, self.embedder, self.config.detector, extra_benign=self._read_benign())
         self.policies = PolicyLibrary(home / "policies" if home else None, self.embedder)
@@ -92,7 +92,7 @@ class Guard:
         """Open (or create) the guard living in a Lethe home folder, on the store its configuration names."""
         path = lethe_home(home)
         cfg = config or load_config(path)
-        embedder = get_embedder(cfg.embedder)
+        embedder = get_embedder(cfg.embedder, cfg.embedder_quantize)
         st = store if store is not None else open_store(cfg, path, dim=embedder.dim)
         return cls(st, cfg, backend, embedder, path)
 
