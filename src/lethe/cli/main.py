@@ -247,19 +247,32 @@ def forget_add(
                                                show_default="retrieved by kind")] = None,
     rewriter: Annotated[str, typer.Option(help="Who writes the stored paraphrases: llm (the chat model, slow) | "
                                                "rule (deterministic, fast).")] = "llm",
+    describe: Annotated[str | None, typer.Option(metavar="TEXT", help="What a concept request covers, for "
+                                                 "--expand (never stored).")] = None,
+    expand: Annotated[int, typer.Option(metavar="N", help="Concept kinds: the chat model writes N more in-scope "
+                                        "questions, stored as rewrites (needs --describe).")] = 0,
     home: HomeOpt = None,
     config: ConfigOpt = None,
 ) -> None:
     """Register a forget request. Only rewrites (and embeddings) are stored, never the prompts."""
-    from lethe.store.base import KINDS
+    from lethe.store.base import CONCEPT_KINDS, KINDS
 
     if kind not in KINDS:  # before any model loads
         raise InputError(f"unknown kind '{kind}' (use one of: {', '.join(KINDS)})")
+    if expand and kind not in CONCEPT_KINDS or expand < 0 or bool(expand) != bool((describe or "").strip()):
+        raise InputError("--expand N (N > 0) goes with --describe TEXT, on a concept request "
+                         f"({', '.join(sorted(CONCEPT_KINDS))})")
     rows = _read_jsonl(file)
     entities = sorted({e for r in rows for e in r.get("entities", []) if isinstance(e, str)})
     guard = _guard(home, config=config)
+    bar = sys.stderr.isatty()
     req = guard.forget([r["prompt"] for r in rows], kind=kind, subject=subject, entities=entities or None,
-                       policy=policy, rewriter=rewriter, progress=rewriter == "llm" and sys.stderr.isatty())
+                       policy=policy, rewriter=rewriter, progress=(rewriter == "llm" or expand > 0) and bar,
+                       describe=describe, expand=expand)
+    if guard.last_expansion is not None:
+        st = guard.last_expansion.stats
+        typer.echo(f"expanded: kept {st['kept']} of {st['written']} written ({st['duplicate']} duplicates, "
+                   f"{st['out_of_scope']} out of scope, {st['calls']} calls, {st['seconds']} s)", err=True)
     typer.echo(req.id)
 
 

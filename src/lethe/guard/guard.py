@@ -23,6 +23,8 @@ from lethe.guard import pipeline
 from lethe.guard.augment import augment
 from lethe.guard.detector import Detection, Detector
 from lethe.guard.entities import entity_record, guess_subject
+from lethe.guard.expand import Expansion, expand_scope
+from lethe.guard.expand import check_request as check_expand
 from lethe.guard.guider import Guider, guider_from_config
 from lethe.guard.output_check import OutputCheck
 from lethe.guard.pipeline import GuardPlan, as_messages
@@ -80,6 +82,7 @@ class Guard:
         self.policies = PolicyLibrary(home / "policies" if home else None, self.embedder)
         self._guider: Guider | None = None
         self.output_check = OutputCheck(self.detector, self.policies, self.config.output_check)
+        self.last_expansion: Expansion | None = None  # what the last forget(expand=N) wrote and kept
 
     @classmethod
     def open(
@@ -150,6 +153,8 @@ class Guard:
         rewriter: str = "llm",
         seed: int = 0,
         answers: list[str | None] | None = None,
+        describe: str | None = None,
+        expand: int = 0,
     ) -> ForgetRequest:
         """Register a forget request. The prompts are used in memory only and never stored.
 
@@ -161,11 +166,15 @@ class Guard:
         entities they name — quoted titles, prizes, places, dates — as keyed hashes of their tokens.
         ``answers`` (aligned with ``prompts``, optional) adds the salient entities of the answers the
         same way; the answer text itself is never stored or embedded.
+
+        ``expand`` (concept kinds, with ``describe``): the chat model writes that many more in-scope
+        questions, stored as rewrites (:mod:`lethe.guard.expand`); ``last_expansion`` reports them.
         """
         if kind not in KINDS:
             raise LetheError(f"unknown kind '{kind}' (use one of: {', '.join(KINDS)})")
         if answers is not None and len(answers) != len(prompts):
             raise LetheError(f"got {len(answers)} answers for {len(prompts)} prompts")
+        check_expand(kind, describe, expand)
         pairs = [(normalize(p), normalize(a or "")) for p, a in zip(prompts, answers or [None] * len(prompts),
                                                                      strict=True)]
         answers = [a for p, a in pairs if p and a]
@@ -182,6 +191,7 @@ class Guard:
         records = [entity_record(n, key) for n in names]
         if kind == "privacy":
             records += scope_records(prompts + answers, names, key)
+        extra = expand_scope(self, prompts, describe or "", expand, progress=progress, seed=seed) if expand else None
         rewrites, aug, hard = self._sample_texts(prompts, names, rewriter, seed, progress, kind)
         vecs = self.embedder.encode(rewrites + aug + hard)
         keep_text = not self.config.embedding_only
@@ -192,6 +202,8 @@ class Guard:
         samples += [NegativeSample("", vecs[len(rewrites) + j], "augment") for j in range(len(aug))]
         off = len(rewrites) + len(aug)
         samples += [NegativeSample("", vecs[off + j], "hard_negative") for j in range(len(hard))]
+        self.last_expansion = extra
+        samples += extra.samples if extra else []
         req = ForgetRequest(kind=kind, subject=subject, policy=policy,
                             entities=records, n_prompts=len(prompts))
         self.detector.stage(req.id, samples)
