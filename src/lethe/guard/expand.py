@@ -92,7 +92,8 @@ def example_lines(prompts: list[str]) -> list[str]:
 @dataclass
 class Expansion:
     """What one expansion wrote and kept: ``questions`` (kept, in order), their ``samples`` for the
-    store, and counts (``calls``, ``written``, ``duplicate``, ``out_of_scope``, ``kept``, ``seconds``)."""
+    store, and counts (``calls``, ``written``, ``duplicate``, ``out_of_scope``, ``surplus`` (kept by the
+    filters beyond N), ``kept``, ``seconds``)."""
 
     questions: list[str] = field(default_factory=list)
     samples: list[NegativeSample] = field(default_factory=list)
@@ -170,7 +171,7 @@ def expand_scope(guard: Guard, prompts: list[str], describe: str, n: int, *, pro
     examples = example_lines(prompts)
     filt = ScopeFilter(guard.embedder, describe, examples, benign_vectors(guard), cfg)
     rng = random.Random(f"{cfg.seed}:{seed}:expand")
-    res = Expansion(stats={"calls": 0, "written": 0, "duplicate": 0, "out_of_scope": 0, "kept": 0})
+    res = Expansion(stats={"calls": 0, "written": 0, "duplicate": 0, "out_of_scope": 0, "surplus": 0, "kept": 0})
     vecs: list[np.ndarray] = []
     max_calls = math.ceil(cfg.max_calls_factor * n / cfg.per_call)
     with tqdm(total=n, desc="expanding the scope", unit="question", disable=not progress) as bar:
@@ -194,6 +195,8 @@ def expand_scope(guard: Guard, prompts: list[str], describe: str, n: int, *, pro
                     res.questions.append(q)
                     vecs.append(vec)
                     bar.update(1)
+                else:
+                    res.stats["surplus"] += 1
             bar.set_postfix(written=res.stats["written"], dup=res.stats["duplicate"],
                             drift=res.stats["out_of_scope"])
     res.stats["kept"] = len(res.questions)
