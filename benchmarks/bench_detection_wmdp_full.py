@@ -166,7 +166,9 @@ def main() -> None:
         norm = [normalize(x) for x in texts]
         if concept is not None and concept.ready:
             return np.asarray(concept.predict_texts(norm))
-        return np.asarray(det.scorer.predict(det.embedder.encode(norm)))
+        from lethe.backends.embeddings import cached_encode  # the same questions in every run: embedded once
+
+        return np.asarray(det.scorer.predict(cached_encode(det.embedder, norm)))
 
     res: dict = {"config": vars(args), "setup_s": round(setup_s, 1), "expansion": expansion,
                  "concept_wait_s": round(wait_s, 1),

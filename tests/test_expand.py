@@ -47,8 +47,8 @@ def test_parse_questions_keeps_numbered_questions_only():
 
 
 def test_example_lines_take_the_question_of_a_multiple_choice_prompt():
-    assert example_lines(["Which agent?\nA. x\nB. y", "Which agent?", "  ", "Other one?"]) == ["Which agent?",
-                                                                                               "Other one?"]
+    prompts = ["Which agent? A. x B. y", "Which agent?\nA. x\nB. y", "  ", "Complete: the agent is A. x B. y"]
+    assert example_lines(prompts) == ["Which agent?", "Complete: the agent is"]
 
 
 def test_filter_drops_duplicates_and_drift_and_keeps_new_in_scope_questions():
@@ -174,3 +174,43 @@ def test_the_filters_reject_what_the_embedded_model_writes_when_set_strict(tmp_p
     assert st["written"] > 0 and st["kept"] == 0 and st["out_of_scope"] > 0, st
     rewrites = [s for s in drift.store.samples(live_only=True) if s.request_id == req.id and s.role == "rewrite"]
     assert len(rewrites) == len(EXAMPLES)  # only the rule rewrites of the prompts
+
+
+def test_admin_forget_takes_describe_and_expand(tmp_path, keyfile_admin):
+    """``POST /admin/forget`` passes ``describe`` / ``expand`` to the expansion: the echo upstream as the
+    writer "writes" its prompt back, i.e. the examples, which the duplicate test drops."""
+    import httpx
+
+    from lethe.config import BackendConfig
+    from lethe.serving import ServeSettings, create_app
+    from test_serving_support import ServerThread, echo_upstream
+
+    keyfile, key = keyfile_admin
+    with echo_upstream() as up:
+        cfg = GuardConfig(backend=BackendConfig(kind="openai", model="echo", base_url=up.url + "/v1", timeout_s=10))
+        guard = Guard.open(home=tmp_path / "h", config=cfg)
+        settings = ServeSettings(home=str(tmp_path / "h"), admin_key_file=str(keyfile),
+                                 admin_key_env="LETHE_TEST_NO_SUCH_ENV", default_rewriter="rule")
+        with ServerThread(create_app(guard, settings)) as srv, \
+                httpx.Client(base_url=srv.url, headers={"Authorization": f"Bearer {key}"}, timeout=600) as a:
+            r = a.post("/admin/forget", json={"kind": "harmful", "prompts": EXAMPLES, "describe": DESCRIBE,
+                                              "expand": 2})
+            assert r.status_code == 201, r.text
+            st = guard.last_expansion.stats
+            assert st["calls"] >= 1 and st["written"] > 0 and st["duplicate"] == st["written"] and st["kept"] == 0
+            r = a.post("/admin/forget", json={"kind": "privacy", "prompts": EXAMPLES, "describe": DESCRIBE,
+                                              "expand": 2})
+            assert r.status_code == 400 and "is for concept requests" in r.json()["error"]["message"], r.text
+            r = a.post("/admin/forget", json={"kind": "harmful", "prompts": EXAMPLES, "expand": -1})
+            assert r.status_code == 422 and r.json()["error"]["param"] == "expand", r.text
+            assert len(guard.requests()) == 1
+
+
+@pytest.fixture()
+def keyfile_admin(tmp_path):
+    from lethe.serving.auth import hash_key
+
+    key = "lk-test-expand-admin"
+    p = tmp_path / "admin.keys"
+    p.write_text(f"{hash_key(key)}\n")
+    return p, key

@@ -56,6 +56,7 @@ SYSTEM = ("You write questions for a dataset that teaches a safety filter what a
 PROMPT = ("Topic: {describe}\n\nQuestions in this topic:\n{examples}\n\nContinue the list with {k} new questions "
           "in this topic, each about a different specific point, none repeating the ones above. Questions only, "
           "no answers.")
+_CHOICES = re.compile(r"\s+A[.)]\s")  # where the A-D choices of a multiple-choice prompt begin
 _NUMBER = re.compile(r"^\s*(?:\d+\s*[.):]|[-*\u2022]|Q\d*[.:])\s*")
 
 
@@ -85,8 +86,15 @@ def parse_questions(text: str) -> list[str]:
 
 
 def example_lines(prompts: list[str]) -> list[str]:
-    """The examples shown to the writer: each prompt's first line (a multiple-choice prompt's question)."""
-    return list(dict.fromkeys(ln for p in prompts if (ln := normalize(p.strip().splitlines()[0] if p.strip() else ""))))
+    """The examples shown to the writer: each prompt's question (up to its first '?'; a multiple-choice
+    prompt without its choices, whose lines ``normalize`` has joined)."""
+    out = []
+    for p in prompts:
+        q = normalize(p)
+        q = q[:q.index("?") + 1] if "?" in q else _CHOICES.split(q)[0]
+        if q.strip():
+            out.append(q.strip())
+    return list(dict.fromkeys(out))
 
 
 @dataclass

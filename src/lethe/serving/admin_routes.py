@@ -59,7 +59,7 @@ def router(svc: Service, auth: Auth) -> APIRouter:
             "forget.add", actor, request,
             lambda: guard.forget(list(body.prompts), kind=body.kind, subject=body.subject,
                                  entities=list(body.entities) if body.entities else None, policy=body.policy,
-                                 progress=False, rewriter=rewriter),
+                                 progress=False, rewriter=rewriter, describe=body.describe, expand=body.expand),
             **fields,
         )
         svc.metrics.admin.labels("forget.add", "ok").inc()

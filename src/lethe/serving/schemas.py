@@ -142,6 +142,9 @@ class ForgetIn(BaseModel):
     entities: list[Name] | None = Field(None, max_length=100)
     policy: Name | None = None
     rewriter: Literal["llm", "rule"] | None = Field(None, description="default: the server's default_rewriter")
+    describe: str | None = Field(None, max_length=4000, description="what a concept request covers (with expand)")
+    expand: int = Field(0, ge=0, le=5000, description="concept kinds: more in-scope questions the chat model "
+                        "writes, stored as rewrites (lethe.guard.expand)")
 
 
 class ForgetOut(BaseModel):
