@@ -152,6 +152,7 @@ def main() -> None:
     det = guard.detector
     concept = getattr(det, "concept_scorer", None)
     t = time.perf_counter()
+    det.wait_refit()  # a home reopened with --home refits its scorer in the background
     if concept is not None:
         concept.wait()
     wait_s = time.perf_counter() - t

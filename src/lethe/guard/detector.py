@@ -39,10 +39,10 @@ from pathlib import Path
 
 import numpy as np
 
-from lethe.backends.embeddings import Embedder
+from lethe.backends.embeddings import Embedder, cached_encode
 from lethe.config import DetectorConfig
 from lethe.guard.bertscore import bertscore_f1_tokens
-from lethe.guard.concept import ConceptScorer
+from lethe.guard.concept import ConceptScorer, near_domain_split
 from lethe.guard.concept import attach as attach_concept_scorer
 from lethe.guard.entities import EntityMatcher
 from lethe.guard.privacy import RequestVectors, decide
@@ -215,6 +215,8 @@ class Detector:
             self._refit_gen += 1
             gen = self._refit_gen
         neg = self.benign_embeddings()
+        if pos:  # concept requests: the shipped near-domain benign questions are negatives too
+            neg = np.vstack([neg, cached_encode(self.embedder, near_domain_split()[0])])
         dim = self.embedder.dim
         P = np.vstack(pos) if pos else np.zeros((0, dim), np.float32)
         N = np.vstack([neg, *hard]) if hard else neg
