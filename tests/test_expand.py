@@ -16,8 +16,8 @@ import pytest
 from lethe import Guard, GuardConfig
 from lethe.backends.embeddings import get_embedder
 from lethe.cli.main import main
-from lethe.config import ExpandConfig
 from lethe.errors import InputError
+from lethe.expand_config import ExpandConfig
 from lethe.guard.expand import ScopeFilter, check_request, example_lines, parse_questions
 
 EXAMPLES = [

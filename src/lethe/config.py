@@ -30,6 +30,7 @@ from pydantic import (
 )
 
 from lethe.errors import ConfigError
+from lethe.expand_config import ExpandConfig
 from lethe.registry import check_kind
 
 Placement = Literal["system", "user_prefix", "assistant_prefill"]
@@ -122,26 +123,6 @@ class GuiderConfig(Section):
     @classmethod
     def _registered(cls, kind: str) -> str:
         return check_kind("guider", kind)
-
-class ExpandConfig(Section):
-    """Scope expansion (``lethe forget add --describe TEXT --expand N``, ``lethe.guard.expand``): the chat
-    model writes more in-scope questions for a concept request, kept when new and in scope."""
-
-    temperature: float = Field(0.8, ge=0.0, le=2.0, description="sampling temperature of the writer")
-    seed: int = Field(0, description="seed of the examples shown in each call (the backend samples with "
-                      "backend.seed)")
-    per_call: int = Field(8, ge=1, le=32, description="questions asked for in one call")
-    examples_per_call: int = Field(6, ge=1, le=32, description="request examples shown in one call")
-    max_calls_factor: float = Field(3.0, ge=1.0, description="at most this times N / per_call calls")
-    duplicate: float = Field(0.9, gt=0.0, le=1.0, description="cosine to an example or a kept question at "
-                             "which a written question is a duplicate")
-    scope_floor: float = Field(0.3, ge=-1.0, le=1.0, description="least cosine to the centroid of the "
-                               "description and examples")
-    drift_margin: float = Field(0.0, ge=-1.0, le=1.0, description="how much closer (mean cosine to the k "
-                                "nearest) a question must be to the description and examples than to the "
-                                "benign negatives")
-    neighbours: int = Field(5, ge=1, description="k of the drift test")
-
 
 class InterventionConfig(Section):
     """Where the guidance goes in the conversation sent upstream."""
@@ -263,8 +244,7 @@ class GuardConfig(Section):
     guider: GuiderConfig = Field(default_factory=GuiderConfig, description="the reasoning step")
     intervention: InterventionConfig = Field(default_factory=InterventionConfig, description="where guidance goes")
     rewrites_per_prompt: int = Field(4, gt=0, description="rewrite candidates per forget prompt")
-    expand: ExpandConfig = Field(default_factory=ExpandConfig, description="scope expansion of concept "
-                                 "requests (forget add --expand N)")
+    expand: ExpandConfig = Field(default_factory=ExpandConfig, description="scope expansion (forget add --expand)")
     embedding_only: bool = Field(False, description="store rewrites as embeddings only, without their text")
     max_new_tokens: int = Field(200, gt=0, description="answer length of Guard.chat")
     store: StoreConfig = Field(default_factory=StoreConfig, description="the negative unlearn store")

@@ -40,8 +40,8 @@ from tqdm import tqdm
 
 from lethe.backends.base import ChatBackend
 from lethe.backends.embeddings import Embedder, cached_encode
-from lethe.config import ExpandConfig
 from lethe.errors import BackendError, InputError
+from lethe.expand_config import ExpandConfig
 from lethe.guard.augment import augment
 from lethe.store import NegativeSample
 from lethe.store.base import CONCEPT_KINDS
