@@ -104,6 +104,9 @@ class DetectorConfig(Section):
     evidence_gate: float = Field(
         0.5, gt=0.0, le=1.0, description="privacy: name/scope evidence at which similarity to that request "
         "counts in full (below it, in proportion)")
+    translate: bool = Field(
+        False, description="also read a text written mostly in another language in an English translation "
+        "by the backend (one chat call per such text, cached; see lethe.guard.translate)")
     background_refit: bool = Field(
         True, description="refit the concept scorer on a background thread; detection keeps the previous "
         "scorer until the new one is ready")

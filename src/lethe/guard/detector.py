@@ -44,10 +44,11 @@ from lethe.config import DetectorConfig
 from lethe.guard.bertscore import bertscore_f1_tokens
 from lethe.guard.concept import ConceptScorer, near_domain_split
 from lethe.guard.concept import attach as attach_concept_scorer
-from lethe.guard.entities import EntityMatcher
+from lethe.guard.entities import EntityHit, EntityMatcher
 from lethe.guard.privacy import RequestVectors, decide
 from lethe.guard.scope import person_query, query_tokens
 from lethe.guard.scorer import SCORERS, Scorer
+from lethe.guard.translate import mostly_foreign
 from lethe.guard.views import PROBE_CHARS, decoded_views
 from lethe.store.base import CONCEPT_KINDS, NegativeSample, UnlearnStore
 from lethe.text import normalize
@@ -154,6 +155,8 @@ class Detector:
         self._refit_gen = 0
         self.last_refit_s = 0.0
         self._version = -1
+        # English translations of mostly non-English texts (``detector.translate``; set by the guard)
+        self.translator: Callable[[str], str | None] | None = None
         self.refresh()
         store.subscribe(self.refresh)
 
@@ -279,7 +282,7 @@ class Detector:
             comps: dict[str, float] = {}
             matched: list[dict] = []
             q = self.matcher.tokens(text)
-            hits = self.matcher.match(text, q)
+            hits = merge_hits(self.matcher.match(text, q), self.matcher.match_script(texts[i]))
             extra = query_tokens(text)
             scope_hits = self.matcher.match_scope(text, extra, q, person_query(text),
                                                   query_genres=any(t.startswith("g") for t in extra))
@@ -358,7 +361,12 @@ class Detector:
         """``text`` as the detector reads it: (how it was read, the text read) for the text whole, its
         windows when it is long (``segments``, at most ``max_chars`` characters) and its decoded views
         (``lethe.guard.views``)."""
-        return expand_text(text, self._probe, MAX_WINDOW_CHARS if max_chars is None else max_chars)
+        out = expand_text(text, self._probe, MAX_WINDOW_CHARS if max_chars is None else max_chars)
+        if self.translator is not None and mostly_foreign(text):  # lethe.guard.translate: off by default
+            english = self.translator(text)
+            if english and all(english != t for _, t in out):
+                out.append(("view:translated", english))
+        return out
 
     def _probe(self, text: str) -> bool:
         """Whether a cheaply decoded view names a forgotten person (keyed-hash matcher only)."""
@@ -431,6 +439,17 @@ class Detector:
         kind = getattr(self, "_kinds", {}).get(rid or "", d.kind if rid == d.request_id else None)
         return replace(d, score=ent, triggered=ent > self.config.tau, request_id=rid, kind=kind if rid else None,
                        matched=[hit] if hit and ent > 0 else [], fired=["entity"] if ent >= 0.5 else [])
+
+
+def merge_hits(hits: list[EntityHit], more: list[EntityHit]) -> list[EntityHit]:
+    """Name hits of two matchers, the better one per request, best first."""
+    if not more:
+        return hits
+    best = {h.request_id: h for h in hits}
+    for h in more:
+        if h.request_id not in best or h.score > best[h.request_id].score:
+            best[h.request_id] = h
+    return sorted(best.values(), key=lambda h: -h.score)
 
 
 _NAME_SPAN = re.compile(r"\b[A-Z][a-z]+(?:[ -](?:[A-Z]\.|[A-Z][a-z][A-Za-z'-]*))+")

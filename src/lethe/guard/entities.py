@@ -41,10 +41,12 @@ import json
 import math
 import re
 from collections import Counter, defaultdict
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from functools import lru_cache
 from importlib import resources
 
+from lethe.guard import phonetic
 from lethe.text import despace_letters, fold, normalize
 
 MIN_FUZZY_LEN = 5  # record tokens shorter than this are matched exactly only
@@ -93,10 +95,17 @@ def rarity(token: str) -> float:
     return float(min(1.0, max(0.15, (5.5 - zipf(token)) / 3.0)))
 
 
+def _sk_hash(key: bytes) -> Callable[[str], str]:
+    """Keyed hash of a skeleton key, domain-separated from the name-token hashes."""
+    return lambda k: _h(key, "sk:" + k)
+
+
 def entity_record(name: str, key: bytes) -> dict:
-    """Hashed representation of one name: per token its hash, deletion-variant hashes and rarity."""
+    """Hashed representation of one name: per token its hash, deletion-variant hashes and rarity;
+    for a full name also its hashed consonant skeleton (``sk``, :mod:`lethe.guard.phonetic`), which
+    matches the name written in another script."""
     toks = [t for t in _TOKEN.findall(fold(name)) if len(t) >= 2 and t not in _NAME_STOP]
-    return {
+    rec: dict = {
         "kind": "name",
         "tokens": [
             {"h": _h(key, t), "d": sorted(_h(key, d) for d in _deletions(t)) if len(t) >= MIN_FUZZY_LEN else [],
@@ -104,6 +113,10 @@ def entity_record(name: str, key: bytes) -> dict:
             for t in toks
         ],
     }
+    sk = phonetic.key_record(name, _sk_hash(key))
+    if sk is not None:
+        rec["sk"] = sk
+    return rec
 
 
 @dataclass
@@ -145,6 +158,9 @@ class EntityMatcher:
         self._scope_df: Counter[str] = Counter()  # scope signature -> live requests holding it
         self._scope_by_tok: dict[str, list[int]] = defaultdict(list)  # first token hash -> scope entries
         self._genres: dict[str, int] = {}  # request -> number of genre records
+        # skeleton keys of full names (hash -> entries): the key, its deletions, positioned deletions
+        self._sk: tuple[dict[str, list[int]], ...] = ({}, {}, {})
+        self._sk_len: dict[int, int] = {}
 
     def set_entries(self, entries: list[tuple[str, dict]]) -> None:
         self._entries = [(rid, rec) for rid, rec in entries if rec.get("tokens")]
@@ -156,8 +172,16 @@ class EntityMatcher:
         self._genres.clear()
         name_seen: set[tuple[str, str]] = set()
         scope_seen: set[tuple[str, str]] = set()
+        self._sk = ({}, {}, {})
+        self._sk_len = {}
         for i, (rid, rec) in enumerate(self._entries):
             if rec.get("kind", "name") == "name":
+                sk = rec.get("sk")
+                if isinstance(sk, dict) and "e" in sk:
+                    self._sk_len[i] = int(sk.get("n", 0))
+                    for index, hashes in zip(self._sk, ([sk["e"]], sk.get("d", []), sk.get("p", [])), strict=True):
+                        for hv in hashes:
+                            index.setdefault(hv, []).append(i)
                 for j, t in enumerate(rec["tokens"]):
                     self._exact[t["h"]].append((i, j))
                     for d in t.get("d", []):
@@ -223,6 +247,24 @@ class EntityMatcher:
                 best[rid] = hit
         return sorted(best.values(), key=lambda h: -h.score)
 
+    def match_script(self, text: str) -> list[EntityHit]:
+        """Full names written in another script (``lethe.guard.phonetic``): hits for the names whose
+        skeleton key is within one edit of a run of the raw text's words; only for text that holds
+        non-Latin letters (a Latin text's names are matched token by token)."""
+        if not self._sk_len or not phonetic.non_latin(text):
+            return []
+        keys = phonetic.query_keys(text, max(self._sk_len.values()))
+        words = {i: len(self._entries[i][1]["tokens"]) for i in self._sk_len}
+        found = phonetic.match_keys(keys, _sk_hash(self.key), *self._sk, lengths=self._sk_len, words=words)
+        best: dict[str, EntityHit] = {}
+        for i, fuzzy in found.items():
+            rid, rec = self._entries[i]
+            n = len(rec["tokens"])
+            hit = EntityHit(rid, FULL * (_FUZZY_DISCOUNT if fuzzy else 1.0), n, n, fuzzy)
+            if rid not in best or hit.score > best[rid].score:
+                best[rid] = hit
+        return sorted(best.values(), key=lambda h: -h.score)
+
     def _fuzzy_ok(self, j: int, p: int, toks_found: dict[int, tuple[int, bool]], tok: dict, q: QueryTokens) -> bool:
         qt = q.toks[p]
         for nj, dp in ((j - 1, -1), (j + 1, 1)):
@@ -241,7 +283,8 @@ class EntityMatcher:
         other = False
         pos = sorted({v[0] for v in ok.values()})
         # a name is its tokens side by side: "Stefan Berg best known" does not name "Stefan Best"
-        together = pos[-1] - pos[0] == len(pos) - 1
+        # (name particles in between do not part it: "Aysha Al-Hashim" holds "al", which no record keeps)
+        together = all(k in pos or q.toks[k] in _NAME_STOP for k in range(pos[0], pos[-1] + 1))
         if n == total and (together or total == 1):
             score = FULL
         else:

@@ -32,6 +32,7 @@ from lethe.guard.pipeline import in_scope_text as _in_scope_text  # noqa: F401 -
 from lethe.guard.policies import PolicyLibrary
 from lethe.guard.rewrite import REWRITERS, rewrite_prompts, within_bound
 from lethe.guard.scope import scope_records, swap_entities
+from lethe.guard.translate import Translator
 from lethe.store import KINDS, ForgetRequest, NegativeSample, UnlearnStore, open_store
 from lethe.store.base import CONCEPT_KINDS
 from lethe.text import normalize
@@ -79,6 +80,8 @@ class Guard:
         self.embedder = embedder or get_embedder(self.config.embedder, self.config.embedder_quantize)
         self._backend = backend
         self.detector = Detector(store, self.embedder, self.config.detector, extra_benign=self._read_benign())
+        if self.config.detector.translate:  # a translation view of non-English texts (lethe.guard.translate)
+            self.detector.translator = Translator(lambda: self.backend)
         self.policies = PolicyLibrary(home / "policies" if home else None, self.embedder)
         self._guider: Guider | None = None
         self.output_check = OutputCheck(self.detector, self.policies, self.config.output_check)
