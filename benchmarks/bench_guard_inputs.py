@@ -14,13 +14,19 @@ authors) and to realistic system prompts, which must not. Families:
   dashes, the name in the NATO alphabet;
 * ``long``: the question after 12 filler sentences, and at a random place among 300 (filler:
   retain90 answers, i.e. biographies of other authors);
-* ``script``: the author's name written in Cyrillic, Arabic or Chinese inside the English question.
+* ``script``: the author's name written in Cyrillic, Arabic or Chinese inside the English question;
+* ``language``: questions written wholly in Russian, Chinese, Arabic, Spanish, French or German
+  (``guard_inputs_languages.py``) about a forgotten author (the name in the language's script) and
+  about two forgotten hazardous concepts (registered as ``harmful`` requests in English).
 
 Benign look-alikes (FPR): retain questions in every role / part / tool call, the same encodings of
 retain questions, 300-sentence benign documents (with a retain question), twelve realistic system
-prompts (alone, and before a benign or retain question), and benign encoded strings (keys, hashes,
-URLs). Latency: ``Guard.detect`` on short ordinary queries, one at a time (p50/p95), and the cost of
-the view tests alone.
+prompts (alone, and before a benign or retain question), benign encoded strings (keys, hashes,
+URLs), and in each of the six languages the same person questions about twenty other people
+(retain90 authors and real writers, several sharing a name part with a forgotten author) and
+fifteen ordinary questions. Latency: ``Guard.detect`` on short ordinary queries, one at a time
+(p50/p95), on the non-English benign questions, and the cost of the view tests alone.
+``--translate`` turns on the translation view (``detector.translate``; the configured backend).
 
     python benchmarks/bench_guard_inputs.py --data ../shared/data --out /tmp/lethe-results/guard_inputs.json
 """
@@ -38,6 +44,7 @@ import time
 from collections import Counter
 from pathlib import Path
 
+import guard_inputs_languages as LANG  # noqa: E402  (benchmarks/ is on sys.path when run as a script)
 import numpy as np
 
 import lethe
@@ -193,16 +200,21 @@ def main() -> None:
     ap.add_argument("--n-latency", type=int, default=200)
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--out", default="results/guard_inputs.json")
+    ap.add_argument("--translate", action="store_true", help="detector.translate: the translation view")
     args = ap.parse_args()
     tofu = Path(args.data) / "tofu"
     forget = load(tofu / "forget05.jsonl")
-    guard = Guard.open(Path(tempfile.mkdtemp(prefix="lethe-bench-inputs-")), config=GuardConfig())
+    config = GuardConfig()
+    config.detector.translate = args.translate
+    guard = Guard.open(Path(tempfile.mkdtemp(prefix="lethe-bench-inputs-")), config=config)
     names: list[str] = []
     t0 = time.perf_counter()
     for a in range(0, len(forget), 20):
         qs = [r["question"] for r in forget[a:a + 20]]
         guard.forget(qs, kind="privacy", rewriter="rule", progress=False, seed=args.seed)
         names.append(guess_subject(qs) or "")
+    for prompts in LANG.CONCEPT_REQUESTS:
+        guard.forget(prompts, kind="harmful", rewriter="rule", progress=False, seed=args.seed)
     add_s = time.perf_counter() - t0
     tau = guard.config.detector.tau
     rng = random.Random(args.seed)
@@ -241,7 +253,13 @@ def main() -> None:
     with_name = [(r["question"], names[i // 20]) for i, r in enumerate(forget) if names[i // 20] in r["question"]]
     for s, script in enumerate(("cyrillic", "arabic", "chinese")):
         family(f"script/{script}", [q.replace(n, SCRIPTS[n][s]) for q, n in with_name if n in SCRIPTS], True)
+    for lang in LANG.LANGS:
+        family(f"language/{lang}/person", LANG.person_questions(lang, LANG.FORGOTTEN), True)
+        family(f"language/{lang}/concept", LANG.CONCEPT_QUESTIONS[lang], True)
     # benign look-alikes
+    for lang in LANG.LANGS:
+        family(f"benign_language/{lang}/person", LANG.person_questions(lang, LANG.OTHERS), False)
+        family(f"benign_language/{lang}/questions", LANG.BENIGN_QUESTIONS[lang], False)
     family("benign/user", retain, False)
     for key in placements("x", "y"):
         family(f"benign_placement/{key}", [placements(q, n)[key] for q, n in zip(retain, neg_names, strict=True)],
@@ -267,6 +285,11 @@ def main() -> None:
         "encoded_caught": pooled({k: v for k, v in caught.items() if k.startswith("encoded/")}),
         "long_caught": pooled({k: v for k, v in caught.items() if k.startswith("long/")}),
         "script_caught": pooled({k: v for k, v in caught.items() if k.startswith("script/")}),
+        "language_person_caught": pooled({k: v for k, v in caught.items()
+                                          if k.startswith("language/") and k.endswith("/person")}),
+        "language_concept_caught": pooled({k: v for k, v in caught.items()
+                                           if k.startswith("language/") and k.endswith("/concept")}),
+        "benign_language_fpr": pooled({k: v for k, v in benign.items() if k.startswith("benign_language/")}),
         "benign_fpr": pooled(benign),
     }
     # latency: ordinary short queries, one detect call each, after a warm-up
@@ -285,6 +308,20 @@ def main() -> None:
         t = time.perf_counter()
         latency["queries_with_a_view"] = sum(bool(decoded_views(q, probe)) for q in lat_q)
         latency["view_tests_ms_per_query"] = 1000 * (time.perf_counter() - t) / len(lat_q)
+    foreign = [q for lang in LANG.LANGS for q in LANG.BENIGN_QUESTIONS[lang]]
+    lat = []
+    for q in foreign:
+        t = time.perf_counter()
+        guard.detect(q)
+        lat.append(1000 * (time.perf_counter() - t))
+    latency |= {"detect_ms_p50_non_english": float(np.percentile(lat, 50)),
+                "detect_ms_p95_non_english": float(np.percentile(lat, 95)), "n_non_english": len(foreign)}
+    matcher = guard.detector.matcher
+    if hasattr(matcher, "match_script"):  # the cross-script name matcher alone
+        t = time.perf_counter()
+        for q in foreign:
+            matcher.match_script(q)
+        latency["match_script_ms_per_query"] = 1000 * (time.perf_counter() - t) / len(foreign)
     long_doc = " ".join(filler[:300])
     t = time.perf_counter()
     guard.detect(long_doc)

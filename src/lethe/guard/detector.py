@@ -27,94 +27,42 @@ cheapest fix for a false-positive-prone domain, and never forget-side data.
 
 from __future__ import annotations
 
-import json
-import random
-import re
 import threading
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, field, replace
-from importlib import resources
-from pathlib import Path
+from dataclasses import replace
 
 import numpy as np
 
 from lethe.backends.embeddings import Embedder, cached_encode
 from lethe.config import DetectorConfig
+from lethe.guard.benign import benign_split, load_benign
 from lethe.guard.bertscore import bertscore_f1_tokens
 from lethe.guard.concept import ConceptScorer, near_domain_split
 from lethe.guard.concept import attach as attach_concept_scorer
-from lethe.guard.entities import EntityHit, EntityMatcher
+from lethe.guard.detection import Detection, merge_hits, names_other_person
+from lethe.guard.entities import EntityMatcher
+from lethe.guard.messages import ROLE_WEIGHTS, TEXT_PART_TYPES, MessagePart, message_parts, role_weight
 from lethe.guard.privacy import RequestVectors, decide
 from lethe.guard.scope import person_query, query_tokens
 from lethe.guard.scorer import SCORERS, Scorer
 from lethe.guard.translate import mostly_foreign
-from lethe.guard.views import PROBE_CHARS, decoded_views
+from lethe.guard.windows import (
+    LONG_JOIN_WORDS,
+    MAX_WINDOW_CHARS,
+    NAMES_ONLY,
+    REQUEST_WINDOW_CHARS,
+    asks,
+    expand_text,
+    segments,
+)
 from lethe.store.base import CONCEPT_KINDS, NegativeSample, UnlearnStore
 from lethe.text import normalize
 
-
-@dataclass
-class Detection:
-    score: float
-    triggered: bool
-    components: dict[str, float] = field(default_factory=dict)
-    request_id: str | None = None
-    kind: str | None = None
-    matched: list[dict] = field(default_factory=list)
-    fired: list[str] = field(default_factory=list)
-    # where the deciding text came from: role, message index, field, view (``detect_messages``)
-    source: dict = field(default_factory=dict)
-
-    def explain(self) -> str:
-        """One line: the verdict, the score and its components and, for an in-scope query (or any
-        that has a part at or above 0.5), what fired and which request it matched.
-
-        When no single part reached 0.5 (the fused score passed tau on several weaker ones), the
-        strongest component is named instead, so an in-scope line always says what and which."""
-        parts = ", ".join(f"{k}={v:.3f}" for k, v in self.components.items())
-        verdict = "IN SCOPE" if self.triggered else "out of scope"
-        line = f"{verdict}: score {self.score:.3f} [{parts}]"
-        if not (self.triggered or self.fired):
-            return line
-        if self.fired:
-            what = f"fired: {', '.join(self.fired)}"
-        else:
-            evidence = {k: v for k, v in self.components.items() if not k.endswith("_raw") and 0.0 < v <= 1.0}
-            top = max(evidence, key=lambda k: evidence[k]) if evidence else None
-            what = (f"fired: no part alone >= 0.5; strongest {top}={evidence[top]:.3f}" if top else
-                    "fired: no part alone >= 0.5")
-        rid = self.request_id or next((m.get("request_id") for m in self.matched if m.get("request_id")), None)
-        which = f"request {rid}" + (f" ({self.kind})" if self.kind else "") if rid else "request: none matched"
-        return f"{line} ({what}; {which})"
-
-    def to_dict(self) -> dict:
-        return {
-            "in_scope": self.triggered, "score": round(self.score, 6),
-            "components": {k: round(v, 6) for k, v in self.components.items()},
-            "request_id": self.request_id, "kind": self.kind, "fired": self.fired, "matched": self.matched,
-            "source": {k: v for k, v in self.source.items() if k != "text"},
-        }
-
-
-def load_benign(path: Path | None = None) -> list[dict]:
-    import json
-
-    if path is None:
-        text = (resources.files("lethe") / "resources" / "benign_queries.jsonl").read_text(encoding="utf-8")
-    else:
-        text = Path(path).read_text(encoding="utf-8")
-    return [json.loads(line) for line in text.splitlines() if line.strip()]
-
-
-def benign_split(rows: list[dict], seed: int = 0, holdout: float = 0.2) -> tuple[list[str], list[str]]:
-    """Deterministic train / calibration split of the benign set."""
-    prompts = [r["prompt"] for r in rows]
-    rng = random.Random(seed)
-    idx = list(range(len(prompts)))
-    rng.shuffle(idx)
-    cut = int(len(idx) * (1 - holdout))
-    return [prompts[i] for i in idx[:cut]], [prompts[i] for i in idx[cut:]]
+__all__ = ["LONG_JOIN_WORDS", "MAX_WINDOW_CHARS", "NAMES_ONLY", "REQUEST_WINDOW_CHARS", "ROLE_WEIGHTS",
+           "TEXT_PART_TYPES", "Detection", "Detector", "MessagePart", "asks", "benign_split", "expand_text",
+           "load_benign", "merge_hits", "message_parts", "names_other_person", "role_weight", "segments"]
+PROBE_MIN_ENTITY = 0.5  # a probed view is scored only if it names a forgotten surname or more
 
 
 class _RougeL:
@@ -439,230 +387,3 @@ class Detector:
         kind = getattr(self, "_kinds", {}).get(rid or "", d.kind if rid == d.request_id else None)
         return replace(d, score=ent, triggered=ent > self.config.tau, request_id=rid, kind=kind if rid else None,
                        matched=[hit] if hit and ent > 0 else [], fired=["entity"] if ent >= 0.5 else [])
-
-
-def merge_hits(hits: list[EntityHit], more: list[EntityHit]) -> list[EntityHit]:
-    """Name hits of two matchers, the better one per request, best first."""
-    if not more:
-        return hits
-    best = {h.request_id: h for h in hits}
-    for h in more:
-        if h.request_id not in best or h.score > best[h.request_id].score:
-            best[h.request_id] = h
-    return sorted(best.values(), key=lambda h: -h.score)
-
-
-_NAME_SPAN = re.compile(r"\b[A-Z][a-z]+(?:[ -](?:[A-Z]\.|[A-Z][a-z][A-Za-z'-]*))+")
-
-
-def names_other_person(text: str) -> bool:
-    """Whether ``text`` holds a capitalised multi-word span such as "Marisol Garcia" (or a place/title).
-
-    Used only when the entity matcher found a forgotten first name but no full name or surname."""
-    return bool(_NAME_SPAN.search(text))
-
-
-_SEGMENT = re.compile(r"(?<=[.?!;])\s+|\n+")
-WINDOW_WORDS = 40  # a sentence longer than this is cut into windows of this many words, half overlapping
-SHORT_UNIT_WORDS = 8  # a unit this short is also read with its neighbours ("What is her name?")
-MAX_WINDOW_CHARS = 48_000  # characters of one text's windows embedded at most (see ``segments``)
-REQUEST_WINDOW_CHARS = 96_000  # characters of windows embedded for one request at most, newest message first
-NAMES_ONLY = ":names"  # reading label: a long text read whole counts its name matches only (``as_read``)
-LONG_JOIN_WORDS = 60  # joined turns longer than this are read for names only (their parts are read in full)
-
-
-def segments(text: str, min_words: int = 3, long_words: int = 25, max_chars: int = MAX_WINDOW_CHARS) -> list[str]:
-    """Overlapping windows that cover every sentence and line of a long text (none for a short one,
-    which is scored whole).
-
-    The text is cut into units (sentences / lines; a unit over ``WINDOW_WORDS`` words into windows of
-    that many words with half overlap); every unit of at least ``min_words`` words is a window, and so
-    is every pair of neighbouring units one of which is short (``SHORT_UNIT_WORDS``), so a question
-    split over two sentences ("... the writer born in Karachi. What is her name?") is read in one
-    piece. The cost is bounded by ``max_chars`` characters embedded: when the windows would hold more,
-    the pairs are dropped; a text whose units alone hold more (longer than any message the server
-    accepts by default) keeps its first and last units up to the bound, and its middle is read by
-    the name matcher only (which reads every text whole, at no embedding cost)."""
-    if len(text.split()) <= long_words:
-        return []
-    units: list[str] = []
-    for piece in _SEGMENT.split(text):
-        ws = piece.split()
-        if len(ws) > WINDOW_WORDS:
-            step = WINDOW_WORDS // 2
-            units += [" ".join(ws[i:i + WINDOW_WORDS]) for i in range(0, len(ws) - step, step)]
-        elif ws:
-            units.append(" ".join(ws))
-    if len(units) < 2:
-        return []
-    singles = [u for u in units if len(u.split()) >= min_words]
-    pairs = [f"{a} {b}" for a, b in zip(units, units[1:], strict=False)
-             if min(len(a.split()), len(b.split())) <= SHORT_UNIT_WORDS]
-    windows = list(dict.fromkeys(singles + pairs))
-    if sum(map(len, windows)) > max_chars:
-        windows = list(dict.fromkeys(singles))
-    if sum(map(len, windows)) > max_chars:
-        head: list[str] = []
-        tail: list[str] = []
-        used = 0
-        for i in range(len(windows)):  # alternate first and last windows until the bound
-            w = windows[i // 2] if i % 2 == 0 else windows[-1 - i // 2]
-            if used + len(w) > max_chars:
-                break
-            (head if i % 2 == 0 else tail).append(w)
-            used += len(w)
-        windows = head + tail[::-1]
-    return [w for w in windows if w != text]
-
-
-# -- what an upstream model reads ---------------------------------------------------------
-# Factor on a text's confidence by the role of the message it came from. A forgotten question
-# is as answerable from a system, developer, assistant or tool message as from a user turn
-# (the model reads them all), so every role counts in full; see docs/guard-inputs.md for the
-# false-positive measurement behind this choice.
-ROLE_WEIGHTS: dict[str, float] = {"user": 1.0, "system": 1.0, "assistant": 1.0, "tool": 1.0}
-_ROLE_ALIAS = {"developer": "system", "function": "tool"}
-# Content-part types whose text is read; every other part (image_url, input_audio, file, ...) is not.
-TEXT_PART_TYPES = frozenset({"text", "input_text", "output_text"})
-PROBE_MIN_ENTITY = 0.5  # a probed view is scored only if it names a forgotten surname or more
-
-
-def role_weight(role: str) -> float:
-    return ROLE_WEIGHTS.get(_ROLE_ALIAS.get(role, role), 1.0)
-
-
-@dataclass
-class MessagePart:
-    """One piece of text of a chat request: its message's role and index, and the field it sits in
-    ("content", "content[2]", "name", "tool_calls[0]", "function_call")."""
-
-    role: str
-    index: int
-    field: str
-    text: str
-
-
-def _json_strings(value: object) -> list[str]:
-    """Every string inside a JSON value (keys that are sentences too), depth-first."""
-    if isinstance(value, str):
-        return [value]
-    if isinstance(value, dict):
-        return [s for k, v in value.items() for s in (_json_strings(k) if " " in str(k) else []) + _json_strings(v)]
-    if isinstance(value, list):
-        return [s for v in value for s in _json_strings(v)]
-    return []
-
-
-def _call_text(call: object) -> str:
-    """A tool call's function name and argument strings, as one text."""
-    if not isinstance(call, dict):
-        return ""
-    fn = call.get("function", call)
-    if not isinstance(fn, dict):
-        return ""
-    args = fn.get("arguments")
-    strings: list[str] = []
-    if isinstance(args, str):
-        try:
-            strings = _json_strings(json.loads(args))
-        except ValueError:
-            strings = [args]
-    else:
-        strings = _json_strings(args)
-    name = fn.get("name")
-    return " ".join(([name.replace("_", " ")] if isinstance(name, str) else []) + strings).strip()
-
-
-def message_parts(messages: list[dict]) -> list[MessagePart]:
-    """Every text an upstream chat model would read in ``messages`` (OpenAI chat format).
-
-    Read: string ``content``; content parts of the text types (``TEXT_PART_TYPES``), each alone and,
-    when there are several, joined; ``refusal`` parts and fields; the ``name`` field; tool calls'
-    function names and arguments (JSON arguments by their string values); the legacy
-    ``function_call``. Not read: images, audio, files and any other non-text part, ids
-    (``tool_call_id``) and unknown fields."""
-    out: list[MessagePart] = []
-    for i, m in enumerate(messages):
-        if not isinstance(m, dict):
-            continue
-        role = str(m.get("role") or "user")
-        content = m.get("content")
-        if isinstance(content, str):
-            out.append(MessagePart(role, i, "content", content))
-        elif isinstance(content, list):
-            texts: list[str] = []
-            for j, part in enumerate(content):
-                if isinstance(part, str):
-                    text = part
-                elif isinstance(part, dict) and part.get("type") in TEXT_PART_TYPES and isinstance(part.get("text"), str):
-                    text = part["text"]
-                elif isinstance(part, dict) and part.get("type") == "refusal" and isinstance(part.get("refusal"), str):
-                    text = part["refusal"]
-                else:
-                    continue
-                texts.append(text)
-                if len([q for q in content if isinstance(q, str | dict)]) > 1:
-                    out.append(MessagePart(role, i, f"content[{j}]", text))
-            if texts:  # the parts joined, as an OpenAI-compatible server hands them to the model
-                out.append(MessagePart(role, i, "content", "\n".join(texts)))
-        if isinstance(m.get("refusal"), str):
-            out.append(MessagePart(role, i, "refusal", m["refusal"]))
-        if isinstance(m.get("name"), str):
-            out.append(MessagePart(role, i, "name", m["name"].replace("_", " ")))
-        calls = m.get("tool_calls")
-        for j, call in enumerate(calls if isinstance(calls, list) else []):
-            text = _call_text(call)
-            if text:
-                out.append(MessagePart(role, i, f"tool_calls[{j}]", text))
-        if m.get("function_call") is not None:
-            text = _call_text(m["function_call"])
-            if text:
-                out.append(MessagePart(role, i, "function_call", text))
-    return [p for p in out if p.text.strip()]
-
-
-def expand_text(text: str, probe: Callable[[str], bool] | None = None,
-                max_chars: int = MAX_WINDOW_CHARS) -> list[tuple[str, str]]:
-    """(how it was read, text) for ``text`` whole, its windows and its decoded views (each view
-    windowed too when long), the windows within ``max_chars`` characters; duplicates dropped.
-
-    A long text's windows are searched for views too (one level deep), so one encoded sentence in
-    a long document is decoded, and the name probes stay linear in the text's length. A window
-    that asks nothing (``asks``) counts its name matches only: a long document's statements each
-    scored as a query would add up to false positives, one per few hundred sentences."""
-    budget = max_chars
-    windows = segments(text, max_chars=budget)
-    out: dict[str, str] = {text: "whole" + (NAMES_ONLY if windows else "")}
-    for w in windows:
-        out.setdefault(w, "window" + ("" if asks(w) else NAMES_ONLY))
-        budget -= len(w)
-    for w in windows:
-        for name, v in decoded_views(w, probe, depth=1):
-            out.setdefault(v, f"window/view:{name}")
-    for name, v in decoded_views(text, probe if len(text) <= PROBE_CHARS else None):
-        view_windows = segments(v, max_chars=max(0, budget))
-        out.setdefault(v, f"view:{name}" + (NAMES_ONLY if view_windows else ""))
-        for w in view_windows:
-            out.setdefault(w, f"view:{name}/window" + ("" if asks(w) else NAMES_ONLY))
-            budget -= len(w)
-    return [(how, t) for t, how in out.items()]
-
-
-_ASKS = re.compile(
-    r"\?|^\W*(?:(?:and|so|also|now|then|please|ok|okay|hey|but|finally|lastly|next|first|second)\W+)*"
-    r"(?:what|who|whom|whose|which|where|when|why|how|is|are|was|were|do|does|did|can|could|would|will|should|"
-    r"shall|may|might|has|have|had|tell|list|name|give|describe|explain|provide|share|summari[sz]e|write|find|"
-    r"identify|show|recall|state|reveal|guess|compare|confirm|imagine|let|answer|say|spell|translate|decode|"
-    r"complete|continue|finish|fill|elaborate|discuss|outline|detail|expand|clarify|specify|mention|recommend|"
-    r"suggest)\b|"
-    r"\b(?:tell me|tell us|i (?:want|need|would like|'d like|wish) to (?:know|learn|find out|hear)|i wonder|"
-    r"let me know|can you|could you|would you|will you|please|answer|explain|describe|i(?:'m| am) curious|"
-    r"complete the|fill in|the blank)\b",
-    re.IGNORECASE)
-
-
-def asks(text: str) -> bool:
-    """Whether ``text`` asks for something: a question mark, a question or request opening
-    ("Where ...", "Tell me ...", "Name ..."), or a request phrase ("I want to know", "can you",
-    "please"). Statements ("She was born in Lisbon in 1971.") do not."""
-    return _ASKS.search(text) is not None
