@@ -38,15 +38,16 @@ TEMPLATE = "Translate into English (do not answer it):\n\n{text}\n\nEnglish tran
 _FOREIGN = frozenset(
     "el la los las del que qué y en un una unos por con para como cómo dónde donde cuál cuáles quién es son "
     "su sus se le les des et est une qui où quel quelle quels quelles pour avec dans au aux sur ce cette "
-    "der die das den dem des und ist nicht wie wo was welche welcher welches ein eine einen von mit zu im "
+    "der die das den dem des und ist nicht wie wo was welche welcher welches welchem welchen wer wurde hat ein eine "
+    "einen von mit zu im "
     "il lo gli di che è chi dove perché o não em os uma quem het een van wat waar hoe".split())
 _WORD = re.compile(r"[^\W\d_]+")
 
 
 def mostly_foreign(text: str) -> bool:
     """Whether ``text`` is written mostly in a language other than English: most of its letters are
-    outside the Latin script, or it has more function words of other languages than of English (or,
-    four words or more, none of English)."""
+    outside the Latin script, or it has at least as many function words of other languages as of
+    English (or, four words or more, none of English)."""
     letters = [c for c in text if c.isalpha()]
     if len(letters) < 3:
         return False
@@ -55,7 +56,7 @@ def mostly_foreign(text: str) -> bool:
     words = [w.lower() for w in _WORD.findall(text)]
     english = sum(1 for w in words if len(w) > 1 and normalize(w) in FUNCTION_WORDS)
     foreign = sum(1 for w in words if w in _FOREIGN)
-    return foreign > english or (english == 0 and len(words) >= 4)
+    return foreign >= max(1, english) or (english == 0 and len(words) >= 4)
 
 
 class Translator:
