@@ -161,6 +161,7 @@ class EntityMatcher:
         # skeleton keys of full names (hash -> entries): the key, its deletions, positioned deletions
         self._sk: tuple[dict[str, list[int]], ...] = ({}, {}, {})
         self._sk_len: dict[int, int] = {}
+        self._sk_words: dict[int, int] = {}  # entry -> words of the name (short keys need a run as long)
 
     def set_entries(self, entries: list[tuple[str, dict]]) -> None:
         self._entries = [(rid, rec) for rid, rec in entries if rec.get("tokens")]
@@ -174,11 +175,13 @@ class EntityMatcher:
         scope_seen: set[tuple[str, str]] = set()
         self._sk = ({}, {}, {})
         self._sk_len = {}
+        self._sk_words = {}
         for i, (rid, rec) in enumerate(self._entries):
             if rec.get("kind", "name") == "name":
                 sk = rec.get("sk")
                 if isinstance(sk, dict) and "e" in sk:
                     self._sk_len[i] = int(sk.get("n", 0))
+                    self._sk_words[i] = len(rec["tokens"])
                     for index, hashes in zip(self._sk, ([sk["e"]], sk.get("d", []), sk.get("p", [])), strict=True):
                         for hv in hashes:
                             index.setdefault(hv, []).append(i)
@@ -254,8 +257,7 @@ class EntityMatcher:
         if not self._sk_len or not phonetic.non_latin(text):
             return []
         keys = phonetic.query_keys(text, max(self._sk_len.values()))
-        words = {i: len(self._entries[i][1]["tokens"]) for i in self._sk_len}
-        found = phonetic.match_keys(keys, _sk_hash(self.key), *self._sk, lengths=self._sk_len, words=words)
+        found = phonetic.match_keys(keys, _sk_hash(self.key), *self._sk, lengths=self._sk_len, words=self._sk_words)
         best: dict[str, EntityHit] = {}
         for i, fuzzy in found.items():
             rid, rec = self._entries[i]

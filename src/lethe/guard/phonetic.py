@@ -29,6 +29,7 @@ import itertools
 import re
 import unicodedata
 from collections.abc import Callable
+from functools import lru_cache
 
 from anyascii import anyascii
 
@@ -58,6 +59,7 @@ def _collapse(key: str) -> str:
     return re.sub(r"(.)\1+", r"\1", key)
 
 
+@lru_cache(maxsize=65536)
 def skeleton(word: str) -> str:
     """The consonant classes of one Latin-letter word ("Hashim" -> "HSM", "Ameen" -> "MN")."""
     w = re.sub(r"[^a-z]", "", anyascii(word).lower())
@@ -68,6 +70,7 @@ def skeleton(word: str) -> str:
     return _collapse(_DROP.sub("", w).translate(_CLASS))
 
 
+@lru_cache(maxsize=65536)
 def pinyin_skeleton(syllable: str, w_as_v: bool = False, x_as_h: bool = False, nasal: bool = True) -> str:
     """One pinyin syllable of a transliterated name ("Xi" -> "S", "Er" -> "L", "Wei" -> "" or "F").
 
@@ -109,7 +112,8 @@ def _spans(words: list[str], parts: list[int] | None, max_len: int, keys: dict[s
             continue
         key = ""
         for j in range(i, min(len(words), i + MAX_SPAN)):
-            key = _collapse(key + words[j])
+            w = words[j]
+            key += w[1:] if key and w and key[-1] == w[0] else w  # = _collapse(key + w): both collapsed
             if len(key) > max_len + 1:
                 break
             n = j - i + 1 if parts is None else parts[j] - parts[i] + 1
@@ -167,28 +171,34 @@ def match_keys(keys: dict[str, set[int]], h: Callable[[str], str], exact: dict[s
     ``words``: entry -> its name's words (a short key must come from a run of as many words, or
     one more: an article or a hyphen written apart; a short skeleton is common in ordinary words)."""
     found: dict[int, bool] = {}
+    sizes = set(lengths.values())
 
     def ok(e: int, n: set[int]) -> bool:
         return lengths.get(e, 0) >= MIN_FUZZY_KEY or any(words.get(e, 0) <= m <= words.get(e, 0) + 1 for m in n)
 
     for k, n in keys.items():
-        hk = h(k)
-        for e in exact.get(hk, ()):
-            if ok(e, n):
-                found[e] = False
-        for e in dels.get(hk, ()):  # the name's key has one class more
-            if lengths.get(e, 0) >= MIN_FUZZY_KEY:
-                found.setdefault(e, True)
-        for e in pos.get(h(f"{len(k)}#{k}"), ()):  # ... its last one (a silent final consonant)
-            found.setdefault(e, True)
-        if len(k) < MIN_END_FUZZY_KEY:
-            continue
-        for i, v in deletions(k):
-            hv = h(v)
-            for e in exact.get(hv, ()):  # the query has one class more (short keys: at the end)
-                if lengths.get(e, 0) >= MIN_FUZZY_KEY or (lengths.get(e, 0) >= MIN_END_FUZZY_KEY and i == len(k) - 1):
-                    found.setdefault(e, True)
-            for e in pos.get(h(f"{i}#{v}"), ()):  # one class differs
+        size = len(k)
+        if size in sizes:
+            for e in exact.get(h(k), ()):
+                if ok(e, n):
+                    found[e] = False
+        if size + 1 in sizes:
+            for e in dels.get(h(k), ()):  # the name's key has one class more
                 if lengths.get(e, 0) >= MIN_FUZZY_KEY:
                     found.setdefault(e, True)
+            for e in pos.get(h(f"{size}#{k}"), ()):  # ... its last one (a silent final consonant)
+                found.setdefault(e, True)
+        shorter = size - 1 in sizes and size - 1 >= MIN_END_FUZZY_KEY
+        substituted = size in sizes and size >= MIN_FUZZY_KEY
+        if not (shorter or substituted):
+            continue
+        for i, v in deletions(k):
+            if shorter:
+                for e in exact.get(h(v), ()):  # the query has one class more (short keys: at the end)
+                    if lengths.get(e, 0) >= MIN_FUZZY_KEY or i == size - 1:
+                        found.setdefault(e, True)
+            if substituted:
+                for e in pos.get(h(f"{i}#{v}"), ()):  # one class differs
+                    if lengths.get(e, 0) >= MIN_FUZZY_KEY:
+                        found.setdefault(e, True)
     return found
