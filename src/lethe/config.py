@@ -121,7 +121,6 @@ class GuiderConfig(Section):
     max_tokens: int = Field(160, gt=0, description="llm/trained: length of the reasoning")
     temperature: float = Field(0.0, ge=0.0, description="llm/trained: sampling temperature")
 
-
     @field_validator("kind")
     @classmethod
     def _registered(cls, kind: str) -> str:
