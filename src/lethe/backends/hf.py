@@ -7,6 +7,7 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from lethe.backends.base import BACKENDS, ChatBackend, ChatResult, Message, Timer
+from lethe.backends.chat_format import render
 from lethe.errors import BackendError
 
 
@@ -64,11 +65,7 @@ class HFBackend(ChatBackend):
         return self
 
     def format_prompt(self, messages: Sequence[Message], prefill: str | None = None) -> str:
-        if self.tok.chat_template:
-            prompt = self.tok.apply_chat_template(list(messages), tokenize=False, add_generation_prompt=True)
-        else:
-            prompt = "".join(f"{m['role']}: {m['content']}\n" for m in messages) + "assistant: "
-        return prompt + (prefill or "")
+        return render(self.tok, messages, prefill)  # the prompts training used (backends.chat_format)
 
     def chat(
         self,

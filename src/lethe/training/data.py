@@ -13,6 +13,7 @@ from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
+from lethe.backends.chat_format import render, user_turn
 from lethe.errors import ConfigError, LetheError
 from lethe.evaluation.metrics.refusal import REFUSALS
 from lethe.text import FUNCTION_WORDS, words
@@ -59,10 +60,8 @@ def write_jsonl(path: str | Path, rows: Sequence[dict]) -> None:
 
 
 def _chat_prefix(tok, prompt: str, system: str | None) -> str:
-    msgs = ([{"role": "system", "content": system}] if system else []) + [{"role": "user", "content": prompt}]
-    if getattr(tok, "chat_template", None):
-        return tok.apply_chat_template(msgs, tokenize=False, add_generation_prompt=True)
-    return "".join(f"{m['role']}: {m['content']}\n" for m in msgs) + "assistant: "
+    """The prompt half of a training example, formatted as inference formats it (backends.chat_format)."""
+    return render(tok, user_turn(prompt, system))
 
 
 def novel_token_mask(tok, prompt: str, answer: str) -> list[bool] | None:
