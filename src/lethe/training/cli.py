@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import dataclasses
+import inspect
 import json
 import os
 import sys
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Any
 
 import typer
 
@@ -23,7 +25,7 @@ def _policies(home: str | None):
     return PolicyLibrary(Path(home).expanduser() / "policies" if home else None)
 
 
-def train_command(
+def _train_command(
     method: Annotated[str, typer.Option("--method", "-m", help="Method: tru, ga, gd, kl, npo, npo_rt, simnpo, idk, dpo, rmu, wga, sft.")],
     forget: Annotated[Path, typer.Option("--forget", help="JSON Lines with 'prompt' and 'answer' per line.")],
     out: Annotated[Path, typer.Option("--out", help="Output folder (adapter, logs, checkpoint).")],
@@ -37,24 +39,11 @@ def train_command(
     epochs: Annotated[int, typer.Option(help="Passes over the forget set.")] = 3,
     rephrase: Annotated[int, typer.Option("--rephrase", help="Write K rephrasings per forget prompt; epoch e trains each item on its next phrasing (a row's 'paraphrases' list counts too).")] = 0,
     rephraser: Annotated[str, typer.Option("--rephraser", help="Who rephrases: rule, default, llamacpp:PATH, hf:ID, openai:MODEL\\[@URL].")] = "default",
-    lr: Annotated[float | None, typer.Option(help="AdamW learning rate.", show_default="tru: 2e-4, others: 1e-4")] = None,
     batch_size: Annotated[int, typer.Option("--batch-size", help="Forget rows per step.")] = 4,
     grad_accum: Annotated[int, typer.Option("--grad-accum", help="Steps whose gradients are summed per update.")] = 1,
     max_length: Annotated[int, typer.Option("--max-length", help="Tokens per example.")] = 256,
     max_steps: Annotated[int | None, typer.Option("--max-steps", help="Cap on optimizer steps.", show_default="no cap")] = None,
-    alpha: Annotated[float | None, typer.Option(help="TRU: weight of the GA term; RMU: retain weight.", show_default="tru: 0.1, rmu: 100")] = None,
-    lam: Annotated[float | None, typer.Option("--lambda", "--lam", help="Retain-term weight (tru: inside alpha*(...)).", show_default="tru: 40, others: 1")] = None,
-    beta: Annotated[float, typer.Option(help="NPO/DPO/SimNPO beta.")] = 0.1,
-    ga_term: Annotated[str, typer.Option("--ga-term", help="TRU's unlearning term: gd, ga, npo, wga.")] = "gd",
-    retain_loss: Annotated[str | None, typer.Option("--retain-loss", help="Retain anchor: nll (CE on retain answers) or kl (to the starting model).", show_default="tru: kl, others: nll")] = None,
-    retain_batch_size: Annotated[int | None, typer.Option("--retain-batch-size", help="Retain rows per step.", show_default="tru: 16, others: --batch-size")] = None,
-    forget_tokens: Annotated[str | None, typer.Option("--forget-tokens", help="Forget-answer tokens the unlearning term sees: all, or novel (words the question does not contain).", show_default="all")] = None,
     retain_sampling: Annotated[str, typer.Option("--retain-sampling", help="Retain rows per step: uniform (cycle the set) or boundary (favour rows closest to the forget prompts).")] = "uniform",
-    retain_reduce: Annotated[str | None, typer.Option("--retain-reduce", help="KL anchor mean: token (long answers weigh more) or row (every retain row the same).", show_default="tru: row, others: token")] = None,
-    head_tokens: Annotated[int, typer.Option("--head-tokens", help="First answer tokens that decide answer-or-decline (see --head-weight).")] = 4,
-    head_weight: Annotated[float | None, typer.Option("--head-weight", help="Extra weight of those tokens in the target CE (tru, idk) and the retain anchor; 0: off.", show_default="tru: 0.5, others: 0")] = None,
-    rmu_layer: Annotated[int | None, typer.Option("--rmu-layer", help="RMU: the layer whose activations are steered.", show_default="a third of the depth")] = None,
-    rmu_c: Annotated[float, typer.Option("--rmu-c", help="RMU steering scale c.")] = 6.5,
     lora_rank: Annotated[int, typer.Option("--lora-rank", help="LoRA rank.")] = 16,
     lora_targets: Annotated[str | None, typer.Option("--lora-targets", help="Modules with LoRA adapters: all-linear, attention, mlp, or comma-separated names.", show_default="all-linear")] = None,
     full_finetune: Annotated[bool, typer.Option("--full-finetune", help="Train all weights instead of LoRA.")] = False,
@@ -63,25 +52,59 @@ def train_command(
     resume: Annotated[bool, typer.Option("--resume/--no-resume", help="Continue from OUT/checkpoint.")] = True,
     checkpoint_every: Annotated[int, typer.Option("--checkpoint-every", help="Save a resumable checkpoint every N steps.")] = 25,
     progress: Annotated[bool, typer.Option("--progress/--quiet", help="Show a progress bar with ETA.")] = True,
+    **loss: Any,
 ) -> None:
     """Unlearn a forget set with one method; writes a PEFT adapter to OUT/adapter."""
     from lethe.training.trainer import TrainConfig, train
 
+    known = {f.name for f in dataclasses.fields(TrainConfig)}
+
     cfg = TrainConfig(
         method=method, forget=str(forget), out=str(out), model=model, retain=str(retain) if retain else None,
         targets=str(targets) if targets else None, teacher=teacher, kind=kind, scope=scope,
-        refusals=str(refusals) if refusals else None, epochs=epochs, rephrase=rephrase, rephraser=rephraser, lr=lr, batch_size=batch_size,
-        grad_accum=grad_accum, max_length=max_length, max_steps=max_steps, alpha=alpha, lam=lam, beta=beta,
-        ga_term=ga_term, retain_loss=retain_loss, retain_batch_size=retain_batch_size, forget_tokens=forget_tokens,
-        retain_sampling=retain_sampling, retain_reduce=retain_reduce, head_tokens=head_tokens,
-        head_weight=head_weight, rmu_layer=rmu_layer,
-        rmu_c=rmu_c, lora_rank=lora_rank, lora_targets=lora_targets, full_finetune=full_finetune,
+        refusals=str(refusals) if refusals else None, epochs=epochs, rephrase=rephrase, rephraser=rephraser,
+        batch_size=batch_size, grad_accum=grad_accum, max_length=max_length, max_steps=max_steps,
+        retain_sampling=retain_sampling, lora_rank=lora_rank, lora_targets=lora_targets, full_finetune=full_finetune,
         save_merged=save_merged, seed=seed, resume=resume, progress=progress, checkpoint_every=checkpoint_every,
+        **{k: v for k, v in loss.items() if k in known},
+        extra={k: v for k, v in loss.items() if k not in known},  # settings of losses registered after TrainConfig
     )
     summary = train(cfg)  # LetheError propagates: the CLI prints its one-line message
     if summary:
         typer.echo(json.dumps({k: summary[k] for k in ("method", "saved", "steps", "train_time_s",
                                                        "tokens_per_s", "peak_memory_mb")}))
+
+
+def _loss_options() -> list[inspect.Parameter]:
+    """One ``lethe train`` option per loss setting (lethe.training.losses.settings), with its help and
+    its per-method default, in the order the settings declare them."""
+    from lethe.training.config import GENERIC_DEFAULTS, default_text, loss_fields
+
+    out = []
+    for name, f in loss_fields().items():
+        meta = f.metadata
+        if not meta.get("cli", True):
+            continue
+        default = None if name in GENERIC_DEFAULTS else f.default  # None: the method's default
+        typ = eval(f.type, {"float": float, "int": int, "str": str})  # noqa: S307 - the dataclass's own annotation
+        if default is None:
+            typ = typ | None
+        show = default_text(name) or (meta.get("none_means") if default is None else True)
+        flags = meta.get("flags") or (f"--{name.replace('_', '-')}",)
+        opt = typer.Option(*flags, help=meta["help"], show_default=show)
+        out.append(inspect.Parameter(name, inspect.Parameter.KEYWORD_ONLY, default=default, annotation=Annotated[typ, opt]))
+    return out
+
+
+def _derive_signature(fn):
+    """``fn``'s own options plus the loss options, as the signature typer reads."""
+    own = [p for p in inspect.signature(fn, eval_str=True).parameters.values() if p.kind != p.VAR_KEYWORD]
+    own = [p.replace(kind=inspect.Parameter.KEYWORD_ONLY) for p in own]
+    fn.__signature__ = inspect.Signature([*own, *_loss_options()], return_annotation=None)
+    return fn
+
+
+train_command = _derive_signature(_train_command)
 
 
 @targets_app.command("build")

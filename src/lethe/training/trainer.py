@@ -20,82 +20,16 @@ import random
 import resource
 import sys
 import time
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict
 from pathlib import Path
 
 from lethe.errors import LetheError
+from lethe.training.config import GENERIC_DEFAULTS, METHOD_DEFAULTS, TrainConfig, fill_defaults
 from lethe.training.data import UnlearnBatches, boundary_weights, load_refusals, read_pairs, write_jsonl
 from lethe.training.losses import LOSSES, LossContext
 from lethe.training.rephrase import forget_variants
 
-# Defaults for knobs left at None: per method where the generic ones do not fit, else GENERIC_DEFAULTS.
-# TRU's are the configuration that did best on the CPU real-knowledge experiment (docs/training.md has
-# the runs): a small GA weight (alpha 0.1; larger ones collapse the default model), a retain anchor of
-# weight alpha * lam = 4 as a KL to the starting model averaged per retain row, lr 2e-4 for a 15-step
-# budget, the first 4 answer tokens of the target and the anchor weighted 0.5 more (head_weight: the
-# answer-or-decline decision), and 16 retain rows per step (a less noisy anchor).
-GENERIC_DEFAULTS: dict[str, object] = {"alpha": 1.0, "lam": 1.0, "lr": 1e-4, "retain_loss": "nll",
-                                       "forget_tokens": "all", "retain_reduce": "token", "head_weight": 0.0}
-METHOD_DEFAULTS: dict[str, dict] = {
-    "tru": {"alpha": 0.1, "lam": 40.0, "lr": 2e-4, "retain_loss": "kl", "retain_reduce": "row",
-            "retain_batch_size": 16, "head_weight": 0.5},
-    "rmu": {"alpha": 100.0},
-}
-
-
-@dataclass
-class TrainConfig:
-    method: str
-    forget: str
-    out: str
-    model: str | None = None  # None/"default": the embedded default model
-    retain: str | None = None
-    targets: str | None = None
-    refusals: str | None = None
-    teacher: str | None = "template"
-    kind: str = "knowledge"
-    scope: str | None = None
-    epochs: int = 3
-    rephrase: int = 0  # new rephrasings per forget prompt, rotated across epochs (training/rephrase.py)
-    rephraser: str = "default"  # rule, or a backend spec as for teacher
-    lr: float | None = None  # None: METHOD_DEFAULTS / GENERIC_DEFAULTS
-    batch_size: int = 4
-    grad_accum: int = 1
-    max_length: int = 256
-    max_steps: int | None = None
-    alpha: float | None = None
-    lam: float | None = None
-    beta: float = 0.1
-    gamma: float = 0.0
-    ga_term: str = "gd"
-    retain_loss: str | None = None
-    retain_batch_size: int | None = None
-    forget_tokens: str | None = None  # all | novel (data.novel_token_mask); None: method default
-    retain_sampling: str = "uniform"  # uniform (cursor over the set) | boundary (data.boundary_weights)
-    retain_reduce: str | None = None  # KL anchor: token | row mean (losses.kl_to_reference); None: method default
-    head_tokens: int = 4  # with head_weight: the answer/decline decision tokens (losses.row_mean)
-    head_weight: float | None = None  # extra weight of those tokens in the target CE and retain anchor; None: method default
-    rmu_layer: int | None = None
-    rmu_c: float = 6.5
-    lora_rank: int = 16
-    lora_alpha: int | None = None
-    lora_targets: list[str] | str | None = None  # None: all-linear; preset or names (model.lora_target_modules)
-    lora_top_layers: int | None = None  # LoRA on the last N decoder layers only (None: every layer)
-    prefix_cache: bool = True  # with lora_top_layers: losses that can (sft) cache the frozen layers' states
-    full_finetune: bool = False
-    weight_decay: float = 0.0
-    warmup_steps: int = 0
-    lr_schedule: str = "constant"  # constant | linear (decay to 0 at the last step) | cosine, after warmup
-    max_grad_norm: float = 1.0
-    seed: int = 0
-    dtype: str = "float32"
-    save_merged: bool = False
-    checkpoint_every: int = 25
-    resume: bool = True
-    progress: bool = True
-    system: str | None = None
-    extra: dict = field(default_factory=dict)
-
+__all__ = ["GENERIC_DEFAULTS", "METHOD_DEFAULTS", "TrainConfig", "accelerator_kwargs", "prepare_targets", "train"]
 
 def accelerator_kwargs() -> dict:
     """``cpu=True`` when several processes were launched (``accelerate launch --multi_gpu`` or
@@ -174,9 +108,7 @@ def train(cfg: TrainConfig) -> dict:
     from lethe.training.model import apply_lora, load_model, lora_target_modules, num_layers
 
     loss_fn = LOSSES.create(cfg.method)
-    for k, v in {**GENERIC_DEFAULTS, **METHOD_DEFAULTS.get(cfg.method, {})}.items():
-        if getattr(cfg, k) is None:
-            setattr(cfg, k, v)
+    fill_defaults(cfg)
     forget = read_pairs(cfg.forget, what="forget")
     if loss_fn.needs_retain and not cfg.retain:
         raise LetheError(f"method '{cfg.method}' needs a retain set: pass --retain R.jsonl")
@@ -189,8 +121,8 @@ def train(cfg: TrainConfig) -> dict:
         raise LetheError(f"unknown retain reduce {cfg.retain_reduce!r}: use token or row")
     if cfg.head_tokens < 0 or cfg.head_weight < 0:  # head_weight is filled from the defaults above
         raise LetheError(f"--head-tokens and --head-weight must be >= 0 (got {cfg.head_tokens}, {cfg.head_weight})")
-    if cfg.full_finetune and cfg.method == "rmu":
-        raise LetheError("rmu is implemented with LoRA on the layers around --rmu-layer; drop --full-finetune")
+    if cfg.full_finetune and not loss_fn.full_finetune:
+        raise LetheError(f"{cfg.method} trains LoRA adapters on the layers it chooses; drop --full-finetune")
 
     out = Path(cfg.out)
     out.mkdir(parents=True, exist_ok=True)
@@ -219,7 +151,7 @@ def train(cfg: TrainConfig) -> dict:
         target_texts = [r["target"] for r in rows]
 
     n_layers = num_layers(model)
-    rmu_layer = cfg.rmu_layer if cfg.rmu_layer is not None else min(n_layers - 1, n_layers // 4 + 1)
+    loss_fn.configure(cfg, n_layers)  # e.g. RMU picks its steered layer
     ref_model = None
     if cfg.full_finetune:
         if loss_fn.uses_reference(retain_loss=cfg.retain_loss, has_retain=retain is not None, ga_term=cfg.ga_term):
@@ -229,9 +161,9 @@ def train(cfg: TrainConfig) -> dict:
     else:
         targets = lora_target_modules(cfg.lora_targets)
         layers = None
-        if cfg.method == "rmu":
-            targets = targets or ["gate_proj", "up_proj", "down_proj"]
-            layers = [i for i in range(rmu_layer - 2, rmu_layer + 1) if i >= 0]
+        placed = loss_fn.lora_layers(targets)  # a method that needs particular layers (RMU) places them
+        if placed is not None:
+            targets, layers = placed
         elif cfg.lora_top_layers and cfg.lora_top_layers < n_layers:  # as many or more: every layer
             if cfg.lora_top_layers < 0:
                 raise LetheError(f"--lora-top-layers must be 1 or more (got {cfg.lora_top_layers})")
@@ -259,9 +191,10 @@ def train(cfg: TrainConfig) -> dict:
         total_steps = min(total_steps, cfg.max_steps)
 
     ctx = LossContext(model=model, ref_model=ref_model, alpha=cfg.alpha, lam=cfg.lam, beta=cfg.beta,
-                      gamma=cfg.gamma, rmu_layer=rmu_layer, rmu_c=cfg.rmu_c, ga_term=cfg.ga_term,
+                      gamma=cfg.gamma, rmu_layer=cfg.rmu_layer, rmu_c=cfg.rmu_c, ga_term=cfg.ga_term,
                       retain_loss=cfg.retain_loss, retain_reduce=cfg.retain_reduce,
-                      head_tokens=cfg.head_tokens, head_weight=cfg.head_weight, extra={"default_layer": rmu_layer, **cfg.extra})
+                      head_tokens=cfg.head_tokens, head_weight=cfg.head_weight,
+                      extra={**loss_fn.context_extra(), **cfg.extra})
     # LoRA on the top layers only: the layers below map each row to fixed states, which a loss that
     # supports it (sft) computes once and reuses (not under DDP, whose forward must see every call)
     if (cfg.prefix_cache and cfg.lora_top_layers and not cfg.full_finetune and world == 1
@@ -397,7 +330,7 @@ def train(cfg: TrainConfig) -> dict:
             "n_forget": len(forget),
             "n_forget_phrasings": len(phrasings),
             "n_retain": len(retain) if retain else 0,
-            "rmu_layer": rmu_layer if cfg.method == "rmu" else None,
+            "rmu_layer": loss_fn.describe().get("rmu_layer"),
             "config": asdict(cfg),
         }
         (out / "summary.json").write_text(json.dumps(summary, indent=1))

@@ -5,11 +5,13 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from typing import Any, ClassVar
 
 import torch
 
 from lethe.registry import Registry
 from lethe.training.data import IGNORE, length_groups
+from lethe.training.losses.settings import LossSettings
 
 
 @dataclass
@@ -183,13 +185,34 @@ def decision_nll(ctx: LossContext, enc: dict) -> torch.Tensor:
 
 class UnlearnLoss:
     """Base class: ``needs_retain`` (error if no retain set), ``uses_retain`` (uses it if given),
-    ``needs_reference`` (pi_ref), ``target_kind`` (``"reasoning"``, ``"refusal"`` or ``None``)."""
+    ``needs_reference`` (pi_ref), ``target_kind`` (``"reasoning"``, ``"refusal"`` or ``None``),
+    ``settings`` (its hyperparameters and their defaults, :mod:`lethe.training.losses.settings`).
+
+    Hooks the trainer calls: :meth:`configure` (once the model's depth is known), :meth:`lora_layers`
+    (where the adapters go, when the method needs particular layers), :meth:`context_extra` (what it
+    passes itself through the :class:`LossContext`) and :meth:`describe` (for the run summary)."""
 
     name = "base"
     needs_retain = False
     uses_retain = False
     needs_reference = False
     target_kind: str | None = None
+    settings: ClassVar[type[LossSettings]] = LossSettings
+    full_finetune = True
+    """Whether the method may train all weights (``--full-finetune``)."""
+
+    def configure(self, settings: Any, n_layers: int) -> None:  # noqa: B027 - optional hook
+        """Called with the run's settings and the model's number of decoder layers before training."""
+
+    def lora_layers(self, targets: list[str] | None) -> tuple[list[str] | None, list[int]] | None:
+        """``(target modules, layer indices)`` for the adapters, or ``None`` for the trainer's choice."""
+        return None
+
+    def context_extra(self) -> dict[str, Any]:
+        return {}
+
+    def describe(self) -> dict[str, Any]:
+        return {}
 
     def __call__(self, ctx: LossContext, batch: dict) -> tuple[torch.Tensor, dict[str, float]]:
         raise NotImplementedError

@@ -2,9 +2,23 @@
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 import torch
 
 from lethe.training.losses.core import LOSSES, UnlearnLoss, forward
+from lethe.training.losses.settings import LossSettings, option
+
+
+@dataclass
+class RMUSettings(LossSettings):
+    """RMU's knobs: the steered layer, the steering scale, and a retain weight of 100 (the WMDP paper's
+    order of magnitude)."""
+
+    alpha: float = 100.0
+    rmu_layer: int | None = option(None, "RMU: the layer whose activations are steered.", "--rmu-layer",
+                                   none_means="a third of the depth")
+    rmu_c: float = option(6.5, "RMU steering scale c.", "--rmu-c")
 
 
 @LOSSES.register("rmu")
@@ -17,9 +31,27 @@ class RMU(UnlearnLoss):
     needs_retain = True
     uses_retain = True
     needs_reference = True
+    settings = RMUSettings
+    full_finetune = False  # LoRA on the layers around the steered one
 
     def __init__(self) -> None:
         self._u: torch.Tensor | None = None
+        self.layer = 0
+
+    def configure(self, settings, n_layers: int) -> None:
+        """The steered layer: ``rmu_layer``, else a third of the depth (``n // 4 + 1``, below the top)."""
+        chosen = getattr(settings, "rmu_layer", None)
+        self.layer = chosen if chosen is not None else min(n_layers - 1, n_layers // 4 + 1)
+
+    def lora_layers(self, targets):
+        """LoRA on the MLPs of the steered layer and the two below it (the WMDP paper's placement)."""
+        return targets or ["gate_proj", "up_proj", "down_proj"], [i for i in range(self.layer - 2, self.layer + 1) if i >= 0]
+
+    def context_extra(self) -> dict:
+        return {"default_layer": self.layer}
+
+    def describe(self) -> dict:
+        return {"rmu_layer": self.layer}
 
     def _hidden(self, model_out, layer: int) -> torch.Tensor:
         return model_out.hidden_states[layer + 1]  # hidden_states[0] are the embeddings

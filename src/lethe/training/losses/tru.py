@@ -2,8 +2,27 @@
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 from lethe.training.losses.core import LOSSES, UnlearnLoss, decision_nll, model_nll
 from lethe.training.losses.npo import npo_term
+from lethe.training.losses.settings import LossSettings
+
+
+@dataclass
+class TRUSettings(LossSettings):
+    """TRU's defaults: a small GA weight (larger ones collapse a small chat model), a retain anchor of
+    weight alpha * lam as a KL to the starting model averaged per retain row, 16 retain rows per step,
+    and the first answer tokens (the answer-or-decline decision) weighted 0.5 more; docs/training.md
+    has the runs that chose them."""
+
+    lr: float = 2e-4
+    alpha: float = 0.1
+    lam: float = 40.0
+    retain_loss: str = "kl"
+    retain_reduce: str = "row"
+    retain_batch_size: int | None = 16
+    head_weight: float = 0.5
 
 
 @LOSSES.register("tru")
@@ -16,6 +35,7 @@ class TRU(UnlearnLoss):
     name = "tru"
     uses_retain = True
     target_kind = "reasoning"
+    settings = TRUSettings
 
     def uses_reference(self, *, retain_loss: str, has_retain: bool, ga_term: str = "gd") -> bool:
         return ga_term == "npo" or super().uses_reference(retain_loss=retain_loss, has_retain=has_retain)
