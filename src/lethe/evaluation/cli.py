@@ -40,6 +40,12 @@ BaseUrlOpt = typer.Option(None, "--base-url", help="OpenAI-compatible server for
                           "server).", show_default="none")
 ConcurrencyOpt = typer.Option(1, "--concurrency", min=1,
                               help="Questions in flight at once against an OpenAI-compatible server.")
+# multiple-choice options shared by `eval wmdp` and `eval mmlu`
+KshotOpt = typer.Option(0, "--kshot", help="MMLU demonstrations from the dev split.")
+FormatOpt = typer.Option("chat", "--format", help="Prompt format: chat (template, 'Answer:' prefill) | raw (lm-eval text).")
+ScorerOpt = typer.Option("logprob", "--scorer", help="How an answer is read: logprob | generate | both (reports agreement).")
+StoreFormatOpt = typer.Option("mc", "--store-format", help="How the guard stores synthetic questions: mc | question.")
+BenignOpt = typer.Option("mmlu-dev", "--benign", help="In-domain benign scorer negatives: mmlu-dev | none.")
 
 
 def _eval_home(home: str | None, task: str, method: str) -> Path:
@@ -108,29 +114,32 @@ def _guarded(fn):
     return wrapper
 
 
+def _mc(task: str, out: Path, method: str, model: str, backend: str, adapter: str | None, seed: int,
+        base_url: str | None, data: str | None, home: str | None, **kw) -> None:
+    """One multiple-choice run (``eval wmdp`` / ``eval mmlu``): backend, data and home resolved alike."""
+    from lethe.evaluation.runner import eval_mc
+
+    _run(_guarded(lambda **k: eval_mc(task, **k)), out, method_name=method,
+         backend=_guarded(_backend)(model=model, backend=backend, adapter=adapter, seed=seed, base_url=base_url),
+         root=_guarded(_root)(data=data), seed=seed, home=_eval_home(home, task, method), **kw)
+
+
 @eval_app.command("wmdp")
 def wmdp(
     subset: list[str] = typer.Option(["bio"], "--subset", help="WMDP subset: bio | chem | cyber (repeatable)."),
     method: str = MethodOpt, model: str = ModelOpt, backend: str = BackendOpt, adapter: str | None = AdapterOpt,
     limit: int | None = typer.Option(100, "--limit", help="WMDP questions per subset (stratified by answer)."),
     mmlu_limit: int = typer.Option(100, "--mmlu-limit", help="MMLU questions scored on the same run (0: none)."),
-    kshot: int = typer.Option(0, "--kshot", help="MMLU demonstrations from the dev split."),
-    fmt: str = typer.Option("chat", "--format", help="Prompt format: chat (template, 'Answer:' prefill) | raw (lm-eval text)."),
-    scorer: str = typer.Option("logprob", "--scorer", help="How an answer is read: logprob | generate | both (reports agreement)."),
-    store_format: str = typer.Option("mc", "--store-format", help="How the guard stores synthetic questions: mc | question."),
-    benign: str = typer.Option("mmlu-dev", "--benign", help="In-domain benign scorer negatives: mmlu-dev | none."),
+    kshot: int = KshotOpt, fmt: str = FormatOpt, scorer: str = ScorerOpt, store_format: str = StoreFormatOpt,
+    benign: str = BenignOpt,
     attack: str | None = AttackOpt, seed: int = SeedOpt, home: str | None = HomeOpt, data: str | None = DataOpt,
     filter: str = FilterOpt, rewriter: str = RewriterOpt, items: bool = ItemsOpt, out: Path = OutOpt,
     base_url: str | None = BaseUrlOpt, concurrency: int = ConcurrencyOpt,
 ) -> None:
     """WMDP ProbAcc (and MMLU on the same method instance)."""
-    from lethe.evaluation.runner import eval_mc
-
-    _run(_guarded(lambda **k: eval_mc("wmdp", **k)), out, method_name=method,
-         backend=_guarded(_backend)(model=model, backend=backend, adapter=adapter, seed=seed, base_url=base_url),
-         root=_guarded(_root)(data=data), subsets=subset, concurrency=concurrency, limit=limit, mmlu_limit=mmlu_limit, seed=seed, kshot=kshot,
-         fmt=fmt, scorer=scorer, attack_name=attack, home=_eval_home(home, "wmdp", method), store_format=store_format, benign=benign, filter_kind=filter,
-         rewriter=rewriter, keep_items=items)
+    _mc("wmdp", out, method, model, backend, adapter, seed, base_url, data, home, subsets=subset, limit=limit,
+        mmlu_limit=mmlu_limit, concurrency=concurrency, kshot=kshot, fmt=fmt, scorer=scorer, attack_name=attack,
+        store_format=store_format, benign=benign, filter_kind=filter, rewriter=rewriter, keep_items=items)
 
 
 @eval_app.command("mmlu")
@@ -138,23 +147,16 @@ def mmlu(
     method: str = MethodOpt, model: str = ModelOpt, backend: str = BackendOpt, adapter: str | None = AdapterOpt,
     limit: int | None = typer.Option(500, "--limit", help="Questions (stratified by subject and answer)."),
     subjects: list[str] = typer.Option([], "--subject", help="Restrict to these subjects (repeatable).", show_default="all"),
-    kshot: int = typer.Option(0, "--kshot", help="Demonstrations from the dev split."),
-    fmt: str = typer.Option("chat", "--format", help="Prompt format: chat (template, 'Answer:' prefill) | raw (lm-eval text)."),
-    scorer: str = typer.Option("logprob", "--scorer", help="How an answer is read: logprob | generate | both (reports agreement)."),
-    store_format: str = typer.Option("mc", "--store-format", help="How the guard stores synthetic questions: mc | question."),
-    benign: str = typer.Option("mmlu-dev", "--benign", help="In-domain benign scorer negatives: mmlu-dev | none."),
+    kshot: int = KshotOpt, fmt: str = FormatOpt, scorer: str = ScorerOpt, store_format: str = StoreFormatOpt,
+    benign: str = BenignOpt,
     attack: str | None = AttackOpt, seed: int = SeedOpt, home: str | None = HomeOpt, data: str | None = DataOpt,
     filter: str = FilterOpt, rewriter: str = RewriterOpt, items: bool = ItemsOpt, out: Path = OutOpt,
     base_url: str | None = BaseUrlOpt, concurrency: int = ConcurrencyOpt,
 ) -> None:
     """MMLU ProbAcc (with a guard method: the store holds the three WMDP concepts)."""
-    from lethe.evaluation.runner import eval_mc
-
-    _run(_guarded(lambda **k: eval_mc("mmlu", **k)), out, method_name=method,
-         backend=_guarded(_backend)(model=model, backend=backend, adapter=adapter, seed=seed, base_url=base_url),
-         root=_guarded(_root)(data=data), limit=limit, mmlu_limit=0, concurrency=concurrency, seed=seed, kshot=kshot, fmt=fmt, scorer=scorer,
-         attack_name=attack, home=_eval_home(home, "mmlu", method), store_format=store_format, benign=benign, filter_kind=filter, rewriter=rewriter,
-         mmlu_subjects=subjects or None, keep_items=items)
+    _mc("mmlu", out, method, model, backend, adapter, seed, base_url, data, home, limit=limit, mmlu_limit=0,
+        concurrency=concurrency, kshot=kshot, fmt=fmt, scorer=scorer, attack_name=attack, store_format=store_format,
+        benign=benign, filter_kind=filter, rewriter=rewriter, mmlu_subjects=subjects or None, keep_items=items)
 
 
 @eval_app.command("tofu")
