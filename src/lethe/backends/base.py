@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import time
-from abc import ABC, abstractmethod
 from collections.abc import AsyncIterator, Iterator, Sequence
 from dataclasses import dataclass, field
 from typing import TypedDict
@@ -25,7 +24,17 @@ class ChatResult:
     meta: dict = field(default_factory=dict)
 
 
-class ChatBackend(ABC):
+@dataclass(frozen=True)
+class Generation:
+    """The settings of one generated answer, shared by every backend's chat and stream."""
+
+    max_tokens: int = 200
+    temperature: float = 0.0
+    prefill: str | None = None  # text the assistant turn starts with (see ``supports_prefill``)
+    stop: tuple[str, ...] = ()
+
+
+class ChatBackend:
     """Chat completion, optional assistant-prefill continuation, optional log-probabilities.
 
     ``prefill``: text the assistant turn starts with; the model continues it and the
@@ -42,28 +51,23 @@ class ChatBackend(ABC):
     #: :meth:`sample_many` draws many samples of many prompts in one batched generation
     supports_sample_many: bool = False
 
-    @abstractmethod
-    def chat(
-        self,
-        messages: Sequence[Message],
-        *,
-        max_tokens: int = 200,
-        temperature: float = 0.0,
-        prefill: str | None = None,
-        stop: list[str] | None = None,
-    ) -> ChatResult: ...
+    def chat(self, messages: Sequence[Message], *, max_tokens: int = 200, temperature: float = 0.0,
+             prefill: str | None = None, stop: list[str] | None = None) -> ChatResult:
+        """One answer; backends implement :meth:`generate` (or override this)."""
+        return self.generate(messages, Generation(max_tokens, temperature, prefill, tuple(stop or ())))
 
-    def stream(
-        self,
-        messages: Sequence[Message],
-        *,
-        max_tokens: int = 200,
-        temperature: float = 0.0,
-        prefill: str | None = None,
-        stop: list[str] | None = None,
-    ) -> Iterator[str]:
-        """Yield text pieces; the default yields the whole answer at once."""
-        yield self.chat(messages, max_tokens=max_tokens, temperature=temperature, prefill=prefill, stop=stop).text
+    def stream(self, messages: Sequence[Message], *, max_tokens: int = 200, temperature: float = 0.0,
+               prefill: str | None = None, stop: list[str] | None = None) -> Iterator[str]:
+        """Text pieces of one answer; backends that stream implement :meth:`generate_stream`."""
+        return self.generate_stream(messages, Generation(max_tokens, temperature, prefill, tuple(stop or ())))
+
+    def generate(self, messages: Sequence[Message], gen: Generation) -> ChatResult:
+        raise NotImplementedError(f"backend '{self.name}' implements neither chat nor generate")
+
+    def generate_stream(self, messages: Sequence[Message], gen: Generation) -> Iterator[str]:
+        """The default yields the whole answer at once."""
+        yield self.chat(messages, max_tokens=gen.max_tokens, temperature=gen.temperature, prefill=gen.prefill,
+                        stop=list(gen.stop) or None).text
 
     async def achat(self, messages: Sequence[Message], *, max_tokens: int = 200, temperature: float = 0.0,
                     stop: list[str] | None = None) -> ChatResult:

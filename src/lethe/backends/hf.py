@@ -6,7 +6,7 @@ import threading
 from collections.abc import Sequence
 from pathlib import Path
 
-from lethe.backends.base import BACKENDS, ChatBackend, ChatResult, Message, Timer
+from lethe.backends.base import BACKENDS, ChatBackend, ChatResult, Generation, Message, Timer
 from lethe.backends.chat_format import render
 from lethe.errors import BackendError
 
@@ -67,17 +67,10 @@ class HFBackend(ChatBackend):
     def format_prompt(self, messages: Sequence[Message], prefill: str | None = None) -> str:
         return render(self.tok, messages, prefill)  # the prompts training used (backends.chat_format)
 
-    def chat(
-        self,
-        messages: Sequence[Message],
-        *,
-        max_tokens: int = 200,
-        temperature: float = 0.0,
-        prefill: str | None = None,
-        stop: list[str] | None = None,
-    ) -> ChatResult:
+    def generate(self, messages: Sequence[Message], gen: Generation) -> ChatResult:
         torch = self.torch
-        prompt = self.format_prompt(messages, prefill)
+        max_tokens, temperature = gen.max_tokens, gen.temperature
+        prompt = self.format_prompt(messages, gen.prefill)
         enc = self.tok(prompt, return_tensors="pt", add_special_tokens=False).to(self.device)
         gen_kw = {"max_new_tokens": max_tokens, "pad_token_id": self.tok.pad_token_id or self.tok.eos_token_id}
         if temperature > 0:
@@ -89,7 +82,7 @@ class HFBackend(ChatBackend):
             out = self.model.generate(**enc, **gen_kw)
         new = out[0, enc["input_ids"].shape[1]:]
         text = self.tok.decode(new, skip_special_tokens=True)
-        for s in stop or []:
+        for s in gen.stop:
             text = text.split(s)[0]
         return ChatResult(text=text, prompt_tokens=int(enc["input_ids"].shape[1]),
                           completion_tokens=int(new.shape[0]), latency_s=t.elapsed)

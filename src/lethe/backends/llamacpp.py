@@ -21,7 +21,7 @@ from pathlib import Path
 
 import numpy as np
 
-from lethe.backends.base import BACKENDS, ChatBackend, ChatResult, Message, Timer
+from lethe.backends.base import BACKENDS, ChatBackend, ChatResult, Generation, Message, Timer
 from lethe.backends.default_model import resolve_gguf
 from lethe.backends.llamacpp_threads import (  # noqa: F401  (the thread API is also importable from here)
     ThreadGovernor,
@@ -133,59 +133,26 @@ class LlamaCppBackend(ChatBackend):
         prompt = self._formatter(messages=[dict(m) for m in messages]).prompt
         return prompt + (prefill or "")
 
-    def chat(
-        self,
-        messages: Sequence[Message],
-        *,
-        max_tokens: int = 200,
-        temperature: float = 0.0,
-        prefill: str | None = None,
-        stop: list[str] | None = None,
-    ) -> ChatResult:
-        tokens = self._completion_tokens(self.format_prompt(messages, prefill))
+    def _completion(self, messages: Sequence[Message], gen: Generation, stream: bool):
+        """One llama.cpp completion of the formatted conversation (caller holds the lock)."""
+        tokens = self._completion_tokens(self.format_prompt(messages, gen.prefill))
         self._aligned_upto = 0  # generation reuses/changes the KV cache its own way
-        with self._lock, Timer() as t:
-            self._adapt_threads()
-            self._reuse_whole_batches(tokens)
-            out = self.llm.create_completion(
-                tokens,
-                max_tokens=max_tokens,
-                temperature=temperature,
-                top_p=1.0 if temperature == 0 else 0.9,
-                seed=self.seed,
-                stop=self._stops + (stop or []),
-            )
-        usage = out.get("usage", {})
-        return ChatResult(
-            text=out["choices"][0]["text"],
-            prompt_tokens=usage.get("prompt_tokens"),
-            completion_tokens=usage.get("completion_tokens"),
-            latency_s=t.elapsed,
-        )
+        self._adapt_threads()
+        self._reuse_whole_batches(tokens)
+        return self.llm.create_completion(tokens, max_tokens=gen.max_tokens, temperature=gen.temperature,
+                                          top_p=1.0 if gen.temperature == 0 else 0.9, seed=self.seed,
+                                          stop=self._stops + list(gen.stop), stream=stream)
 
-    def stream(
-        self,
-        messages: Sequence[Message],
-        *,
-        max_tokens: int = 200,
-        temperature: float = 0.0,
-        prefill: str | None = None,
-        stop: list[str] | None = None,
-    ) -> Iterator[str]:
-        tokens = self._completion_tokens(self.format_prompt(messages, prefill))
-        self._aligned_upto = 0
+    def generate(self, messages: Sequence[Message], gen: Generation) -> ChatResult:
+        with self._lock, Timer() as t:
+            out = self._completion(messages, gen, stream=False)
+        usage = out.get("usage", {})
+        return ChatResult(text=out["choices"][0]["text"], prompt_tokens=usage.get("prompt_tokens"),
+                          completion_tokens=usage.get("completion_tokens"), latency_s=t.elapsed)
+
+    def generate_stream(self, messages: Sequence[Message], gen: Generation) -> Iterator[str]:
         with self._lock:
-            self._adapt_threads()
-            self._reuse_whole_batches(tokens)
-            for chunk in self.llm.create_completion(
-                tokens,
-                max_tokens=max_tokens,
-                temperature=temperature,
-                top_p=1.0 if temperature == 0 else 0.9,
-                seed=self.seed,
-                stop=self._stops + (stop or []),
-                stream=True,
-            ):
+            for chunk in self._completion(messages, gen, stream=True):
                 yield chunk["choices"][0]["text"]
                 self._adapt_threads()  # between tokens: a long answer follows the load as it changes
 

@@ -19,7 +19,7 @@ import math
 import os
 from collections.abc import AsyncIterator, Iterator, Sequence
 
-from lethe.backends.base import BACKENDS, ChatBackend, ChatResult, Message, Timer
+from lethe.backends.base import BACKENDS, ChatBackend, ChatResult, Generation, Message, Timer
 from lethe.errors import BackendError
 
 
@@ -163,37 +163,21 @@ class OpenAIBackend(ChatBackend):
                 raise
             raise err from None
 
-    def chat(
-        self,
-        messages: Sequence[Message],
-        *,
-        max_tokens: int = 200,
-        temperature: float = 0.0,
-        prefill: str | None = None,
-        stop: list[str] | None = None,
-    ) -> ChatResult:
-        if prefill:
-            raise NotImplementedError("the openai backend cannot prefill the assistant turn")
+    def generate(self, messages: Sequence[Message], gen: Generation) -> ChatResult:
         with Timer() as t:
-            resp = self._call(messages, max_tokens=max_tokens, temperature=temperature, stop=stop, seed=self.seed)
+            resp = self._call(messages, **self._settings(gen))
         return _result(resp, t.elapsed)
 
-    def stream(
-        self,
-        messages: Sequence[Message],
-        *,
-        max_tokens: int = 200,
-        temperature: float = 0.0,
-        prefill: str | None = None,
-        stop: list[str] | None = None,
-    ) -> Iterator[str]:
-        if prefill:
-            raise NotImplementedError("the openai backend cannot prefill the assistant turn")
-        for chunk in self._call(
-            messages, max_tokens=max_tokens, temperature=temperature, stop=stop, seed=self.seed, stream=True
-        ):
+    def generate_stream(self, messages: Sequence[Message], gen: Generation) -> Iterator[str]:
+        for chunk in self._call(messages, **self._settings(gen), stream=True):
             if chunk.choices and chunk.choices[0].delta.content:
                 yield chunk.choices[0].delta.content
+
+    def _settings(self, gen: Generation) -> dict:
+        if gen.prefill:
+            raise NotImplementedError("the openai backend cannot prefill the assistant turn")
+        return {"max_tokens": gen.max_tokens, "temperature": gen.temperature, "stop": list(gen.stop) or None,
+                "seed": self.seed}
 
     async def achat(self, messages: Sequence[Message], *, max_tokens: int = 200, temperature: float = 0.0,
                     stop: list[str] | None = None) -> ChatResult:
