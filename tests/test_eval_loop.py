@@ -65,6 +65,9 @@ def test_loop_runs_a_task_with_a_context_method_and_an_attack(shared_data):
     assert [r["query"] for r in res["items"]][0] != "Where was author 0 born?"  # the attack rewrote the query
     assert list(res["timing"]) == ["setup_s", "answer_s", "total_s"] and Recording.closed == [True]
     assert res["backend"] == {"backend": "fake"} and res["versions"]["python"]
+    prov = res["provenance"]  # what can change a number on another machine
+    assert prov["machine"]["logical_cores"] >= 1 and prov["settings"]["seed"] == 3
+    assert prov["models_sha256"] == {} and prov["libraries"]["numpy"]
 
 
 def test_loop_gives_no_requests_to_the_model_as_is_and_drops_items_on_request(shared_data):

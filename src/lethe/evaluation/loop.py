@@ -29,9 +29,15 @@ from lethe.backends.base import ChatBackend
 from lethe.evaluation import data as D
 from lethe.evaluation.attacks import ATTACKS, Attack
 from lethe.evaluation.methods import Method, create_method
+from lethe.provenance import provenance
 
 if TYPE_CHECKING:
     from lethe.evaluation.tasks.base import Task
+
+
+def _threads(described: dict) -> int | None:
+    n = described.get("n_threads")
+    return n if isinstance(n, int) else None
 
 
 def versions() -> dict[str, str | None]:
@@ -143,8 +149,11 @@ def run_task(task: Task, *, method_name: str, backend: ChatBackend, root, seed: 
                "filter": filter_kind, "rewriter": rewriter, **(config or {})}
         if task.attackable:
             cfg["attack"] = attack_name
+        described = backend.describe()
         result = {"task": task.name, "config": cfg, "versions": versions(), "method": method.describe(),
-                  "backend": backend.describe(), "metrics": {}, "components": {}, "timing": {}}
+                  "backend": described, "metrics": {}, "components": {}, "timing": {},
+                  "provenance": provenance([described.get("path"), described.get("adapter")],
+                                           threads=_threads(described), seed=seed)}
         run = Run(method=method, backend=backend, root=root, seed=seed, attack=attack, result=result, started=t0)
         task.run(run)
         result["timing"] = {"setup_s": round(setup_s, 1), **{k: round(v, 1) for k, v in run.timing.items()},
