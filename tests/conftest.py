@@ -18,3 +18,14 @@ def shared_data() -> Path:
 @pytest.fixture()
 def home(tmp_path: Path) -> Path:
     return tmp_path / "lethe-home"
+
+
+@pytest.fixture(scope="module")
+def embedder():
+    """The shipped MiniLM embedder (ONNX), or a skip naming why it cannot load."""
+    from lethe.backends import get_embedder
+
+    try:
+        return get_embedder()
+    except Exception as exc:  # noqa: BLE001
+        pytest.skip(f"MiniLM embedder unavailable: {exc}")

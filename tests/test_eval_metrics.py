@@ -120,16 +120,6 @@ def test_gibberish_rules():
     assert list(g) == [3, 1, 0, 0]
 
 
-@pytest.fixture(scope="module")
-def embedder():
-    from lethe.backends import get_embedder
-
-    try:
-        return get_embedder()
-    except Exception as exc:  # noqa: BLE001
-        pytest.skip(f"MiniLM embedder unavailable: {exc}")
-
-
 def test_entity_coverage_and_kfr(embedder):
     assert entities.entity_coverage(["Karachi", "1975"], ["Karachi"], embedder) == pytest.approx(0.5)
     assert entities.entity_coverage([], ["x"], embedder) == 0.0

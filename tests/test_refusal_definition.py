@@ -70,16 +70,6 @@ def test_detector_uses_phrase_or_classifier():
     assert RefusalDetector(classifier=Never()).flags([]) == []
 
 
-@pytest.fixture(scope="module")
-def embedder():
-    from lethe.backends import get_embedder
-
-    try:
-        return get_embedder()
-    except Exception as exc:  # noqa: BLE001
-        pytest.skip(f"MiniLM embedder unavailable: {exc}")
-
-
 def test_embedding_classifier_flags_idk_style_refusals(embedder):
     det = RefusalDetector(embedder=embedder)
     assert det.flags(["I have no knowledge about this person, so I cannot say.",
