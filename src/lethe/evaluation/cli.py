@@ -51,10 +51,23 @@ BenignOpt = typer.Option("mmlu-dev", "--benign", help="In-domain benign scorer n
 def _eval_home(home: str | None, task: str, method: str) -> Path:
     """Where a run's guard lives: ``<home>/eval/<time>-<pid>-<task>-<method>/`` under the Lethe
     home (``--home`` / ``LETHE_HOME`` / ``~/.lethe``, as for every command), so an evaluation never
-    adds its benchmark requests to the home's own store. Created only by methods that use the guard."""
+    adds its benchmark requests to the home's own store. It has the home's configuration: for a method
+    that works in context, the home's ``guard.yaml`` and ``policies/`` are copied into it (the guider,
+    placement and detector settings under test); otherwise nothing is created."""
+    import shutil
+
+    from lethe.evaluation.methods import METHODS
+
     base = Path(home or os.environ.get("LETHE_HOME") or "~/.lethe").expanduser()
     stamp = time.strftime("%Y%m%dT%H%M%S")
-    return base / "eval" / f"{stamp}-{os.getpid()}-{task}-{method.replace('+', 'plus')}"
+    run = base / "eval" / f"{stamp}-{os.getpid()}-{task}-{method.replace('+', 'plus')}"
+    if method in METHODS and getattr(METHODS.get(method), "in_context", True):
+        if (base / "guard.yaml").is_file():
+            run.mkdir(parents=True, exist_ok=True)
+            shutil.copy2(base / "guard.yaml", run / "guard.yaml")
+        if (base / "policies").is_dir():
+            shutil.copytree(base / "policies", run / "policies", dirs_exist_ok=True)
+    return run
 
 
 def _run(fn, out: Path | None, **kw) -> dict:
