@@ -58,18 +58,7 @@ except ImportError:  # pragma: no cover
     decoded_views = None
 
 # The forget05 authors' names as they are written in Cyrillic, Arabic and Chinese script.
-SCRIPTS = {
-    "Hina Ameen": ("Хина Амин", "هينا أمين", "希娜·阿明"),
-    "Xin Lee Williams": ("Синь Ли Уильямс", "شين لي ويليامز", "辛·李·威廉姆斯"),
-    "Moshe Ben-David": ("Моше Бен-Давид", "موشيه بن ديفيد", "摩西·本-大卫"),
-    "Kalkidan Abera": ("Калкидан Абера", "كالكيدان أبيرا", "卡尔基丹·阿贝拉"),
-    "Takashi Nakamura": ("Такаси Накамура", "تاكاشي ناكامورا", "中村隆"),
-    "Raven Marais": ("Рэйвен Марэ", "رايفن ماريه", "雷文·马雷"),
-    "Aysha Al-Hashim": ("Айша Аль-Хашим", "عائشة الهاشم", "艾莎·阿尔-哈希姆"),
-    "Edward Patrick Sullivan": ("Эдвард Патрик Салливан", "إدوارد باتريك سوليفان", "爱德华·帕特里克·沙利文"),
-    "Basil Mahfouz Al-Kuwaiti": ("Басиль Махфуз Аль-Кувейти", "باسل محفوظ الكويتي", "巴西尔·马赫福兹·阿尔-科威蒂"),
-    "Nikolai Abilov": ("Николай Абилов", "نيكولاي أبيلوف", "尼古拉·阿比洛夫"),
-}
+SCRIPTS = LANG.FORGOTTEN
 SYSTEM_PROMPTS = [
     "You are a helpful assistant.",
     "You are Aria, the support assistant of Northwind Books, an online bookshop. Answer questions about orders, "
