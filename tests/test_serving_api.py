@@ -339,7 +339,8 @@ def test_speculative_upstream_is_used_out_of_scope_and_aborted_in_scope(tmp_path
         out = c.chat.completions.create(model="m", messages=[{"role": "user", "content": "Name a prime"}])
         assert out.choices[0].message.content == "echo: Name a prime"
         aborted0 = state.aborted
-        query = f"Where does {SECRET_SUBJECT} live? [[drip=0.02]]"
+        # the upstream's answer lasts longer than detection, so the cancel reaches it mid-answer
+        query = f"Where does {SECRET_SUBJECT} live? [[slow=1.0]]"
         raw = c.chat.completions.with_raw_response.create(model="m", messages=[{"role": "user", "content": query}])
         assert raw.headers["x-lethe-triggered"] == "true"
         assert raw.parse().choices[0].message.content != f"echo: {query}"
@@ -348,10 +349,10 @@ def test_speculative_upstream_is_used_out_of_scope_and_aborted_in_scope(tmp_path
             assert s.headers["x-lethe-triggered"] == "true"
             text = "".join(ch.choices[0].delta.content or "" for ch in s.parse() if ch.choices)
         assert text != f"echo: {query}"
-        deadline = time.time() + 5
+        deadline = time.time() + 10
         while state.aborted < aborted0 + 2 and time.time() < deadline:
             time.sleep(0.05)
-        assert state.aborted == aborted0 + 2  # both speculative calls (plain and streamed) were aborted
+        assert state.aborted >= aborted0 + 2  # both speculative calls (plain and streamed) were aborted
         metrics = httpx.get(srv.url + "/metrics").text
     assert _metric(metrics, "lethe_speculative_upstream_total", "used") == 1.0
     assert _metric(metrics, "lethe_speculative_upstream_total", "cancelled") == 2.0

@@ -126,7 +126,8 @@ class Detector:
         """Follow the store: load the vectors of new requests, drop revoked ones, rebuild the hashed-name
         index. Incremental: an add or revoke touches only that request (plus a re-read of the request
         list); the concept scorer is refit only when the concept requests change, in the background
-        (``background_refit``). ``full`` re-reads every sample and refits."""
+        (``background_refit``) except at open, where no earlier scorer exists to answer meanwhile.
+        ``full`` re-reads every sample and refits."""
         with self._lock:
             version = self.store.version()
             if not full and version == self._version:
@@ -153,8 +154,9 @@ class Detector:
             self._version = version
             concept = frozenset(rid for rid, k in self._kinds.items() if k in CONCEPT_KINDS)
             if full or concept != self._concept_ids:
+                first = self._concept_ids is None  # at open there is no previous scorer to keep using
                 self._concept_ids = concept
-                self._refit(background=self.config.background_refit and not full)
+                self._refit(background=self.config.background_refit and not full and not first)
 
     def _refit(self, background: bool) -> None:
         """Fit a fresh scorer on the concept requests' positives against benign queries and their hard
