@@ -88,8 +88,8 @@ def _st_pooling(st_model: Any) -> str | None:
 
 def _length_batches(texts: list[str], batch_size: int, spread: float = 4.0) -> tuple[np.ndarray, list[list[int]]]:
     """Longest-first order and batches of it: every text is padded to its batch's longest, so a
-    batch also ends where a text is ``spread`` times shorter than the batch's first (one long
-    jailbreak wrapper no longer pads a batch of its short sentence segments to 256 tokens).
+    batch also ends where a text is ``spread`` times shorter than the batch's first (so one long
+    jailbreak wrapper does not pad a batch of its short sentence segments to 256 tokens).
     Like sentence-transformers' length sorting, by characters. Returns (order, batches of indices
     into ``texts``); ``order`` concatenates the batches."""
     order = np.argsort([-len(t) for t in texts], kind="stable")

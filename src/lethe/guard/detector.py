@@ -17,8 +17,8 @@ Concept mode (the nearest sample belongs to a harmful/copyright request) follows
 "scorer primary, BERTScore/ROUGE-L secondary": raw similarity is not a component there (academic
 questions sit close to hazardous ones in embedding space), the scorer uses the concept threshold
 ``concept_scorer_threshold`` and the concept signal only counts as far as the scorer agrees
-(``concept * p_F``). Measured on WMDP vs MMLU this raised TPR at 2 % FPR from 0.09 to 0.5
-(bio) over plain noisy-OR; see benchmarks/bench_detection_wmdp.py.
+(``concept * p_F``), so a question that is merely near the domain does not fire on similarity
+alone; benchmarks/bench_detection_wmdp.py measures it against plain noisy-OR on WMDP vs MMLU.
 
 In-domain benign queries (``<home>/benign.jsonl``, one ``{"prompt": ...}`` a line, added with
 ``Guard.add_benign`` / ``lethe benign add``) join the shipped benign set as scorer negatives: the

@@ -10,8 +10,8 @@ Placements (measured per model by ``benchmarks/bench_placement.py``):
   decline.
 
 ``user_prefix`` is the default: small chat models follow a policy placed next to the question far
-more often than one in a system message, and it works on backends that cannot prefill (the
-placement table is in docs/results.md).
+more often than one in a system message, and it works on backends that cannot prefill
+(``benchmarks/bench_placement.py`` compares the placements on a given model).
 """
 
 from __future__ import annotations

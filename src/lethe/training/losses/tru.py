@@ -14,7 +14,7 @@ class TRUSettings(LossSettings):
     """TRU's defaults: a small GA weight (larger ones collapse a small chat model), a retain anchor of
     weight alpha * lam as a KL to the starting model averaged per retain row, 16 retain rows per step,
     and the first answer tokens (the answer-or-decline decision) weighted 0.5 more; docs/training.md
-    has the runs that chose them."""
+    says why each was chosen."""
 
     lr: float = 2e-4
     alpha: float = 0.1
