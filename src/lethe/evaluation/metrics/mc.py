@@ -81,9 +81,10 @@ def chat_messages(prompt: str) -> list[Message]:
     """Chat-format messages: the benchmark header (which names the subject) as the system turn,
     the rest of the prompt as the user turn; the trailing cue moves to the prefill.
 
-    Keeping the header out of the user turn matters for guard-backed methods: detection reads
-    user turns only, and a header saying "about biology" would otherwise let a detector separate
-    WMDP from MMLU by the subject word instead of by the question."""
+    Keeping the header out of the user turn matters for guard-backed methods: a header saying
+    "about biology" inside every question would let a detector separate WMDP from MMLU by the
+    subject word instead of by the question. Detection reads every role (docs/guard-inputs.md),
+    so the header is still scored, as a text of its own and in the joined view of the conversation."""
     if prompt.startswith(_HEADER) and "\n\n" in prompt:
         header, rest = prompt.split("\n\n", 1)
         return [{"role": "system", "content": header}, {"role": "user", "content": split_answer_cue(rest)}]
