@@ -3,13 +3,10 @@ and how text output shows times and long queries. Imports only typer at module l
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 from typing import Annotated, Any
 
 import typer
-
-from lethe.errors import InputError
 
 ConfigOpt = Annotated[Path | None, typer.Option("--config", "-c", envvar="LETHE_CONFIG", metavar="FILE",
                                                 help="The guard configuration to use.",
@@ -44,34 +41,11 @@ def _store(home: str | None, config: Path | None = None):
     return open_store(cfg, path, dim=None)
 
 
-_BOMS = ((b"\xef\xbb\xbf", "utf-8"), (b"\xff\xfe", "utf-16-le"), (b"\xfe\xff", "utf-16-be"))
-
-
 def read_text_file(path: Path) -> str:
-    """A user's text file as text: UTF-8 with or without a byte-order mark (and UTF-16 with one,
-    as Windows editors write it). Anything else is a one-line ``InputError`` naming the file and
-    the line of the first byte that is not UTF-8."""
-    try:
-        data = path.read_bytes()
-    except FileNotFoundError:
-        raise InputError(f"file not found: {path}") from None
-    except IsADirectoryError:
-        raise InputError(f"{path} is a folder, not a file") from None
-    except OSError as exc:
-        raise InputError(f"cannot read {path}: {exc.strerror or exc}") from None
-    encoding, start = "utf-8", 0
-    for bom, enc in _BOMS:
-        if data.startswith(bom):
-            encoding, start = enc, len(bom)
-            break
-    try:
-        return data[start:].decode(encoding)
-    except UnicodeDecodeError as exc:
-        at = start + exc.start
-        line = data.count(b"\n", 0, at) + 1
-        column = at - (data.rfind(b"\n", 0, at) + 1) + 1
-        raise InputError(f"{path}:{line}: not {encoding.upper()} text (byte 0x{data[at]:02x} at column {column}); "
-                         "save the file as UTF-8") from None
+    """A user's text file as text (``lethe.jsonl.read_text_file``)."""
+    from lethe.jsonl import read_text_file as read
+
+    return read(path)
 
 
 def _require_requests(home: str | None, config: Path | None = None) -> None:
@@ -89,20 +63,9 @@ def _require_requests(home: str | None, config: Path | None = None) -> None:
 
 def _read_jsonl(path: Path, field: str = "prompt") -> list[dict]:
     """JSON Lines with a string ``field`` on every non-blank line; errors name file and line."""
-    rows = []
-    for i, line in enumerate(read_text_file(path).splitlines(), start=1):
-        if not line.strip():
-            continue
-        try:
-            obj = json.loads(line)
-        except json.JSONDecodeError as exc:
-            raise InputError(f"{path}:{i}: bad JSON ({exc.msg} at column {exc.colno})") from None
-        if not isinstance(obj, dict) or not isinstance(obj.get(field), str):
-            raise InputError(f"{path}:{i}: each line needs a string field '{field}'")
-        rows.append(obj)
-    if not rows:
-        raise InputError(f"{path}: no records (one JSON object a line, with a '{field}' field)")
-    return rows
+    from lethe.jsonl import read_jsonl
+
+    return [obj for _, obj in read_jsonl(path, "input", (field,))]
 
 
 def iso_time(value: Any) -> str | None:

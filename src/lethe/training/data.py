@@ -14,8 +14,9 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from lethe.backends.chat_format import render, user_turn
-from lethe.errors import ConfigError, LetheError
+from lethe.errors import ConfigError, InputError, LetheError
 from lethe.evaluation.metrics.refusal import REFUSALS
+from lethe.jsonl import read_jsonl
 from lethe.text import FUNCTION_WORDS, words
 
 IGNORE = -100
@@ -31,23 +32,13 @@ class Pair:
 def read_pairs(path: str | Path, *, what: str = "data") -> list[Pair]:
     """Read a JSONL file of ``{"prompt", "answer"}`` objects (``question`` accepted for ``prompt``)."""
     p = Path(path).expanduser()
-    if not p.exists():
-        raise ConfigError(f"{what} file not found: {p}")
     pairs = []
-    for n, line in enumerate(p.read_text(encoding="utf-8").splitlines(), start=1):
-        if not line.strip():
-            continue
-        try:
-            obj = json.loads(line)
-        except json.JSONDecodeError:
-            raise ConfigError(f"{p}:{n}: not valid JSON") from None
+    for n, obj in read_jsonl(p, what, ("prompt", "question")):
         prompt = obj.get("prompt", obj.get("question"))
         answer = obj.get("answer")
         if not isinstance(prompt, str) or not isinstance(answer, str):
-            raise ConfigError(f"{p}:{n}: each line needs string fields 'prompt' and 'answer'")
+            raise InputError(f"{p}:{n}: each line needs string fields 'prompt' and 'answer'")
         pairs.append(Pair(prompt, answer, {k: v for k, v in obj.items() if k not in ("prompt", "answer")}))
-    if not pairs:
-        raise LetheError(f"{what} set is empty: {p}")
     return pairs
 
 

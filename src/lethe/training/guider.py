@@ -30,6 +30,7 @@ from lethe.backends.base import ChatBackend
 from lethe.errors import ConfigError, LetheError
 from lethe.guard.guider import LLMGuider, guider_prompt, parse_guidance, template_reasoning
 from lethe.guard.policies import Policy, PolicyLibrary
+from lethe.jsonl import read_jsonl
 from lethe.text import words
 
 DEFAULT_KIND = "privacy"  # DRAGON's TOFU setting
@@ -84,23 +85,7 @@ def reject_reason(reasoning: str, query: str, answer: str | None = None) -> str 
 # --- reading ------------------------------------------------------------------------------------
 
 def _read_lines(path: str | Path, what: str) -> list[tuple[int, dict]]:
-    p = Path(path).expanduser()
-    if not p.is_file():
-        raise LetheError(f"{what} file not found: {p}")
-    rows = []
-    for n, line in enumerate(p.read_text(encoding="utf-8").splitlines(), start=1):
-        if not line.strip():
-            continue
-        try:
-            obj = json.loads(line)
-        except json.JSONDecodeError as exc:
-            raise LetheError(f"{p}:{n}: bad JSON ({exc.msg})") from None
-        if not isinstance(obj, dict):
-            raise LetheError(f"{p}:{n}: each line must be a JSON object")
-        rows.append((n, obj))
-    if not rows:
-        raise LetheError(f"{what} file is empty: {p}")
-    return rows
+    return read_jsonl(path, what)
 
 
 def is_dragon_row(obj: dict) -> bool:
