@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 torch = pytest.importorskip("torch")
@@ -270,3 +271,25 @@ def test_batches_rotate_each_item_through_its_phrasings(tiny_dir):
     used = [sorted(i for batch in b.epoch(e) for i in batch["index"]) for e in range(3)]
     assert all(len(u) == 3 and len({i // 3 for i in u}) == 3 for u in used)  # one phrasing per item
     assert sorted(i for u in used for i in u) == list(range(9))  # three epochs: every phrasing once
+
+
+def test_init_adapter_continues_that_adapter_with_it_as_the_reference(files, tiny_dir):
+    """Unlearning from a fine-tuned target (TOFU): the target's adapter is trained further, keeps its
+    layout, and NPO's reference is the model with that adapter (log-ratio 0 at the first step)."""
+    start = files / "run-start"
+    _train(files, tiny_dir, method="ga", out=start, max_steps=2, lora_rank=8)
+    out = files / "run-continued"
+    _train(files, tiny_dir, method="npo", out=out, max_steps=2, retain=None, init_adapter=start / "adapter")
+    log = [json.loads(x) for x in (out / "train_log.jsonl").read_text().splitlines()]
+    beta = 0.1
+    assert log[0]["loss"] == pytest.approx(2 / beta * np.log(2), rel=1e-3)  # pi == pi_ref at the start
+    first = json.loads((start / "adapter" / "adapter_config.json").read_text())
+    then = json.loads((out / "adapter" / "adapter_config.json").read_text())
+    assert (then["r"], sorted(then["target_modules"])) == (first["r"], sorted(first["target_modules"])) == (
+        8, sorted(first["target_modules"]))
+    from safetensors.torch import load_file
+
+    a, b = load_file(start / "adapter" / "adapter_model.safetensors"), load_file(out / "adapter" / "adapter_model.safetensors")
+    assert a.keys() == b.keys() and any(not torch.equal(a[k], b[k]) for k in a)
+    with pytest.raises(LetheError, match="not a PEFT adapter"):
+        _train(files, tiny_dir, method="ga", out=files / "run-bad-init", init_adapter=files)

@@ -47,6 +47,7 @@ def _train_command(
     lora_rank: Annotated[int, typer.Option("--lora-rank", help="LoRA rank.")] = 16,
     lora_targets: Annotated[str | None, typer.Option("--lora-targets", help="Modules with LoRA adapters: all-linear, attention, mlp, or comma-separated names.", show_default="all-linear")] = None,
     full_finetune: Annotated[bool, typer.Option("--full-finetune", help="Train all weights instead of LoRA.")] = False,
+    init_adapter: Annotated[Path | None, typer.Option("--init-adapter", help="Start from this LoRA adapter of --model (e.g. the TOFU target of 'lethe tofu prepare') and train it further; the model with it is the reference of npo/kl/dpo.", show_default="a new adapter")] = None,
     save_merged: Annotated[bool, typer.Option("--save-merged", help="Also write merged weights to OUT/merged.")] = False,
     seed: Annotated[int, typer.Option(help="Seed of sampling, shuffling and initialisation.")] = 0,
     resume: Annotated[bool, typer.Option("--resume/--no-resume", help="Continue from OUT/checkpoint.")] = True,
@@ -65,7 +66,7 @@ def _train_command(
         refusals=str(refusals) if refusals else None, epochs=epochs, rephrase=rephrase, rephraser=rephraser,
         batch_size=batch_size, grad_accum=grad_accum, max_length=max_length, max_steps=max_steps,
         retain_sampling=retain_sampling, lora_rank=lora_rank, lora_targets=lora_targets, full_finetune=full_finetune,
-        save_merged=save_merged, seed=seed, resume=resume, progress=progress, checkpoint_every=checkpoint_every,
+        init_adapter=str(init_adapter) if init_adapter else None, save_merged=save_merged, seed=seed, resume=resume, progress=progress, checkpoint_every=checkpoint_every,
         **{k: v for k, v in loss.items() if k in known},
         extra={k: v for k, v in loss.items() if k not in known},  # settings of losses registered after TrainConfig
     )

@@ -45,6 +45,7 @@ class RunConfig:
     lora_top_layers: int | None = None  # LoRA on the last N decoder layers only (None: every layer)
     prefix_cache: bool = True  # with lora_top_layers: losses that can (sft) cache the frozen layers' states
     full_finetune: bool = False
+    init_adapter: str | None = None  # train this LoRA adapter further (e.g. a TOFU target); it is the reference
     weight_decay: float = 0.0
     warmup_steps: int = 0
     lr_schedule: str = "constant"  # constant | linear (decay to 0 at the last step) | cosine, after warmup

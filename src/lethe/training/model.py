@@ -149,6 +149,24 @@ def apply_lora(
         raise ConfigError(f"LoRA targets {target_modules!r} do not match the model: {str(e).splitlines()[0]}") from e
 
 
+def continue_lora(model, adapter: str | Path, reference: bool):
+    """``model`` with a trained LoRA adapter loaded trainable (unlearning starts from it, e.g. from a
+    TOFU target), and, when the loss needs one, a frozen copy with that adapter merged in: the
+    reference of NPO/KL/DPO is the starting model, not the bare base the adapter sits on."""
+    import copy
+
+    from peft import PeftModel
+
+    path = Path(adapter).expanduser()
+    if not (path / "adapter_config.json").is_file():
+        raise ConfigError(f"--init-adapter {path}: not a PEFT adapter folder (no adapter_config.json)")
+    ref = None
+    if reference:
+        ref = PeftModel.from_pretrained(copy.deepcopy(model), str(path)).merge_and_unload()
+        ref = ref.eval().requires_grad_(False)
+    return PeftModel.from_pretrained(model, str(path), is_trainable=True), ref
+
+
 def num_layers(model) -> int:
     cfg = getattr(model, "config", None)
     return int(getattr(cfg, "num_hidden_layers", 0) or 0)

@@ -105,7 +105,7 @@ def train(cfg: TrainConfig) -> dict:
     from accelerate import Accelerator
     from tqdm import tqdm
 
-    from lethe.training.model import apply_lora, load_model, lora_target_modules, num_layers
+    from lethe.training.model import apply_lora, continue_lora, load_model, lora_target_modules, num_layers
 
     loss_fn = LOSSES.create(cfg.method)
     fill_defaults(cfg)
@@ -123,6 +123,8 @@ def train(cfg: TrainConfig) -> dict:
         raise LetheError(f"--head-tokens and --head-weight must be >= 0 (got {cfg.head_tokens}, {cfg.head_weight})")
     if cfg.full_finetune and not loss_fn.full_finetune:
         raise LetheError(f"{cfg.method} trains LoRA adapters on the layers it chooses; drop --full-finetune")
+    if cfg.full_finetune and cfg.init_adapter:
+        raise LetheError("--init-adapter trains that adapter further; drop --full-finetune (or merge it first)")
 
     out = Path(cfg.out)
     out.mkdir(parents=True, exist_ok=True)
@@ -158,6 +160,11 @@ def train(cfg: TrainConfig) -> dict:
             import copy
 
             ref_model = copy.deepcopy(model).eval().requires_grad_(False)
+    elif cfg.init_adapter:  # unlearning continues the given adapter (same modules, rank and layers)
+        if loss_fn.lora_layers(lora_target_modules(cfg.lora_targets)) is not None:
+            raise LetheError(f"--init-adapter: {cfg.method} places its own adapters; start it from merged weights")
+        model, ref_model = continue_lora(model, cfg.init_adapter, loss_fn.uses_reference(
+            retain_loss=cfg.retain_loss, has_retain=retain is not None, ga_term=cfg.ga_term))
     else:
         targets = lora_target_modules(cfg.lora_targets)
         layers = None
