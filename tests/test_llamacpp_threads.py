@@ -106,3 +106,54 @@ def test_answers_do_not_depend_on_earlier_calls():
     assert be.chat(q, max_tokens=70).text == fresh
     be.chat(before, max_tokens=5)
     assert "".join(be.stream(q, max_tokens=70)) == fresh
+
+
+_POLICY = ("Privacy. The personal information of the person below has been erased. Do not reveal, confirm, "
+           "guess or invent any details about them, and offer help with public information instead. ") * 3
+
+
+def _fresh(be) -> None:
+    """An empty context and no saved prefixes: the state a new process starts from."""
+    be.llm.reset()
+    be._prompts.valid = 0
+    be._prompts._saved.clear()
+
+
+def test_aligned_chunk_reuse_keeps_answers_independent_of_earlier_calls():
+    """prefix_reuse_chunk: whole aligned chunks of the live context or of a saved prefix are reused,
+    and every prompt still gets the answer it gets from an empty cache."""
+    from lethe.backends import load_backend
+
+    be = load_backend(BackendConfig(n_ctx=2048, prefix_reuse_chunk=32))
+    assert be.describe()["prefix_reuse_chunk"] == 32
+    a = [{"role": "user", "content": _POLICY + "Question: Where does Corwin Halloway live?"}]
+    b = [{"role": "user", "content": _POLICY + "Question: Who is Corwin Halloway married to?"}]
+    other = [{"role": "user", "content": "Name a primary color."}]
+    fresh = {}
+    for name, m in (("a", a), ("b", b), ("other", other)):
+        _fresh(be)
+        fresh[name] = be.chat(m, max_tokens=12).text
+        assert be._prompts.last_reused == 0
+    _fresh(be)
+    assert be.chat(a, max_tokens=12).text == fresh["a"]
+    assert be.chat(b, max_tokens=12).text == fresh["b"]
+    shared = be._prompts.last_reused
+    assert shared >= 64 and shared % 32 == 0  # the policy, from the live context
+    assert be.chat(other, max_tokens=12).text == fresh["other"]
+    assert be.chat(a, max_tokens=12).text == fresh["a"]
+    assert be._prompts.last_reused >= shared  # from a saved copy: the unrelated prompt evicted the live one
+    be.next_token_logprobs(be.format_prompt(other), ["Red", "Blue"])  # scoring changes the context too
+    assert "".join(be.stream(b, max_tokens=12)) == fresh["b"]
+
+
+def test_prefix_cache_off_reuses_the_live_context_only():
+    from lethe.backends.llamacpp import LlamaCppBackend
+
+    be = LlamaCppBackend(n_ctx=2048, prefix_reuse_chunk=32, prefix_cache_mb=0)
+    a = [{"role": "user", "content": _POLICY + "Question: Where does Corwin Halloway live?"}]
+    first = be.chat(a, max_tokens=6).text
+    be.chat([{"role": "user", "content": "Name a primary color."}], max_tokens=2)
+    assert be.chat(a, max_tokens=6).text == first and be._prompts.last_reused == 0
+    assert be._prompts.saved_prefixes() == []
+    with pytest.raises(Exception):  # noqa: B017 - pydantic's validation error
+        BackendConfig(prefix_reuse_chunk=-1)

@@ -70,6 +70,16 @@ class BackendConfig(Section):
     wait_policy: Literal["passive", "spin", "active"] | None = Field(
         None, description="llamacpp: how idle threads wait (libgomp's OMP_WAIT_POLICY); unset: "
         "OMP_WAIT_POLICY if set, else passive, which keeps processes on shared cores from starving each other")
+    prefix_reuse_chunk: int = Field(
+        0, ge=0, description="llamacpp: 0 reuses the previous prompt's KV cache in whole n_batch blocks only "
+        "(a short prompt reuses nothing); c > 0 decodes every prompt in c-token aligned chunks and reuses whole "
+        "chunks of earlier prompts, so the constant part of guarded prompts is decoded once (e.g. 32). Answers "
+        "stay independent of earlier calls either way, but the two settings split prompts differently, so "
+        "greedy answers can differ between them")
+    prefix_cache_mb: float = Field(
+        64.0, ge=0.0, description="llamacpp with prefix_reuse_chunk > 0: memory for saved copies of prompt "
+        "prefixes' KV (one sequence, no logits), so a shared prefix outlives the unrelated prompts in between; "
+        "0 reuses the live context only")
     seed: int = Field(0, description="sampling seed")
     timeout_s: float = Field(60.0, gt=0, description="openai: per-request timeout")
 

@@ -3,9 +3,14 @@
 Prompts are formatted with the chat template stored in the GGUF, so plain chat and
 assistant-prefill continuation go through the same raw-completion path and an
 unguarded query produces exactly the same tokens whether or not the guard is present.
-llama.cpp's logits depend slightly on how a prompt is split into batches, so generation reuses
-the previous call's cached prefix only in whole ``n_batch`` blocks: the prompt is then decoded in
-the same batches as from an empty cache and an answer does not depend on what was asked before.
+llama.cpp's logits depend slightly on how a prompt is split into batches, so a cached prefix is
+reused only where the prompt is then decoded in the same batches as from an empty cache, and an
+answer does not depend on what was asked before. By default (``prefix_reuse_chunk: 0``) generation
+reuses the previous call's KV in whole ``n_batch`` blocks, which a short prompt never fills; with
+``prefix_reuse_chunk: c`` every prompt is decoded in ``c``-aligned chunks and whole chunks are
+reused from the live context or from saved copies of earlier prefixes
+(``lethe.backends.llamacpp_prefix``), so a guarded prompt's constant policy-and-reasoning part is
+decoded once. The two settings split prompts differently, so their greedy answers can differ.
 
 Threads (libgomp's wait policy, a thread count that follows the load): ``lethe.backends.llamacpp_threads``;
 both are set in the ``backend`` section of ``guard.yaml`` and ``docs/serving.md`` (Performance) has the
@@ -23,6 +28,7 @@ import numpy as np
 
 from lethe.backends.base import BACKENDS, ChatBackend, ChatResult, Generation, Message, Timer
 from lethe.backends.default_model import resolve_gguf
+from lethe.backends.llamacpp_prefix import ChunkedPrefix
 from lethe.backends.llamacpp_threads import (  # noqa: F401  (the thread API is also importable from here)
     ThreadGovernor,
     WaitPolicy,
@@ -67,6 +73,8 @@ class LlamaCppBackend(ChatBackend):
         wait_policy: WaitPolicy | None = None,
         seed: int = 0,
         adapter: str | None = None,
+        prefix_reuse_chunk: int = 0,
+        prefix_cache_mb: float = 64.0,
         **_: object,
     ) -> None:
         try:
@@ -102,6 +110,14 @@ class LlamaCppBackend(ChatBackend):
         bos = self.llm.detokenize([bos_id]).decode("utf-8", "ignore") if bos_id >= 0 else ""
         self._formatter = Jinja2ChatFormatter(template=template, eos_token=eos, bos_token=bos)
         self._stops = [s for s in {eos, "<|im_end|>", "<|endoftext|>"} if s]
+        if prefix_reuse_chunk < 0:
+            raise BackendError(f"prefix_reuse_chunk must be 0 (whole n_batch blocks) or a chunk size, "
+                               f"not {prefix_reuse_chunk}")
+        self.prefix_reuse_chunk = min(prefix_reuse_chunk, self.llm.n_batch)
+        # log-probabilities are always scored in 32-token aligned chunks (reproducible scores)
+        self._scoring = ChunkedPrefix(self.llm, self._CHUNK)
+        self._prompts = (ChunkedPrefix(self.llm, self.prefix_reuse_chunk, int(prefix_cache_mb * 2**20))
+                         if self.prefix_reuse_chunk else None)
 
     def _adapt_threads(self) -> None:
         """Apply the governor's thread count to the context (between decodes; caller holds the lock)."""
@@ -136,9 +152,14 @@ class LlamaCppBackend(ChatBackend):
     def _completion(self, messages: Sequence[Message], gen: Generation, stream: bool):
         """One llama.cpp completion of the formatted conversation (caller holds the lock)."""
         tokens = self._completion_tokens(self.format_prompt(messages, gen.prefill))
-        self._aligned_upto = 0  # generation reuses/changes the KV cache its own way
+        self._scoring.valid = 0  # generation changes the KV cache its own way
         self._adapt_threads()
-        self._reuse_whole_batches(tokens)
+        if self._prompts is None:
+            self._reuse_whole_batches(tokens)
+        elif len(tokens) > 1:  # all but the last token in aligned chunks; create_completion decodes it alone
+            self._prompts.eval(tokens[:-1])
+        else:
+            self.llm.reset()
         return self.llm.create_completion(tokens, max_tokens=gen.max_tokens, temperature=gen.temperature,
                                           top_p=1.0 if gen.temperature == 0 else 0.9, seed=self.seed,
                                           stop=self._stops + list(gen.stop), stream=stream)
@@ -199,33 +220,15 @@ class LlamaCppBackend(ChatBackend):
         n_vocab = self.llm.n_vocab()
         return self._log_softmax(np.ctypeslib.as_array(self.llm._ctx.get_logits(), shape=(n_vocab,)))
 
-    _CHUNK = 32  # prompts are decoded in chunks aligned to multiples of this many tokens
+    _CHUNK = 32  # log-probability prompts are decoded in chunks aligned to multiples of this
 
     def _eval_reusing_prefix(self, tokens: list[int]) -> None:
-        """Evaluate ``tokens`` (the last logits then belong to ``tokens[-1]``), reusing cached KV.
-
-        llama.cpp's logits depend slightly on how a sequence is split into batches (up to ~0.15
-        nats on a token in our checks), so for reproducible scores the prompt is always decoded in
-        chunks aligned to multiples of ``_CHUNK`` and only whole aligned chunks computed that way
-        are reused. The result for a given prompt is then independent of earlier calls."""
-        llm = self.llm
-        reuse = 0
-        if not (getattr(llm, "_is_recurrent", False) or getattr(llm, "_is_hybrid", False)):
-            cached = llm.input_ids[: min(llm.n_tokens, getattr(self, "_aligned_upto", 0))]
-            limit = min(len(cached), len(tokens) - 1)
-            while reuse < limit and cached[reuse] == tokens[reuse]:
-                reuse += 1
-            reuse -= reuse % self._CHUNK
-        if reuse == 0:
-            llm.reset()
-        else:
-            llm.n_tokens = reuse  # eval() drops the KV cache from n_tokens on
-        pos = reuse
-        while pos < len(tokens):
-            nxt = min(len(tokens), (pos // self._CHUNK + 1) * self._CHUNK)
-            llm.eval(tokens[pos:nxt])
-            pos = nxt
-        self._aligned_upto = len(tokens) - len(tokens) % self._CHUNK
+        """Evaluate ``tokens`` (the last logits then belong to ``tokens[-1]``), reusing cached KV in
+        whole ``_CHUNK``-aligned chunks only (up to ~0.15 nats on a token between splits in our
+        checks), so a score does not depend on earlier calls (``lethe.backends.llamacpp_prefix``)."""
+        if self._prompts is not None:
+            self._prompts.valid = 0
+        self._scoring.eval(tokens)
 
     def _batch_logprobs(self, tokens: list[int]) -> np.ndarray:
         """Log-probability rows for every position of ``tokens`` decoded as one batch after the
@@ -276,4 +279,6 @@ class LlamaCppBackend(ChatBackend):
     def describe(self) -> dict:
         return {"backend": self.name, "model": self.model_spec, "path": str(self.path), "seed": self.seed,
                 "adapter": str(self.adapter) if self.adapter else None, "n_threads": self.governor.fixed or "auto",
-                "wait_policy": self.wait_policy}
+                "wait_policy": self.wait_policy,
+                # only when set: the default's description (a key of cached scores) stays as it was
+                **({"prefix_reuse_chunk": self.prefix_reuse_chunk} if self.prefix_reuse_chunk else {})}
