@@ -16,6 +16,8 @@ Mixes: ``out`` (general questions, the guard passes them through) and ``in`` (qu
 about a forgotten subject, the guard intervenes). Writes JSON (``--out``).
 
     nice -n 10 python benchmarks/bench_proxy.py --clients 4 --out results/bench_proxy.json
+    # guarded prompts as a shared prefix, reused by the upstream (issue 25 item 2)
+    nice -n 10 python benchmarks/bench_proxy.py --prefix-reuse-chunk 32 --query-last on --out results/bench_proxy_prefix.json
 """
 
 from __future__ import annotations
@@ -184,6 +186,11 @@ def main() -> None:
     ap.add_argument("--mixes", default="out,in")
     ap.add_argument("--speculative", choices=["on", "off"], default="off",
                     help="serve.speculative_upstream: start the upstream call while detection runs")
+    ap.add_argument("--prefix-reuse-chunk", type=int, default=0,
+                    help="the started upstream's backend.prefix_reuse_chunk (0: KV reused in whole n_batch blocks, "
+                         "so a guarded prompt reuses nothing; e.g. 32: aligned chunks, saved prefixes)")
+    ap.add_argument("--query-last", choices=["on", "off"], default="off",
+                    help="the proxy's intervention.query_last: policy and reasoning before the question")
     ap.add_argument("--out", type=Path, default=Path("results/bench_proxy.json"))
     args = ap.parse_args()
 
@@ -195,8 +202,8 @@ def main() -> None:
             upstream = args.upstream_url.rstrip("/").removesuffix("/v1")
         else:
             port = _free_port()
-            procs.append(subprocess.Popen([sys.executable, "-m", "lethe.serving.upstream", "--port", str(port)],
-                                          env=env))
+            procs.append(subprocess.Popen([sys.executable, "-m", "lethe.serving.upstream", "--port", str(port),
+                                           "--prefix-reuse-chunk", str(args.prefix_reuse_chunk)], env=env))
             upstream = f"http://127.0.0.1:{port}"
         _wait(upstream + "/v1/models", procs[0] if procs else None)
 
@@ -204,7 +211,8 @@ def main() -> None:
         cfg = {"backend": {"kind": "openai", "model": "upstream", "base_url": upstream + "/v1", "timeout_s": 300},
                "serve": {"admin_key_env": "LETHE_BENCH_ADMIN", "default_rewriter": "rule",
                          "upstream_timeout_s": 300, "max_tokens_limit": 4096,
-                         "speculative_upstream": args.speculative == "on"}}
+                         "speculative_upstream": args.speculative == "on"},
+               "intervention": {"query_last": args.query_last == "on"}}
         (tmp / "guard.yaml").write_text(yaml.safe_dump(cfg))
         code = textwrap.dedent("""
             import sys

@@ -181,3 +181,18 @@ def test_the_proxy_answers_through_the_pipeline(home):
         assert r.json()["choices"][0]["message"]["content"] == f"plain: {OUT_OF_SCOPE}"
         assert client.get("/readyz").json() == {"status": "ready"}
         assert "lethe_forget_requests_live 1.0" in client.get("/metrics").text
+
+
+def test_query_last_plans_share_all_but_the_question(home):
+    """intervention.query_last: two in-scope queries of one request get prompts whose user turns differ
+    only from the question on (the template guider's reasoning comes before it)."""
+    cfg = GuardConfig(intervention=InterventionConfig(placement="user_prefix", query_last=True))
+    g = Guard.open(home[0], config=cfg, backend=Continuing())
+    other = f"What is the phone number of {NAME} these days?"
+    plans = [g.plan(q) for q in (IN_SCOPE, other)]
+    assert all(p.triggered and p.placement == "user_prefix" and not p.prefilled for p in plans)
+    turns = [p.messages[-1]["content"] for p in plans]
+    head = turns[0].split("Question: ")[0]
+    assert plans[0].reasoning.removesuffix("Therefore,").strip() in head and turns[1].startswith(head)
+    assert turns[0] == f"{head}Question: {IN_SCOPE}\n\nTherefore," and turns[1].endswith(f"{other}\n\nTherefore,")
+    g.store.close()

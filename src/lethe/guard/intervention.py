@@ -12,6 +12,14 @@ Placements (measured per model by ``benchmarks/bench_placement.py``):
 ``user_prefix`` is the default: small chat models follow a policy placed next to the question far
 more often than one in a system message, and it works on backends that cannot prefill
 (``benchmarks/bench_placement.py`` compares the placements on a given model).
+
+With ``query_last`` the ``user_prefix`` turn carries the same content in prefix-cache order:
+context, "Let's think step by step." and the reasoning, then the question, then the reasoning's
+closing "Therefore,". The template guider's reasoning depends on the policy and kind only, so every
+in-scope query of a kind then shares all of its prompt but the question with the others, and a
+backend that caches prompt prefixes (llama.cpp's ``prefix_reuse_chunk``, vLLM's automatic prefix
+caching) decodes that part once. ``system`` is already in that order (the policy and reasoning
+precede the conversation); ``assistant_prefill`` writes the reasoning after the question by design.
 """
 
 from __future__ import annotations
@@ -46,6 +54,7 @@ def build(
     placement: str,
     supports_prefill: bool,
     profile: str | None = None,
+    query_last: bool = False,
 ) -> Intervention:
     msgs = [dict(m) for m in messages]
     if placement == "assistant_prefill" and not supports_prefill:
@@ -68,6 +77,9 @@ def build(
     if placement == "user_prefix":
         assert last_user is not None
         q = msgs[last_user]["content"]
+        if query_last:
+            msgs[last_user] = {"role": "user", "content": _query_last(context, q, reasoning)}
+            return Intervention(msgs, None, placement)  # type: ignore[arg-type]
         steps = f"\n\nLet's think step by step. {reasoning}" if reasoning else ""
         msgs[last_user] = {"role": "user", "content": f"{context}\n\nQuestion: {q}{steps}"}
         return Intervention(msgs, None, placement)  # type: ignore[arg-type]
@@ -75,6 +87,19 @@ def build(
     if not reasoning:
         return Intervention(msgs, None, placement)  # type: ignore[arg-type]
     return Intervention(msgs, f"Let me think step by step. {reasoning}", placement)  # type: ignore[arg-type]
+
+
+_CLOSE = "Therefore,"
+
+
+def _query_last(context: str, question: str, reasoning: str) -> str:
+    """The ``user_prefix`` turn with everything constant before the question (module doc)."""
+    if not reasoning:
+        return f"{context}\n\nQuestion: {question}"
+    body, close = reasoning.rstrip(), ""
+    if body.endswith(_CLOSE):
+        body, close = body[: -len(_CLOSE)].rstrip(), f"\n\n{_CLOSE}"
+    return f"{context}\n\nLet's think step by step. {body}\n\nQuestion: {question}{close}"
 
 
 def finish(text: str) -> str:

@@ -132,7 +132,8 @@ def make_plan(guard: Guard, messages: str | Sequence[Message], use_guard: bool =
     placement = guard.config.intervention.placement
     if not any(m.get("role") == "user" for m in msgs):
         placement = "system"  # nothing to wrap: the in-scope text came in another role only
-    iv = intervention.build(editable(msgs), pol, guidance.reasoning, placement, guard.backend.supports_prefill)
+    iv = intervention.build(editable(msgs), pol, guidance.reasoning, placement, guard.backend.supports_prefill,
+                            query_last=guard.config.intervention.query_last)
     return GuardPlan(det, iv.messages, iv.prefill, pol.name, guidance.reasoning, iv.placement, timings)
 
 

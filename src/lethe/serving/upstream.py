@@ -109,8 +109,10 @@ def main() -> None:  # pragma: no cover - exercised by the benchmark
     ap.add_argument("--port", type=int, default=8081)
     ap.add_argument("--model", default=None, help="GGUF path or the default model name")
     ap.add_argument("--n-ctx", type=int, default=4096)
+    ap.add_argument("--prefix-reuse-chunk", type=int, default=0, help="backend.prefix_reuse_chunk (0: n_batch blocks)")
     args = ap.parse_args()
-    cfg = BackendConfig(kind="llamacpp", n_ctx=args.n_ctx, **({"model": args.model} if args.model else {}))
+    cfg = BackendConfig(kind="llamacpp", n_ctx=args.n_ctx, prefix_reuse_chunk=args.prefix_reuse_chunk,
+                        **({"model": args.model} if args.model else {}))
     backend = load_backend(cfg)
     uvicorn.run(create_upstream_app(backend, model_name=cfg.model), host=args.host, port=args.port,
                 log_level="warning")
