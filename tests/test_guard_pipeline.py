@@ -17,6 +17,7 @@ from fastapi.testclient import TestClient
 from lethe import Guard
 from lethe.backends.base import ChatBackend, ChatResult
 from lethe.config import GuardConfig, InterventionConfig
+from lethe.guard import intervention
 from lethe.guard.pipeline import GuardPlan
 from lethe.serving import ServeSettings, create_app
 
@@ -194,5 +195,6 @@ def test_query_last_plans_share_all_but_the_question(home):
     turns = [p.messages[-1]["content"] for p in plans]
     head = turns[0].split("Question: ")[0]
     assert plans[0].reasoning.removesuffix("Therefore,").strip() in head and turns[1].startswith(head)
-    assert turns[0] == f"{head}Question: {IN_SCOPE}\n\nTherefore," and turns[1].endswith(f"{other}\n\nTherefore,")
+    close = intervention.QUERY_LAST_CLOSE
+    assert turns[0] == f"{head}Question: {IN_SCOPE}\n\n{close}" and turns[1] == f"{head}Question: {other}\n\n{close}"
     g.store.close()

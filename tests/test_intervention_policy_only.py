@@ -38,10 +38,10 @@ def test_query_last_puts_everything_constant_before_the_question():
         assert iv.placement == "user_prefix" and iv.prefill is None and len(iv.messages) == 1
         turns.append(iv.messages[0]["content"])
         text = turns[-1]
-        # DRAGON's content, in prefix-cache order: context, steps, question, the closing "Therefore,"
+        # DRAGON's content, in prefix-cache order: context, steps, question, one constant closing sentence
         assert text.index(POLICY.guideline) < text.index("Let's think step by step. The user is asking")
         assert text.index("So I must decline.") < text.index(f"Question: {q}")
-        assert text.endswith(f"Question: {q}\n\nTherefore,")
+        assert text.endswith(f"Question: {q}\n\n{intervention.QUERY_LAST_CLOSE}") and text.count("Therefore,") == 1
     shared = len(turns[0].split("Question: ")[0])
     assert turns[0][:shared] == turns[1][:shared] and "So I must decline." in turns[0][:shared]
     # DRAGON's order stays the default; system already has the question last; no reasoning: no steps

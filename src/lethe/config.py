@@ -142,8 +142,8 @@ class InterventionConfig(Section):
     placement: Placement = Field("user_prefix", description="system, user_prefix or assistant_prefill")
     fake_profile: bool = Field(False, description="answer with a fictitious profile instead of declining")
     query_last: bool = Field(
-        False, description="user_prefix: the policy and the reasoning before the question (the question last, "
-        "then 'Therefore,'), so in-scope prompts of one kind share all but the question as a prefix that "
+        False, description="user_prefix: the policy and the reasoning before the question, then one constant "
+        "closing sentence, so in-scope prompts of one kind share all but the question as a prefix that "
         "llama.cpp's prefix_reuse_chunk or vLLM's prefix caching decodes once; false: DRAGON's order "
         "(context, question, reasoning)")
 

@@ -14,8 +14,10 @@ more often than one in a system message, and it works on backends that cannot pr
 (``benchmarks/bench_placement.py`` compares the placements on a given model).
 
 With ``query_last`` the ``user_prefix`` turn carries the same content in prefix-cache order:
-context, "Let's think step by step." and the reasoning, then the question, then the reasoning's
-closing "Therefore,". The template guider's reasoning depends on the policy and kind only, so every
+context, "Let's think step by step." and the reasoning, then the question, then one constant
+sentence that ties the question to that reasoning and ends in "Therefore," (a small model declines
+far less often when the question is the last thing it reads). The template guider's reasoning
+depends on the policy and kind only, so every
 in-scope query of a kind then shares all of its prompt but the question with the others, and a
 backend that caches prompt prefixes (llama.cpp's ``prefix_reuse_chunk``, vLLM's automatic prefix
 caching) decodes that part once. ``system`` is already in that order (the policy and reasoning
@@ -89,17 +91,18 @@ def build(
     return Intervention(msgs, f"Let me think step by step. {reasoning}", placement)  # type: ignore[arg-type]
 
 
-_CLOSE = "Therefore,"
+_THEREFORE = "Therefore,"
+# after the question in the query_last layout: the same text for every query
+QUERY_LAST_CLOSE = ("This question is about the restricted topic above, so I must give a brief, polite decline. "
+                    + _THEREFORE)
 
 
 def _query_last(context: str, question: str, reasoning: str) -> str:
     """The ``user_prefix`` turn with everything constant before the question (module doc)."""
     if not reasoning:
         return f"{context}\n\nQuestion: {question}"
-    body, close = reasoning.rstrip(), ""
-    if body.endswith(_CLOSE):
-        body, close = body[: -len(_CLOSE)].rstrip(), f"\n\n{_CLOSE}"
-    return f"{context}\n\nLet's think step by step. {body}\n\nQuestion: {question}{close}"
+    body = reasoning.rstrip().removesuffix(_THEREFORE).rstrip()
+    return f"{context}\n\nLet's think step by step. {body}\n\nQuestion: {question}\n\n{QUERY_LAST_CLOSE}"
 
 
 def finish(text: str) -> str:
