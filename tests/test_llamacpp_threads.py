@@ -157,3 +157,26 @@ def test_prefix_cache_off_reuses_the_live_context_only():
     assert be._prompts.saved_prefixes() == []
     with pytest.raises(Exception):  # noqa: B017 - pydantic's validation error
         BackendConfig(prefix_reuse_chunk=-1)
+
+
+def test_a_reused_prefix_outlives_unrelated_prompts_in_the_saved_copies():
+    """Eviction takes never-reused prefixes first: a flood of unrelated prompts keeps the shared one."""
+    from lethe.backends.llamacpp import LlamaCppBackend
+
+    be = LlamaCppBackend(n_ctx=2048, prefix_reuse_chunk=32)
+    a = [{"role": "user", "content": _POLICY + "Question: Where does Corwin Halloway live?"}]
+    a2 = [{"role": "user", "content": _POLICY + "Question: Who is Corwin Halloway married to?"}]
+    others = [[{"role": "user", "content": f"Name a primary color, then count to {n}."}] for n in range(3, 8)]
+    be.chat(a, max_tokens=2)
+    shared = be._prompts.saved_prefixes()[0]
+    be.chat(others[0], max_tokens=2)
+    small = [e.size for e in be._prompts._saved.values()]
+    be._prompts.cache_bytes = sum(small) + 2 * min(small)  # room for the policy prefix and three short ones
+    be.chat(a2, max_tokens=2)
+    assert be._prompts.last_reused >= 64  # restored from the saved copy (the live context held another prompt)
+    for m in others[1:]:
+        be.chat(m, max_tokens=2)
+    lengths = be._prompts.saved_prefixes()
+    assert shared in lengths and len(lengths) <= 4
+    be.chat(a, max_tokens=2)
+    assert be._prompts.last_reused >= 64

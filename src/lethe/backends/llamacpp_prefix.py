@@ -10,10 +10,12 @@ cache would, and an answer does not depend on what was asked before.
 Two places hold reusable chunks:
 
 - the live context (the previous prompt's KV);
-- saved copies of sequence state (``llama_state_seq_get_data``, the KV of one sequence, no logits),
-  one per prompt prefix, kept in a small LRU with a byte budget. A prefix that has been reused
-  is evicted after those that never were, so a guarded prompt's constant part (the policy and
-  reasoning every in-scope query of a kind shares) survives the unrelated prompts in between.
+- saved copies of sequence state (``llama_state_seq_get_data``, the KV of one sequence, no logits)
+  of the whole-chunk part of prompts, kept in a small LRU with a byte budget. A prompt that was
+  started from a saved copy adds none of its own (its extension is query-specific), and a copy
+  that has been reused is evicted after those that never were, so a guarded prompt's constant
+  part (the policy and reasoning every in-scope query of a kind shares) survives the unrelated
+  prompts in between.
 
 A restored copy is loaded into an emptied cache, so its cells sit at positions ``0..n-1`` as they
 would after decoding from empty. llama-cpp-python's own ``LlamaRAMCache`` is not used: its entries
@@ -65,12 +67,13 @@ class ChunkedPrefix:
         at least one token is decoded, so the last logits belong to ``tokens[-1]``."""
         llm, c = self.llm, self.chunk
         limit = len(tokens) - 1
-        reuse = 0
+        reuse, restored = 0, False
         if self._reusable:
             live = common_prefix(llm.input_ids[: min(llm.n_tokens, self.valid)], tokens, limit)
             reuse = live - live % c
             key, got = self._best_saved(tokens, limit)
-            if got > reuse and self._restore(key):
+            restored = got > reuse and self._restore(key)
+            if restored:
                 reuse = got
         if reuse == 0:
             llm.reset()
@@ -83,7 +86,7 @@ class ChunkedPrefix:
             nxt = min(len(tokens), (pos // c + 1) * c)
             llm.eval(tokens[pos:nxt])
             pos = nxt
-            if pos == aligned_end and pos > reuse:
+            if pos == aligned_end and pos > reuse and not restored:  # after a restore: a saved copy covers it
                 self._save(tuple(tokens[:pos]))
         self.valid = aligned_end
 
