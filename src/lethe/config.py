@@ -31,9 +31,8 @@ from pydantic import (
 
 from lethe.errors import ConfigError
 from lethe.expand_config import ExpandConfig
+from lethe.intervention_config import InterventionConfig, Placement  # noqa: F401  (re-exported)
 from lethe.registry import check_kind
-
-Placement = Literal["system", "user_prefix", "assistant_prefill"]
 
 DEFAULT_MODEL = "qwen2.5-coder-0.5b-instruct-q4"
 DEFAULT_EMBEDDER = "all-MiniLM-L6-v2"
@@ -71,15 +70,12 @@ class BackendConfig(Section):
         None, description="llamacpp: how idle threads wait (libgomp's OMP_WAIT_POLICY); unset: "
         "OMP_WAIT_POLICY if set, else passive, which keeps processes on shared cores from starving each other")
     prefix_reuse_chunk: int = Field(
-        0, ge=0, description="llamacpp: 0 reuses the previous prompt's KV cache in whole n_batch blocks only "
-        "(a short prompt reuses nothing); c > 0 decodes every prompt in c-token aligned chunks and reuses whole "
-        "chunks of earlier prompts, so the constant part of guarded prompts is decoded once (e.g. 32). Answers "
-        "stay independent of earlier calls either way, but the two settings split prompts differently, so "
-        "greedy answers can differ between them")
+        0, ge=0, description="llamacpp: 0 reuses cached KV in whole n_batch blocks only; c > 0 (e.g. 32) decodes "
+        "prompts in c-token aligned chunks and reuses whole chunks of earlier prompts (docs/serving.md). Answers "
+        "never depend on earlier calls, but greedy answers can differ between 0 and c")
     prefix_cache_mb: float = Field(
-        64.0, ge=0.0, description="llamacpp with prefix_reuse_chunk > 0: memory for saved copies of prompt "
-        "prefixes' KV (one sequence, no logits), so a shared prefix outlives the unrelated prompts in between; "
-        "0 reuses the live context only")
+        64.0, ge=0.0, description="llamacpp, prefix_reuse_chunk > 0: memory for saved prompt prefixes' KV, so a "
+        "shared prefix outlives unrelated prompts in between; 0: the live context only")
     seed: int = Field(0, description="sampling seed")
     timeout_s: float = Field(60.0, gt=0, description="openai: per-request timeout")
 
@@ -135,17 +131,6 @@ class GuiderConfig(Section):
     @classmethod
     def _registered(cls, kind: str) -> str:
         return check_kind("guider", kind)
-
-class InterventionConfig(Section):
-    """Where the guidance goes in the conversation sent upstream."""
-
-    placement: Placement = Field("user_prefix", description="system, user_prefix or assistant_prefill")
-    fake_profile: bool = Field(False, description="answer with a fictitious profile instead of declining")
-    query_last: bool = Field(
-        False, description="user_prefix: the policy and the reasoning before the question, then one constant "
-        "closing sentence, so in-scope prompts of one kind share all but the question as a prefix that "
-        "llama.cpp's prefix_reuse_chunk or vLLM's prefix caching decodes once; false: DRAGON's order "
-        "(context, question, reasoning)")
 
 
 class OutputCheckConfig(Section):

@@ -15,11 +15,10 @@ more often than one in a system message, and it works on backends that cannot pr
 
 With ``query_last`` the ``user_prefix`` turn carries the same content in prefix-cache order:
 context, "Let's think step by step." and the reasoning, then the question, then one constant
-sentence that ties the question to that reasoning and ends in "Therefore," (a small model declines
-far less often when the question is the last thing it reads). The template guider's reasoning
-depends on the policy and kind only, so every
-in-scope query of a kind then shares all of its prompt but the question with the others, and a
-backend that caches prompt prefixes (llama.cpp's ``prefix_reuse_chunk``, vLLM's automatic prefix
+sentence that ties the question to that reasoning and ends in "Therefore," (the decline cue stays
+the last thing the model reads, as in DRAGON's order). The template guider's reasoning depends on
+the policy and kind only, so every in-scope query of a kind then shares all of its prompt but the
+question with the others, and a backend that caches prompt prefixes (llama.cpp's ``prefix_reuse_chunk``, vLLM's automatic prefix
 caching) decodes that part once. ``system`` is already in that order (the policy and reasoning
 precede the conversation); ``assistant_prefill`` writes the reasoning after the question by design.
 """
