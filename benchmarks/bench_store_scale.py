@@ -259,15 +259,17 @@ def child_open(args: argparse.Namespace) -> None:
                  "rss_after_open": rss_bytes(), "vectors": store.indexed_count()}
     out["usearch_memory_usage"] = int(store._live.index.memory_bytes())
     ids = np.load(work / f"ids-{spec['kind']}.npy")
+    vi = store._live.index
+    out["expansion_search"] = vi.search_breadth()  # what the configuration (by default: the size) gives
     if args.search:
         out["search"] = measure_search(store, work, ids, args.queries)
         if args.ef:
             sweep = {}
-            base = store._live.index._index.expansion_search
+            base = vi.params
             for ef in [int(x) for x in args.ef.split(",")]:
-                store._live.index._index.expansion_search = ef
+                vi.params = dataclasses.replace(base, expansion_search=ef)  # a fixed breadth overrides the rule
                 sweep[ef] = measure_search(store, work, ids, args.queries)
-            store._live.index._index.expansion_search = base
+            vi.params = base
             out["ef_sweep"] = sweep
         out["rss_after_search"] = rss_bytes()
     if args.writes:
@@ -582,6 +584,19 @@ def write_notes(path: Path, report: dict, command: str) -> None:
             f"{ps['db_bytes_per_stored_row']} | {ps['db_bytes_per_indexed_sample']} | "
             f"{ps['index_file_bytes_per_indexed_sample']} | "
             f"{ps['rss_added_by_open_bytes_per_sample']} |")
+    sweeps = [r for r in report["results"] if r["open_warm"].get("ef_sweep")]
+    if sweeps:
+        lines += ["", "Search breadth (`expansion_search`, ef) on the warm open; the default row is the size rule's:",
+                  "", "| store | live samples | ef | p50 / p99 (ms) | recall@10 | recall@10 (1e-3 ties) | request@1 |",
+                  "|---|---|---|---|---|---|---|"]
+        for r in sweeps:
+            w = r["open_warm"]
+            rows = [(f"{w.get('expansion_search', '?')} (default)", w["search"])]
+            rows += [(str(ef), x) for ef, x in w["ef_sweep"].items()]
+            for ef, x in rows:
+                lines.append(f"| {r['store']} | {r['size']:,} | {ef} | {x['p50_ms']:.2f} / {x['p99_ms']:.2f} | "
+                             f"{x['recall_at_10']:.4f} | {x['recall_at_10_eps1e-3']:.4f} | "
+                             f"{x.get('request_recall_at_1', float('nan')):.3f} |")
     reps = [r for r in report["results"] if "replica" in r]
     if reps:
         lines += ["", "Replica catch-up (commit -> the other process's index holds the request; 100 samples per add):",
@@ -610,7 +625,8 @@ def main() -> None:
     ap.add_argument("--stores", default="sqlite,postgres")
     ap.add_argument("--queries", type=int, default=1000)
     ap.add_argument("--writes", type=int, default=30, help="requests added then revoked for the latency figures")
-    ap.add_argument("--ef", default="64,128,256", help="expansion_search values swept on the warm open ('' = none)")
+    ap.add_argument("--ef", default="128,256,384,512",
+                    help="fixed expansion_search values swept on the warm open after the default (size rule) ('' = none)")
     ap.add_argument("--replica-rates", default="2,5,10,20", help="adds per second the writer attempts, in turn")
     ap.add_argument("--replica-seconds", type=float, default=6.0)
     ap.add_argument("--variants", default="", help="index scalar types to compare, e.g. i8,f16,f32")

@@ -13,6 +13,7 @@ searched exactly and removals to a tombstone set, both folded in when the write 
 
 from __future__ import annotations
 
+import math
 import os
 import threading
 import zlib
@@ -31,6 +32,10 @@ except ImportError:  # the embedder then runs on torch
 from usearch.index import Index  # noqa: E402
 
 _NO_KEY = 2**64 - 1
+# The size-dependent search breadth: ef(n) = EF_BASE * max(1, n / EF_BASE_SIZE) ** EF_GROWTH, rounded up
+# to a multiple of EF_STEP and capped at EF_MAX. Fitted to the recall@10 the store benchmark
+# (benchmarks/bench_store_scale.py, docs/serving.md) measures against exact search as the store grows.
+EF_BASE, EF_BASE_SIZE, EF_GROWTH, EF_STEP, EF_MAX = 128, 100_000, 0.45, 32, 4096
 _NP_DTYPE = {"i8": np.int8, "f16": np.float16, "f32": np.float32}
 
 
@@ -43,15 +48,18 @@ class IndexParams:
     """How the index is built and searched (``store.options.index`` in ``guard.yaml``).
 
     ``dtype``: scalar type of the indexed vectors (i8, f16, f32). ``connectivity``,
-    ``expansion_add``, ``expansion_search``: HNSW's M, efConstruction and ef (search
-    breadth; higher is slower and closer to exact). ``exact_below``: search exactly while
-    the index holds fewer vectors. ``threads``: threads for bulk adds (0: all cores).
+    ``expansion_add``: HNSW's M and efConstruction. ``expansion_search``: HNSW's ef, the
+    search breadth (higher is slower and closer to exact); unset (the default), it follows
+    the live sample count (:func:`expansion_for`), because a graph searched at a fixed
+    breadth loses recall as it grows; a number fixes it at any size. ``exact_below``:
+    search exactly while the index holds fewer vectors. ``threads``: threads for bulk
+    adds (0: all cores).
     """
 
     dtype: str = "i8"
     connectivity: int = 32
     expansion_add: int = 256
-    expansion_search: int = 128
+    expansion_search: int | None = None
     exact_below: int = 20_000
     threads: int = 0
 
@@ -59,8 +67,11 @@ class IndexParams:
         if self.dtype not in INDEX_DTYPES:
             raise StoreError(f"unknown index dtype '{self.dtype}' (use one of: {', '.join(INDEX_DTYPES)})")
         for name in ("connectivity", "expansion_add", "expansion_search"):
-            if int(getattr(self, name)) < 2:
-                raise StoreError(f"index {name} must be at least 2")
+            value = getattr(self, name)
+            if value is None and name == "expansion_search":
+                continue
+            if isinstance(value, bool) or not isinstance(value, int) or value < 2:
+                raise StoreError(f"index {name} must be a whole number of at least 2, not {value!r}")
 
     @classmethod
     def of(cls, value: IndexParams | dict | None) -> IndexParams:
@@ -77,6 +88,21 @@ class IndexParams:
     def build_key(self) -> dict:
         """What a persisted index must share with these parameters to be reused."""
         return {"dtype": self.dtype, "connectivity": self.connectivity, "expansion_add": self.expansion_add}
+
+
+def expansion_for(n: int, fixed: int | None = None) -> int:
+    """HNSW search breadth (ef) for an index of ``n`` vectors; ``fixed`` (a configured value) wins.
+
+    The breadth grows as a power of the size past ``EF_BASE_SIZE`` so that recall@10
+    against exact search stays level as the store grows, instead of the constant ef of
+    the HNSW paper's defaults, whose recall falls with size on clustered data (the samples
+    of one request are near-ties). Search time grows with the breadth, so the
+    rule spends it only where the index is large enough to need it.
+    """
+    if fixed is not None:
+        return int(fixed)
+    ef = EF_BASE * max(1.0, n / EF_BASE_SIZE) ** EF_GROWTH
+    return int(min(EF_MAX, EF_STEP * math.ceil(ef / EF_STEP - 1e-9)))
 
 
 def file_crc32(path: Path, chunk: int = 1 << 23) -> int:
@@ -104,7 +130,7 @@ class VectorIndex:
         self.dim = dim
         self.params = IndexParams.of(params)
         self._index = _index if _index is not None else self._new()
-        self._index.expansion_search = self.params.expansion_search
+        self._index.expansion_search = self.search_breadth()
         self._lock = threading.RLock()  # structures below
         self._search_lock = threading.Lock()  # usearch searches and writes to the graph
         self._frozen = False  # a save is reading the graph: writes go to the side table / tombstones
@@ -114,7 +140,11 @@ class VectorIndex:
     def _new(self) -> Index:
         p = self.params
         return Index(ndim=self.dim, metric="cos", dtype=p.dtype, connectivity=p.connectivity,
-                     expansion_add=p.expansion_add, expansion_search=p.expansion_search)
+                     expansion_add=p.expansion_add, expansion_search=expansion_for(0, p.expansion_search))
+
+    def search_breadth(self, n: int | None = None) -> int:
+        """The ef a search of an index of ``n`` vectors (default: the graph's size) uses."""
+        return expansion_for(len(self._index) if n is None else n, self.params.expansion_search)
 
     @property
     def dtype(self) -> np.dtype:
@@ -205,6 +235,9 @@ class VectorIndex:
         if n_main - len(tomb) > 0:
             kk = min(k + len(tomb), n_main)
             with self._search_lock:
+                ef = self.search_breadth(n_main - len(tomb))
+                if self._index.expansion_search != ef:
+                    self._index.expansion_search = ef
                 res = self._index.search(q, kk, exact=n_main < self.params.exact_below, threads=1)
             keys = np.atleast_2d(res.keys)
             sims = 1.0 - np.atleast_2d(res.distances).astype(np.float64)
@@ -286,4 +319,4 @@ class VectorIndex:
         return cls(dim, params, _index=index)
 
 
-__all__ = ["IndexFileError", "IndexParams", "VectorIndex", "file_crc32", "fsync_dir"]
+__all__ = ["IndexFileError", "IndexParams", "VectorIndex", "expansion_for", "file_crc32", "fsync_dir"]
