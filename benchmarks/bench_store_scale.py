@@ -35,7 +35,13 @@ type (recall, latency, memory of each).
     python benchmarks/bench_store_scale.py --sizes 10000,100000 --stores sqlite,postgres \\
         --variants i8,f16,f32 --variant-size 100000 --out /tmp/lethe-results/store_scale.json \\
         --notes /tmp/lethe-notes/store-scale.md
-    python benchmarks/bench_store_scale.py --sizes 1000000 --stores sqlite,postgres --merge
+    python benchmarks/bench_store_scale.py --sizes 1000000 --stores sqlite --work /tmp/lethe-store-1m \\
+        --ef 128,192,256,320,384,512 --replica-rates 1,2,5,10 --out /tmp/lethe-results/store_1m.json
+    python benchmarks/bench_store_scale.py --sizes 1000000 --stores postgres --work /tmp/lethe-store-1m-pg \\
+        --ef 128,192,256,320,384,512 --replica-rates 1,2,5,10 --out /tmp/lethe-results/store_1m.json --merge
+
+The search breadth of the default row is the index's size rule (``expansion_for``); ``--ef``
+sweeps fixed values on the same open.
 """
 
 from __future__ import annotations
@@ -638,6 +644,7 @@ def main() -> None:
     ap.add_argument("--merge", action="store_true", help="add to the results already in --out")
     ap.add_argument("--keep", action="store_true", help="keep the PostgreSQL schemas")
     ap.add_argument("--child-timeout", type=float, default=7200)
+    ap.add_argument("--notes-only", action="store_true", help="rewrite --notes from the results in --out, run nothing")
     ap.add_argument("--_child", default=None, help=argparse.SUPPRESS)
     ap.add_argument("--spec", default=None, help=argparse.SUPPRESS)
     ap.add_argument("--search", action="store_true", help=argparse.SUPPRESS)
@@ -647,6 +654,10 @@ def main() -> None:
         return
     if args._child == "replica":
         child_replica(args)
+        return
+    if args.notes_only:
+        report = json.loads(Path(args.out).read_text())
+        write_notes(Path(args.notes), report, "; ".join(report.get("commands", [])))
         return
     from lethe.store.index import IndexParams
 
