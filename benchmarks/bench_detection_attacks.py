@@ -30,7 +30,7 @@ import numpy as np
 import lethe
 from lethe import Guard, GuardConfig
 from lethe.evaluation.attacks import ATTACKS
-from lethe.guard.entities import guess_subject
+from lethe.guard.subject import guess_subject
 
 ATTACK_NAMES = ["typos", "homoglyph", "aim", "roleplay", "override", "prefix_injection", "grandma", "json",
                 "developer_mode", "long_task", "translate", "translate_mix"]

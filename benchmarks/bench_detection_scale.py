@@ -46,7 +46,7 @@ import numpy as np
 
 import lethe
 from lethe import Guard, GuardConfig
-from lethe.guard.entities import guess_subject
+from lethe.guard.subject import guess_subject
 
 # ---------------------------------------------------------------------------------------------
 # population

@@ -50,7 +50,7 @@ import numpy as np
 import lethe
 from lethe import Guard, GuardConfig
 from lethe.guard.detector import load_benign
-from lethe.guard.entities import guess_subject
+from lethe.guard.subject import guess_subject
 
 try:  # absent before the views existed: the benchmark then measures the older detector
     from lethe.guard.views import decoded_views

@@ -26,8 +26,8 @@ import numpy as np
 import lethe
 from lethe.backends import get_embedder, load_backend
 from lethe.guard.bertscore import bertscore_f1
-from lethe.guard.entities import guess_subject
 from lethe.guard.rewrite import LLMRewriter, RuleRewriter, is_copy, rewrite_prompts, within_bound
+from lethe.guard.subject import guess_subject
 
 
 def _load() -> list[float]:

@@ -9,7 +9,6 @@ import sqlite3
 
 import pytest
 
-from lethe.guard.entities import guess_subject
 from lethe.guard.rewrite import (
     MAX_COMMON_RUN,
     MAX_RATIO,
@@ -20,6 +19,7 @@ from lethe.guard.rewrite import (
     protected_tokens,
     within_bound,
 )
+from lethe.guard.subject import guess_subject
 from lethe.text import fold
 
 

@@ -22,7 +22,7 @@ from lethe.errors import EmptyStoreError, LetheError
 from lethe.guard import pipeline
 from lethe.guard.augment import augment
 from lethe.guard.detector import Detection, Detector
-from lethe.guard.entities import entity_record, guess_subject
+from lethe.guard.entities import entity_record
 from lethe.guard.expand import Expansion, expand_scope
 from lethe.guard.expand import check_request as check_expand
 from lethe.guard.guider import Guider, guider_from_config
@@ -32,6 +32,7 @@ from lethe.guard.pipeline import in_scope_text as _in_scope_text  # noqa: F401 -
 from lethe.guard.policies import PolicyLibrary
 from lethe.guard.rewrite import REWRITERS, rewrite_prompts, within_bound
 from lethe.guard.scope import scope_records, swap_entities
+from lethe.guard.subject import guess_subject
 from lethe.guard.translate import Translator
 from lethe.store import KINDS, ForgetRequest, NegativeSample, UnlearnStore, open_store
 from lethe.store.base import CONCEPT_KINDS

@@ -53,7 +53,7 @@ class Cache:
 def tofu_targets(forget_rows: Sequence[dict], per_author: int = 20, retain_rows: Sequence[dict] = (),
                  seed: int = 0) -> list[ForgetTarget]:
     """One privacy forget request per TOFU author (20 consecutive questions each)."""
-    from lethe.guard.entities import guess_subject
+    from lethe.guard.subject import guess_subject
 
     retain_ex = [(r["question"], r["answer"]) for r in retain_rows[:30]]
     out = []
