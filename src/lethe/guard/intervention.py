@@ -92,8 +92,8 @@ def build(
 
 _THEREFORE = "Therefore,"
 # after the question in the query_last layout: the same text for every query
-QUERY_LAST_CLOSE = ("This question is about the restricted topic above, so I must give a brief, polite decline. "
-                    + _THEREFORE)
+QUERY_LAST_CLOSE = ("This question is about the restricted topic above, so I must politely say that I can't help "
+                    "with it. " + _THEREFORE)
 
 
 def _query_last(context: str, question: str, reasoning: str) -> str:
