@@ -5,7 +5,8 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from lethe.guard.entities import EntityMatcher, entity_record, guess_subject
+from lethe.guard.entities import EntityMatcher, entity_record
+from lethe.guard.subject import guess_subject
 from lethe.store import ForgetRequest, NegativeSample, SQLiteStore
 
 
