@@ -396,12 +396,18 @@ def test_pg_replica_keeps_its_state_through_notifications(pg_schema, tmp_path):
             a.add_request(req, samples)
         a.revoke(items[1][0].id)
         t0 = time.monotonic()
-        # the replica applies a change, then records the state it reached: wait for both
-        while b.live_here(items[1][0].id) or not b.live_here(items[2][0].id) or b._live.state is None:
-            assert time.monotonic() - t0 < 30, "replica b did not follow"
+        # the replica applies a change, then records the state it reached: wait for both, up to the
+        # writer's last change (a notification may still be on its way when the data already shows)
+        want = a._live.state["changes"]  # type: ignore[index]
+
+        def caught_up() -> bool:
+            state = b._live.state
+            return (not b.live_here(items[1][0].id) and b.live_here(items[2][0].id) and state is not None
+                    and state["changes"] == want)
+
+        while not caught_up():
+            assert time.monotonic() - t0 < 30, f"replica b did not follow (state {b._live.state}, want {want})"
             time.sleep(0.01)
-        state = b._live.state
-        assert state is not None and state["changes"] == a._live.state["changes"]  # type: ignore[index]
         assert b.save_index()
     finally:
         a.close()
