@@ -39,20 +39,6 @@ def test_someone_else_sharing_a_name_token_is_weak_evidence():
     assert apart and apart[0].score < 0.3
 
 
-def test_typos_beside_a_matched_name_token_are_the_name_not_someone_else():
-    m = _matcher("Hina Ameen", "Xin Lee Williams", "Aysha Al-Hashim", "Moshe Ben-David")
-    for query, who in (("Which universities did Hinz Ameen attend?", "r0"),  # short token, one edit
-                       ("What had Hina Amwem axhieved by 35?", "r0"),  # two edits
-                       ("What is a brief summqry of Xin Lee Silliamx' book?", "r1"),
-                       ("Did Ausha Al-Hashim receive any awards?", "r2"),  # across the particle
-                       ("How old was Moshd Bwn-David when he began?", "r3")):  # grows along the name
-        hit = m.match(query)[0]
-        assert (hit.request_id, hit.fuzzy, hit.other_person) == (who, True, False) and hit.score >= 0.85, query
-    for query in ("Where was Hina Khan born?", "What did Xin Lee Wong write?", "Is Elena Ameen a poet?"):
-        hit = m.match(query)[0]
-        assert hit.other_person and hit.score < 0.2, query  # a different name beside a shared one
-
-
 def test_surname_evidence_falls_with_commonness_and_sharing():
     assert rarity("smith") < rarity("vasquez") < rarity("akabueze") == 1.0
     common = _matcher("Anna Smith").match("What did Smith write?")[0].score

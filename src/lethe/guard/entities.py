@@ -73,16 +73,6 @@ def _deletions(token: str) -> set[str]:
     return {token[:i] + token[i + 1:] for i in range(len(token))}
 
 
-def _typo_variants(token: str) -> set[str]:
-    """The token with one character removed (two for tokens of five or more, at least three kept):
-    two tokens sharing a variant are within about two edits. Used only in a slot the match already
-    fixes (``EntityMatcher._typo_neighbours``), never as a free fuzzy search."""
-    if len(token) < 3:
-        return set()
-    one = _deletions(token)
-    return one | ({d2 for d in one for d2 in _deletions(d)} if len(token) >= 5 else set())
-
-
 @lru_cache(maxsize=1)
 def _zipf_table() -> dict[str, float]:
     text = (resources.files("lethe") / "resources" / "word_zipf.jsonl").read_text(encoding="utf-8")
@@ -119,7 +109,7 @@ def entity_record(name: str, key: bytes) -> dict:
         "kind": "name",
         "tokens": [
             {"h": _h(key, t), "d": sorted(_h(key, d) for d in _deletions(t)) if len(t) >= MIN_FUZZY_LEN else [],
-             "t": sorted(_h(key, v) for v in _typo_variants(t)), "w": round(rarity(t), 2), "n": len(t)}
+             "w": round(rarity(t), 2), "n": len(t)}
             for t in toks
         ],
     }
@@ -277,18 +267,10 @@ class EntityMatcher:
                 best[rid] = hit
         return sorted(best.values(), key=lambda h: -h.score)
 
-    @staticmethod
-    def _slot(q: QueryTokens, p: int, step: int) -> int | None:
-        """The query position next to ``p`` in direction ``step``, name particles ("al", "de") skipped."""
-        p += step
-        while 0 <= p < len(q.toks) and q.toks[p] in _NAME_STOP:
-            p += step
-        return p if 0 <= p < len(q.toks) else None
-
     def _fuzzy_ok(self, j: int, p: int, toks_found: dict[int, tuple[int, bool]], tok: dict, q: QueryTokens) -> bool:
         qt = q.toks[p]
         for nj, dp in ((j - 1, -1), (j + 1, 1)):
-            if nj in toks_found and not toks_found[nj][1] and toks_found[nj][0] == self._slot(q, p, dp):
+            if nj in toks_found and toks_found[nj] == (p + dp, False):
                 return True  # a full name with one typo: the neighbouring token matched exactly in place
         return tok.get("n", MIN_FREE_FUZZY_LEN) >= MIN_FREE_FUZZY_LEN and len(qt) >= MIN_FREE_FUZZY_LEN \
             and zipf(qt) < COMMON_ZIPF
@@ -298,8 +280,6 @@ class EntityMatcher:
         ok = {j: v for j, v in toks_found.items() if not v[1] or self._fuzzy_ok(j, v[0], toks_found, toks[j], q)}
         if not ok:
             return None
-        if len(ok) < len(toks):
-            ok = self._typo_neighbours(toks, ok, q)
         n, total = len(ok), len(toks)
         fuzzy = any(v[1] for v in ok.values())
         other = False
@@ -328,39 +308,6 @@ class EntityMatcher:
         if fuzzy:
             score *= _FUZZY_DISCOUNT
         return EntityHit(rid, score, n, total, fuzzy, other)
-
-    def _typo_neighbours(self, toks: list[dict], ok: dict[int, tuple[int, bool]],
-                         q: QueryTokens) -> dict[int, tuple[int, bool]]:
-        """A partial match extended along the name: a missing name token whose slot in the query
-        (beside a matched token, in the name's order) holds a name-like token within about two edits
-        of it (shared ``_typo_variants``) counts as matched, fuzzily. The slot is fixed by the matched
-        neighbour, so "Hinz Ameen" or "Xin Lee Silliamx" read as the name with typos, while a
-        different name beside a shared one ("Hina Khan") stays someone else."""
-        ok = dict(ok)
-        grown = True
-        while grown and len(ok) < len(toks):
-            grown = False
-            taken = {v[0] for v in ok.values()}
-            for j, tok in enumerate(toks):
-                if j in ok:
-                    continue
-                for nj, step in ((j - 1, 1), (j + 1, -1)):  # the slot after the token before, or before the next
-                    p = self._slot(q, ok[nj][0], step) if nj in ok else None
-                    if p is None or p in taken or not q.name_like[p] or not self._near(tok, q.toks[p]):
-                        continue
-                    ok[j] = (p, True)
-                    taken.add(p)
-                    grown = True
-                    break
-        return ok
-
-    def _near(self, tok: dict, word: str) -> bool:
-        """Whether the query word is within about two edits of a hashed name token."""
-        n = int(tok.get("n", 0))
-        if len(word) < 3 or abs(len(word) - n) > 2 or zipf(word) >= COMMON_ZIPF or word.isdigit():
-            return False
-        mine = set(tok.get("t") or tok.get("d") or ()) | {tok["h"]}
-        return any(_h(self.key, v) in mine for v in _typo_variants(word) | {word})
 
     def match_scope(self, text: str, extra_tokens: list[str] | None = None, q: QueryTokens | None = None,
                     person_query: bool = False, query_genres: bool = False) -> list[ScopeHit]:
