@@ -224,8 +224,8 @@ class LlamaCppBackend(ChatBackend):
 
     def _eval_reusing_prefix(self, tokens: list[int]) -> None:
         """Evaluate ``tokens`` (the last logits then belong to ``tokens[-1]``), reusing cached KV in
-        whole ``_CHUNK``-aligned chunks only (up to ~0.15 nats on a token between splits in our
-        checks), so a score does not depend on earlier calls (``lethe.backends.llamacpp_prefix``)."""
+        whole ``_CHUNK``-aligned chunks only (a different batch split moves the logits slightly), so a
+        score does not depend on earlier calls (``lethe.backends.llamacpp_prefix``)."""
         if self._prompts is not None:
             self._prompts.valid = 0
         self._scoring.eval(tokens)

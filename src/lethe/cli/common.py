@@ -41,13 +41,6 @@ def _store(home: str | None, config: Path | None = None):
     return open_store(cfg, path, dim=None)
 
 
-def read_text_file(path: Path) -> str:
-    """A user's text file as text (``lethe.jsonl.read_text_file``)."""
-    from lethe.jsonl import read_text_file as read
-
-    return read(path)
-
-
 def _require_requests(home: str | None, config: Path | None = None) -> None:
     """The empty-store error from the store alone, before the embedder or any model loads."""
     from lethe.errors import EmptyStoreError

@@ -84,10 +84,6 @@ def reject_reason(reasoning: str, query: str, answer: str | None = None) -> str 
 
 # --- reading ------------------------------------------------------------------------------------
 
-def _read_lines(path: str | Path, what: str) -> list[tuple[int, dict]]:
-    return read_jsonl(path, what)
-
-
 def is_dragon_row(obj: dict) -> bool:
     """A row of DRAGON's ``cot_tofu_generation_*.jsonl`` (``question`` + ``cot_instruction``)."""
     return isinstance(obj.get("question"), str) and isinstance(obj.get("cot_instruction"), str)
@@ -151,7 +147,7 @@ def build_guider_data(
 
     if on_reject not in ON_REJECT:
         raise ConfigError(f"unknown on_reject '{on_reject}' (one of: {', '.join(ON_REJECT)})")
-    lines = _read_lines(queries, "queries") if isinstance(queries, str | Path) else list(enumerate(queries, 1))
+    lines = read_jsonl(queries, "queries") if isinstance(queries, str | Path) else list(enumerate(queries, 1))
     policies = policies or PolicyLibrary()
     backend = _teacher(teacher)
     guider = LLMGuider(backend, max_tokens=max_tokens) if backend is not None else None
@@ -224,7 +220,7 @@ def read_guider_data(path: str | Path, policies: PolicyLibrary | None = None) ->
     """Guider rows from ``lethe guider data`` output, or DRAGON's ``cot_tofu_generation`` file
     (converted and checked as in :func:`build_guider_data`; unusable DRAGON rows are dropped)."""
     policies = policies or PolicyLibrary()
-    lines = _read_lines(path, "guider data")
+    lines = read_jsonl(path, "guider data")
     p = Path(path).expanduser()
     rows = []
     for n, obj in lines:

@@ -155,16 +155,16 @@ def train(cfg: TrainConfig) -> dict:
     n_layers = num_layers(model)
     loss_fn.configure(cfg, n_layers)  # e.g. RMU picks its steered layer
     ref_model = None
+    needs_ref = loss_fn.uses_reference(retain_loss=cfg.retain_loss, has_retain=retain is not None, ga_term=cfg.ga_term)
     if cfg.full_finetune:
-        if loss_fn.uses_reference(retain_loss=cfg.retain_loss, has_retain=retain is not None, ga_term=cfg.ga_term):
+        if needs_ref:
             import copy
 
             ref_model = copy.deepcopy(model).eval().requires_grad_(False)
     elif cfg.init_adapter:  # unlearning continues the given adapter (same modules, rank and layers)
         if loss_fn.lora_layers(lora_target_modules(cfg.lora_targets)) is not None:
             raise LetheError(f"--init-adapter: {cfg.method} places its own adapters; start it from merged weights")
-        model, ref_model = continue_lora(model, cfg.init_adapter, loss_fn.uses_reference(
-            retain_loss=cfg.retain_loss, has_retain=retain is not None, ga_term=cfg.ga_term))
+        model, ref_model = continue_lora(model, cfg.init_adapter, needs_ref)
     else:
         targets = lora_target_modules(cfg.lora_targets)
         layers = None
