@@ -86,10 +86,12 @@ def version(name: str) -> str:
         return "none"
 
 
-def build_guard(home: Path, data: str, scorer: str, subsets: list[str], expand: int = 0
-                ) -> tuple[Guard, float, dict]:
+def build_guard(home: Path, data: str, scorer: str, subsets: list[str], expand: int = 0,
+                embedder: str | None = None) -> tuple[Guard, float, dict]:
     cfg = GuardConfig()
     cfg.detector.scorer = scorer
+    if embedder:
+        cfg.embedder = embedder
     guard = Guard.open(home, config=cfg)
     t0 = time.perf_counter()
     expansion: dict = {}
@@ -140,6 +142,8 @@ def main() -> None:
     ap.add_argument("--latency-n", type=int, default=200)
     ap.add_argument("--expand", type=int, default=0, help="questions the chat model writes per subset (0 = none)")
     ap.add_argument("--scorer-only", action="store_true", help="stop after the scorer phase")
+    ap.add_argument("--embedder", default=None,
+                    help="the detector's sentence embedder (default: the configuration's, all-MiniLM-L6-v2)")
     ap.add_argument("--home", default=None)
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--roc", default="/tmp/lethe-results/wmdp_full_roc.png")
@@ -148,7 +152,7 @@ def main() -> None:
     subsets = [s for s in args.subsets.split(",") if s]
     formats = [f for f in args.formats.split(",") if f]
     home = Path(args.home or tempfile.mkdtemp(prefix="lethe-bench-wmdp-full-"))
-    guard, setup_s, expansion = build_guard(home, args.data, args.scorer, subsets, args.expand)
+    guard, setup_s, expansion = build_guard(home, args.data, args.scorer, subsets, args.expand, args.embedder)
     det = guard.detector
     concept = getattr(det, "concept_scorer", None)
     t = time.perf_counter()

@@ -68,6 +68,23 @@ def test_scope_entities_are_hashed_and_matched_whole():
     assert swap_entities("Who wrote 'The Guilt Closet'?", __import__("random").Random(0)) != "Who wrote 'The Guilt Closet'?"
 
 
+def test_entities_of_several_words_match_in_their_order():
+    recs = scope_records(["Who wrote 'Mirrors of the Burning Sparrows'?", "She won the Silver Birch Award."],
+                         ["Ada Lin"], KEY)
+    assert all("seq" in r for r in recs if len(r["tokens"]) >= 2)
+    m = EntityMatcher(KEY)
+    m.set_entries([("r0", r) for r in recs])
+    assert m.match_scope("Who wrote 'Mirrors of the Burning Sparrows'?", [])[0].matched == ["title"]
+    assert m.match_scope("Who is the author of the novel Mirrors of the Burning Sparrows?", [])  # unquoted
+    assert m.match_scope("Who wrote 'Sparrows of the Burning Mirrors'?", []) == []  # same words, another book
+    assert m.match_scope("Which author received the Silver Birch Award?", [])[0].matched == ["prize"]
+    assert m.match_scope("Who got the Birch Silver Award?", []) == []
+    assert m.match_scope("Mirrors, she said, are what the burning city never had; sparrows too.", []) == []
+    old = [{k: v for k, v in r.items() if k != "seq"} for r in recs]  # a store written before word order
+    m.set_entries([("r0", r) for r in old])
+    assert m.match_scope("Who wrote 'Sparrows of the Burning Mirrors'?", [])
+
+
 PEOPLE = {
     "Ingrid Keller": ["Where was Ingrid Keller born?", "What genre does Ingrid Keller write?",
                       "What is the title of Ingrid Keller's first novel?", "Who were Ingrid Keller's parents?"],

@@ -145,6 +145,21 @@ class QueryTokens:
     name_like: list[bool]
 
 
+def in_order(seq: list[str] | None, positions: dict[str, list[int]], slack: int = 3) -> bool:
+    """Whether the query holds the token hashes ``seq`` in that order, with at most ``slack`` other
+    tokens between two of them (True without a ``seq``: an entity of one word, or a record that
+    predates word order)."""
+    if not seq or len(seq) < 2:
+        return True
+
+    def from_(k: int, after: int) -> bool:
+        if k == len(seq):
+            return True
+        return any(after < p <= after + 1 + slack and from_(k + 1, p) for p in positions.get(seq[k], ()))
+
+    return any(from_(1, p) for p in positions.get(seq[0], ()))
+
+
 class EntityMatcher:
     """Scores a query against every live request's hashed names and scope records."""
 
@@ -319,11 +334,14 @@ class EntityMatcher:
             return []
         q = q or self.tokens(text)
         present = set(q.exact) | {_h(self.key, t) for t in (extra_tokens or [])}
+        positions: dict[str, list[int]] = defaultdict(list)
+        for j, h in enumerate(q.exact):
+            positions[h].append(j)
         by_rid: dict[str, dict[str, tuple[float, str]]] = defaultdict(dict)
         for h in present:
             for i in self._scope_by_tok.get(h, ()):
                 rid, rec = self._entries[i]
-                if all(t in present for t in rec["tokens"]):
+                if all(t in present for t in rec["tokens"]) and in_order(rec.get("seq"), positions):
                     sig = "|".join(sorted(rec["tokens"]))
                     w = float(rec.get("w", 0.5)) / math.sqrt(max(1, self._scope_df.get(sig, 1)))
                     if sig not in by_rid[rid] or w > by_rid[rid][sig][0]:

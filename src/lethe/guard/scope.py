@@ -8,17 +8,21 @@ per entity, only
 
 - its kind (title, prize, place, date, year, person, phrase),
 - the keyed BLAKE2b hashes of its content tokens (same key and hash as names, see
-  :mod:`lethe.guard.entities`; a date as one canonical token such as ``d19580225``),
+  :mod:`lethe.guard.entities`; a date as one canonical token such as ``d19580225``) and, for an
+  entity of several words, the same hashes in the order the text names them,
 - a weight: a base per kind times the rarity of its rarest token (word frequencies, as for names).
 
 Never the entity text, never the prompt or answer text. What this can reveal: to someone holding
 the store *and* its key, whether a guessed title, place, date or phrase belongs to a request (the
-same offline confirmation a guessed name allows), and, from the weights and token counts alone, how
-many entities of which kind a request holds and roughly how common their words are. Without the
+same offline confirmation a guessed name allows) and the order of its words, and, from the weights
+and token counts alone, how many entities of which kind a request holds and roughly how common
+their words are. Without the
 key the hashes confirm nothing.
 
 At query time the same extraction runs on the query (its dates canonicalised the same way) and an
-entity matches when all its content tokens are present. Entity-swapped hard negatives
+entity matches when all its content tokens are present, in its order for an entity of several
+words (with a few other words allowed between them): among a thousand people's titles, the same
+words in another order are another book. Entity-swapped hard negatives
 (``swap_entities``: the same question with another title, place or year) teach the similarity test
 that the shape of a question is not its subject.
 """
@@ -117,7 +121,7 @@ def salient_entities(text: str, exclude: set[str] | None = None) -> list[tuple[s
             return  # nothing but function words or the request's own name
         if kind == "title" and len(content) == 1:
             kind = "title1"
-        out.append((kind, sorted(set(content))))
+        out.append((kind, list(dict.fromkeys(content))))
         spans.append((start, end))
 
     for m in _QUOTED.finditer(text):
@@ -154,7 +158,7 @@ def salient_entities(text: str, exclude: set[str] | None = None) -> list[tuple[s
         elif len(words) >= 2:
             add("person" if len(words) <= 3 and all(w[0].isupper() for w in words) else "phrase", surface,
                 m.start(), m.end())
-    # dedupe by (kind, tokens)
+    # dedupe by (kind, tokens); tokens stay in the order the text names them
     seen: set[tuple[str, tuple[str, ...]]] = set()
     uniq = []
     for kind, toks in out:
@@ -177,7 +181,11 @@ def scope_records(texts: list[str], names: list[str], key: bytes, limit: int = 6
                 w = KIND_WEIGHTS[kind]
             else:
                 w = KIND_WEIGHTS[kind] * (0.4 + 0.6 * max(rarity(t) for t in toks))
-            recs[(kind, tuple(toks))] = {"kind": kind, "tokens": [_h(key, t) for t in toks], "w": round(w, 3)}
+            rec = {"kind": kind, "tokens": [_h(key, t) for t in sorted(toks)], "w": round(w, 3)}
+            if len(toks) >= 2:
+                rec["seq"] = [_h(key, t) for t in toks]  # the words' order: 'Mirrors of the Burning
+                # Sparrows' is not 'Sparrows of the Burning Mirrors'
+            recs[(kind, tuple(toks))] = rec
     return list(recs.values())[:limit]
 
 
