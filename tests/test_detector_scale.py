@@ -8,7 +8,7 @@ import pytest
 
 from lethe import Guard
 from lethe.guard.entities import EntityMatcher, entity_record, rarity
-from lethe.guard.scope import date_tokens, salient_entities, scope_records, swap_entities
+from lethe.guard.scope import date_tokens, quoted_titles, salient_entities, scope_records, swap_entities
 
 KEY = b"k" * 32
 
@@ -80,6 +80,13 @@ def test_entities_of_several_words_match_in_their_order():
     assert m.match_scope("Which author received the Silver Birch Award?", [])[0].matched == ["prize"]
     assert m.match_scope("Who got the Birch Silver Award?", []) == []
     assert m.match_scope("Mirrors, she said, are what the burning city never had; sparrows too.", []) == []
+    inner = scope_records(["Who wrote 'The Burning Mirrors'?"], ["Ada Lin"], KEY)
+    m.set_entries([("r1", r) for r in inner])
+    longer = "Who wrote 'Sparrows of the Burning Mirrors'?"
+    assert m.match_scope(longer, [], quoted=quoted_titles(longer)) == []  # a part of a longer title
+    whole = "Who wrote 'The Burning Mirrors'?"
+    assert m.match_scope(whole, [], quoted=quoted_titles(whole))[0].matched == ["title"]
+    m.set_entries([("r0", r) for r in recs])
     old = [{k: v for k, v in r.items() if k != "seq"} for r in recs]  # a store written before word order
     m.set_entries([("r0", r) for r in old])
     assert m.match_scope("Who wrote 'Sparrows of the Burning Mirrors'?", [])

@@ -160,6 +160,11 @@ def in_order(seq: list[str] | None, positions: dict[str, list[int]], slack: int 
     return any(from_(1, p) for p in positions.get(seq[0], ()))
 
 
+def _whole_title(tokens: frozenset[str], quoted: list[frozenset[str]]) -> bool:
+    """A stored title's tokens are not part of a longer title the query quotes."""
+    return not any(tokens & span and span != tokens for span in quoted)
+
+
 class EntityMatcher:
     """Scores a query against every live request's hashed names and scope records."""
 
@@ -325,15 +330,19 @@ class EntityMatcher:
         return EntityHit(rid, score, n, total, fuzzy, other)
 
     def match_scope(self, text: str, extra_tokens: list[str] | None = None, q: QueryTokens | None = None,
-                    person_query: bool = False, query_genres: bool = False) -> list[ScopeHit]:
+                    person_query: bool = False, query_genres: bool = False,
+                    quoted: list[list[str]] | None = None) -> list[ScopeHit]:
         """Scope hits per request: salient entities of the request that the query names (all their tokens).
 
         ``extra_tokens``: the query's canonical date tokens and genre tokens (``lethe.guard.scope``);
-        ``query_genres``: whether the query names a genre at all."""
+        ``query_genres``: whether the query names a genre at all; ``quoted``: the content tokens of each
+        title the query quotes (``lethe.guard.scope.quoted_titles``): a stored title inside a quoted one
+        matches only as the whole of it ('Burning Mirrors' is not 'Sparrows of the Burning Mirrors')."""
         if not self._scope_by_tok:
             return []
         q = q or self.tokens(text)
         present = set(q.exact) | {_h(self.key, t) for t in (extra_tokens or [])}
+        quoted_sets = [frozenset(_h(self.key, t) for t in toks) for toks in (quoted or []) if toks]
         positions: dict[str, list[int]] = defaultdict(list)
         for j, h in enumerate(q.exact):
             positions[h].append(j)
@@ -341,7 +350,9 @@ class EntityMatcher:
         for h in present:
             for i in self._scope_by_tok.get(h, ()):
                 rid, rec = self._entries[i]
-                if all(t in present for t in rec["tokens"]) and in_order(rec.get("seq"), positions):
+                if (all(t in present for t in rec["tokens"]) and in_order(rec.get("seq"), positions)
+                        and (rec.get("kind") not in ("title", "title1")
+                             or _whole_title(frozenset(rec["tokens"]), quoted_sets))):
                     sig = "|".join(sorted(rec["tokens"]))
                     w = float(rec.get("w", 0.5)) / math.sqrt(max(1, self._scope_df.get(sig, 1)))
                     if sig not in by_rid[rid] or w > by_rid[rid][sig][0]:

@@ -104,6 +104,16 @@ def date_tokens(text: str) -> list[str]:
     return list(dict.fromkeys(out))
 
 
+def quoted_titles(text: str) -> list[list[str]]:
+    """Content tokens of each title a text quotes (the query side of whole-title matching)."""
+    out = []
+    for m in _QUOTED.finditer(text):
+        span = m.group(1) or m.group(2) or ""
+        if len(span.split()) <= 12 and not re.search(r"\b(?:Award|Prize|Medal)\b", span):
+            out.append(list(dict.fromkeys(_content(re.findall(r"[a-z0-9]+", fold(span))))))
+    return out
+
+
 def _content(tokens: list[str]) -> list[str]:
     return [t for t in tokens if t not in _GENERIC and len(t) >= 2]
 
