@@ -109,6 +109,8 @@ def resolve_key(
         log.warning("moved the name-hashing key of %s out of the database into %s (mode 0600); every "
                     "process using this store needs it (key_file or secret_env)", where, source.file)
     check = get("key_check")
+    if key is None and check is not None and source.file is not None and source.file.exists():
+        key = read_key_file(source.file)  # another process opening the new store created it meanwhile
     if key is None:
         if check is not None or source.file is None:
             raise StoreError(f"the store {where} needs its name-hashing key ({source.describe()}): restore the key "
