@@ -485,7 +485,13 @@ def main() -> None:
     ap.add_argument("--reeval", action="store_true", help="score again at sizes already done (store kept)")
     ap.add_argument("--refresh-scaling", action="store_true",
                     help="only measure add/revoke latency without embedding (random vectors) at each size")
+    ap.add_argument("--plot-from", default=None,
+                    help="comma-separated results JSON of earlier runs: plot them together (--plot) and stop")
     args = ap.parse_args()
+    if args.plot_from:
+        runs = [json.loads(Path(f).read_text()) for f in args.plot_from.split(",") if f]
+        plot(runs, Path(args.plot or "scale.png"))
+        return
     data = Path(args.data)
     work = Path(args.work)
     work.mkdir(parents=True, exist_ok=True)
