@@ -6,6 +6,7 @@ text's two vectors, and whether each paraphrased question's nearest forget quest
 The load average before and after is recorded: the machine may be shared.
 
     python benchmarks/bench_embedder.py --out /tmp/lethe-results/embedder_int8.json
+    python benchmarks/bench_embedder.py --also all-mpnet-base-v2   # a larger encoder on the same texts
 """
 
 from __future__ import annotations
@@ -53,6 +54,8 @@ def main() -> None:
                                                                       / "data")))
     ap.add_argument("--singles", type=int, default=200)
     ap.add_argument("--batch", type=int, default=1024)
+    ap.add_argument("--also", default="",
+                    help="comma-separated other encoders measured in fp32 on the same texts (e.g. all-mpnet-base-v2)")
     ap.add_argument("--out", default="/tmp/lethe-results/embedder_int8.json")
     args = ap.parse_args()
     tofu = Path(args.data) / "tofu"
@@ -97,11 +100,20 @@ def main() -> None:
                       "paraphrase_pair_cosine_abs_diff_mean": float(score_diff.mean()),
                       "paraphrase_pair_cosine_abs_diff_max": float(score_diff.max())},
     }
+    for spec in [x for x in args.also.split(",") if x]:  # other encoders, fp32, against the default's figures
+        t = time.perf_counter()
+        other = Embedder(spec, engine="onnx", quantize="none")
+        other_load = time.perf_counter() - t
+        m = measure(other, singles, batch)
+        result.setdefault("also", {})[spec] = {
+            **m, "open_s": other_load, "file_mb": onnx_export_path(other.path).stat().st_size / 1e6,
+            "dim": int(other.encode(singles[:1]).shape[1]),
+            "single_p50_vs_default": m["single_ms_p50"] / res["fp32"]["single_ms_p50"]}
     out = Path(args.out)
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(json.dumps(result, indent=2))
     print(json.dumps({k: result[k] for k in ("fp32", "int8", "speedup", "agreement", "file_mb", "open_s",
-                                              "loadavg_before", "loadavg_after")}, indent=1))
+                                              "loadavg_before", "loadavg_after", "also") if k in result}, indent=1))
 
 
 if __name__ == "__main__":
