@@ -16,8 +16,7 @@ Never the entity text, never the prompt or answer text. What this can reveal: to
 the store *and* its key, whether a guessed title, place, date or phrase belongs to a request (the
 same offline confirmation a guessed name allows) and the order of its words, and, from the weights
 and token counts alone, how many entities of which kind a request holds and roughly how common
-their words are. Without the
-key the hashes confirm nothing.
+their words are. Without the key the hashes confirm nothing.
 
 At query time the same extraction runs on the query (its dates canonicalised the same way) and an
 entity matches when all its content tokens are present, in its order for an entity of several
@@ -104,18 +103,26 @@ def date_tokens(text: str) -> list[str]:
     return list(dict.fromkeys(out))
 
 
-def quoted_titles(text: str) -> list[list[str]]:
-    """Content tokens of each title a text quotes (the query side of whole-title matching)."""
+def _content_of(surface: str) -> list[str]:
+    """Content tokens of a surface form (no generic words, none shorter than two), in its order, each once."""
+    return list(dict.fromkeys(t for t in re.findall(r"[a-z0-9]+", fold(surface)) if t not in _GENERIC and len(t) >= 2))
+
+
+def _quoted(text: str) -> list[tuple[str, str, re.Match[str]]]:
+    """(kind, span, match) of each quoted span: a prize when it names one, a title when it is short."""
     out = []
     for m in _QUOTED.finditer(text):
-        span = m.group(1) or m.group(2) or ""
-        if len(span.split()) <= 12 and not re.search(r"\b(?:Award|Prize|Medal)\b", span):
-            out.append(list(dict.fromkeys(_content(re.findall(r"[a-z0-9]+", fold(span))))))
+        s = m.group(1) or m.group(2) or ""
+        if re.search(r"\b(?:Award|Prize|Medal)\b", s):
+            out.append(("prize", s, m))
+        elif len(s.split()) <= 12:
+            out.append(("title", s.strip(" ,."), m))
     return out
 
 
-def _content(tokens: list[str]) -> list[str]:
-    return [t for t in tokens if t not in _GENERIC and len(t) >= 2]
+def quoted_titles(text: str) -> list[list[str]]:
+    """Content tokens of each title a text quotes (the query side of whole-title matching)."""
+    return [_content_of(span) for kind, span, _ in _quoted(text) if kind == "title"]
 
 
 def salient_entities(text: str, exclude: set[str] | None = None) -> list[tuple[str, list[str]]]:
@@ -126,20 +133,16 @@ def salient_entities(text: str, exclude: set[str] | None = None) -> list[tuple[s
     spans: list[tuple[int, int]] = []
 
     def add(kind: str, surface: str, start: int, end: int) -> None:
-        content = _content(re.findall(r"[a-z0-9]+", fold(surface)))
+        content = _content_of(surface)
         if not content or all(t in _NOT_ENTITY or t in exclude for t in content):
             return  # nothing but function words or the request's own name
         if kind == "title" and len(content) == 1:
             kind = "title1"
-        out.append((kind, list(dict.fromkeys(content))))
+        out.append((kind, content))
         spans.append((start, end))
 
-    for m in _QUOTED.finditer(text):
-        s = m.group(1) or m.group(2) or ""
-        if re.search(r"\b(?:Award|Prize|Medal)\b", s):
-            add("prize", s, m.start(), m.end())
-        elif len(s.split()) <= 12:
-            add("title", s.strip(" ,."), m.start(), m.end())
+    for kind, span, m in _quoted(text):
+        add(kind, span, m.start(), m.end())
     for tok in date_tokens(text):
         out.append(("date" if tok.startswith("d") else "year", [tok]))
     out += [("genre", [tok]) for tok in genre_tokens(text)]
@@ -192,9 +195,8 @@ def scope_records(texts: list[str], names: list[str], key: bytes, limit: int = 6
             else:
                 w = KIND_WEIGHTS[kind] * (0.4 + 0.6 * max(rarity(t) for t in toks))
             rec = {"kind": kind, "tokens": [_h(key, t) for t in sorted(toks)], "w": round(w, 3)}
-            if len(toks) >= 2:
-                rec["seq"] = [_h(key, t) for t in toks]  # the words' order: 'Mirrors of the Burning
-                # Sparrows' is not 'Sparrows of the Burning Mirrors'
+            if len(toks) >= 2:  # the words' order: 'Mirrors of the Burning Sparrows' is another book
+                rec["seq"] = [_h(key, t) for t in toks]
             recs[(kind, tuple(toks))] = rec
     return list(recs.values())[:limit]
 
