@@ -231,8 +231,16 @@ def test_searches_and_writes_during_a_save(tmp_path):
     assert all(k not in (5, 250) for k, _ in index.search(data[5][None], 10)[0])
     index.thaw()
     assert len(index) == 298 and index.search(data[260][None], 1)[0][0][0] == 260
-    saved = VectorIndex.read(tmp_path / "g.usearch", DIM, index.params, size, crc)
+    rows = dict(zip(range(300), for_index(data, "i8"), strict=True))
+
+    def fill(keys, out):  # what the database gives back: the file holds the graph, not the vectors
+        for i, key in enumerate(keys.tolist()):
+            if key in rows:
+                out[i] = rows[key]
+
+    saved = VectorIndex.read(tmp_path / "g.usearch", DIM, index.params, size, crc, fill)
     assert len(saved) == 200  # the file holds the frozen graph only
+    assert saved.search(data[150][None], 1)[0][0][0] == 150
 
 
 def test_a_float32_store_of_an_older_version_opens_and_searches(tmp_path):
@@ -449,3 +457,62 @@ def test_searches_while_requests_come_and_go(tmp_path):
         assert store.live_count() == 10 and store.indexed_count() == 50
     finally:
         store.close()
+
+
+def test_the_index_file_holds_the_graph_and_the_database_the_vectors(tmp_path):
+    """One copy of every vector on disk: the file is usearch's save without its row matrix."""
+    db = tmp_path / "store.db"
+    store = _open(db)
+    store.add_requests(_requests(40))
+    whole = len(store._live.index._index.save())
+    store.close()
+    graph = _index_files(db)[0]
+    rows = 40 * 5
+    assert graph.stat().st_size == whole - 8 - rows * DIM  # int8 rows of DIM bytes and their 8-byte header
+    again = _open(db)
+    try:
+        assert again.index_open["how"] == "loaded"
+        got = again._live.index.get([int(k) for k in again._live.index.keys()[:10]])
+        assert np.abs(got).max() > 0  # the rows came back from the database
+    finally:
+        again.close()
+
+
+def test_an_index_file_of_the_earlier_format_still_opens(tmp_path):
+    """Format 1 files (vectors inside the usearch file) load as they are, without a rebuild."""
+    db = tmp_path / "store.db"
+    store = _open(db)
+    store.add_requests(_requests(30))
+    expected = _answers(store, _queries())
+    store.close()
+    graph = _index_files(db)[0]
+    reopened = _open(db)
+    reopened._live.index._index.save(str(graph))  # the whole file, as earlier versions wrote it
+    reopened.close()
+    record_path = tmp_path / "store.db.index.json"
+    record = json.loads(record_path.read_text())
+    from lethe.store.index import file_crc32
+    record.update(format=1, size=graph.stat().st_size, crc32=file_crc32(graph))
+    record_path.write_text(json.dumps(record))
+    old = _open(db)
+    try:
+        assert old.index_open["how"] == "loaded" and old._rebuilds == 0
+        assert _answers(old, _queries()) == expected
+    finally:
+        old.close()
+
+
+def test_a_graph_whose_samples_left_the_database_is_refused():
+    """The filler refuses a key whose sample row is gone: the store then rebuilds from the database."""
+    from lethe.store.index import IndexFileError
+    from lethe.store.live import fill_from
+
+    blobs = [encode(v, "i8") for v in _unit(np.random.default_rng(1).normal(size=(3, DIM)))]
+    keys = np.array([1, 2, 2**64 - 1, 7], dtype=np.uint64)  # a free slot, and sample 7 is not stored
+    out = np.zeros((4, DIM), np.int8)
+    with pytest.raises(IndexFileError, match="1 vectors of the index file are not in the database"):
+        fill_from(iter([(np.array([1, 2, 3]), blobs)]), DIM, "i8")(keys, out)
+    out[:] = 0
+    fill_from(iter([(np.array([3, 2]), blobs[2:0:-1]), (np.array([1, 7]), [blobs[0], blobs[0]])]), DIM, "i8")(keys, out)
+    assert (out[0] == np.frombuffer(blobs[0][:DIM], np.int8)).all() and (out[1] == np.frombuffer(blobs[1][:DIM], np.int8)).all()
+    assert not out[2].any()

@@ -9,14 +9,25 @@ exactly. Vectors are kept as int8 by default (:mod:`lethe.store.codec`).
 
 Saving does not stop the index: while the file is written, adds go to a small side table
 searched exactly and removals to a tombstone set, both folded in when the write ends.
+
+**The file holds the graph, not the vectors.** A usearch file is the vector matrix (one row
+per graph slot) followed by the graph (a 64-byte head, then HNSW's nodes, each starting with
+its key). The vectors are already in the database, so :meth:`VectorIndex.write` keeps only
+the part after the matrix and :meth:`VectorIndex.read` puts the matrix back from the
+database in slot order (the slot keys are read from the nodes) before usearch restores it:
+one copy of every vector on disk. A file whose layout does not parse exactly, or whose
+restored rows differ from the database's, is refused (:class:`IndexFileError`) and rebuilt.
 """
 
 from __future__ import annotations
 
 import math
 import os
+import shutil
+import struct
 import threading
 import zlib
+from collections.abc import Callable
 from dataclasses import dataclass, fields
 from pathlib import Path
 
@@ -37,6 +48,14 @@ _NO_KEY = 2**64 - 1
 # (benchmarks/bench_store_scale.py, docs/serving.md) measures against exact search as the store grows.
 EF_BASE, EF_BASE_SIZE, EF_GROWTH, EF_STEP, EF_MAX = 128, 100_000, 0.45, 32, 4096
 _NP_DTYPE = {"i8": np.int8, "f16": np.float16, "f32": np.float32}
+# usearch's serialised layout (index_dense_gt / index_gt): u32 rows, u32 bytes a row and the row matrix;
+# a 64-byte head; the graph header (u64 size, connectivity, base connectivity, max level, entry slot),
+# one i16 level per node, then the nodes: u64 key, i16 level, base neighbours (u32 count + u32 slots)
+# and per upper level u32 count + u32 slots.
+_MATRIX_HEAD, _DENSE_HEAD, _GRAPH_HEAD = 8, 64, 40
+Fill = Callable[[np.ndarray, np.ndarray], None]
+"""``fill(keys, out)``: write the stored row of every key (``_NO_KEY``: a free slot, leave it) into
+``out``; raise :class:`IndexFileError` for a key the database does not hold."""
 
 
 class IndexFileError(StoreError):
@@ -281,22 +300,36 @@ class VectorIndex:
                 self.remove(np.fromiter(tomb, np.uint64))
 
     def write(self, path: Path) -> tuple[int, int]:
-        """Write the (frozen) graph to ``path`` atomically; returns (size, crc32)."""
+        """Write the (frozen) graph without its vectors to ``path`` atomically; returns (size, crc32)."""
+        full = path.with_name(f".{path.name}.{os.getpid()}.{threading.get_ident()}.full")
         tmp = path.with_name(f".{path.name}.{os.getpid()}.{threading.get_ident()}.tmp")
         try:
-            self._index.save(str(tmp))
-            os.chmod(tmp, 0o600)  # it holds what the database holds
-            with open(tmp, "rb+") as f:
-                os.fsync(f.fileno())
+            os.close(os.open(full, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600))  # usearch keeps the mode
+            self._index.save(str(full))
+            with open(full, "rb") as src, os.fdopen(os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600),
+                                                     "wb") as dst:  # owner only: it holds the store's keys
+                rows, row_bytes = struct.unpack("<II", src.read(_MATRIX_HEAD))
+                if row_bytes != self.dim * self.dtype.itemsize:
+                    raise StoreError(f"usearch wrote rows of {row_bytes} bytes for a {self.dim}-d {self.dtype} index")
+                src.seek(_MATRIX_HEAD + rows * row_bytes)
+                shutil.copyfileobj(src, dst, 1 << 23)
+                dst.flush()
+                os.fsync(dst.fileno())
             size, crc = tmp.stat().st_size, file_crc32(tmp)
             os.replace(tmp, path)
         finally:
+            full.unlink(missing_ok=True)
             tmp.unlink(missing_ok=True)
         return size, crc
 
     @classmethod
-    def read(cls, path: Path, dim: int, params: IndexParams, size: int, crc: int) -> VectorIndex:
-        """The index saved at ``path``, after checking its size and checksum; :class:`IndexFileError` if unusable."""
+    def read(cls, path: Path, dim: int, params: IndexParams, size: int, crc: int, fill: Fill | None = None
+             ) -> VectorIndex:
+        """The index saved at ``path``, after checking its size and checksum; :class:`IndexFileError` if unusable.
+
+        ``fill`` supplies the vectors of a graph-only file (what :meth:`write` writes); without it
+        the file must be a whole usearch file (what earlier versions wrote).
+        """
         try:
             actual = path.stat().st_size
         except FileNotFoundError:
@@ -305,18 +338,59 @@ class VectorIndex:
             raise IndexFileError(f"index file {path} has {actual} bytes, its record says {size}")
         if file_crc32(path) != crc:
             raise IndexFileError(f"index file {path} fails its checksum")
+        want = Index(ndim=dim, metric="cos", dtype=params.dtype)
         try:
-            index = Index.restore(str(path))
+            if fill is None:
+                index = Index.restore(str(path))
+            else:
+                index = _restore_graph(path, dim, np.dtype(_NP_DTYPE[params.dtype]), fill)
         except (RuntimeError, ValueError) as exc:
             raise IndexFileError(f"index file {path} does not load: {exc}") from None
         if index is None or index.ndim != dim:
             raise IndexFileError(f"index file {path} is not a {dim}-d usearch index")
         if len(index) == 0:  # an empty file records no build parameters
             return cls(dim, params)
-        want = Index(ndim=dim, metric="cos", dtype=params.dtype)
         if index.dtype != want.dtype or index.connectivity != params.connectivity:
             raise IndexFileError(f"index file {path} was built with other parameters")
         return cls(dim, params, _index=index)
 
 
-__all__ = ["IndexFileError", "IndexParams", "VectorIndex", "expansion_for", "file_crc32", "fsync_dir"]
+def _restore_graph(path: Path, dim: int, dtype: np.dtype, fill: Fill) -> Index:
+    """usearch index from a graph-only file, the row matrix put back by ``fill`` in slot order."""
+    with open(path, "rb") as f:
+        head = f.read(_DENSE_HEAD + _GRAPH_HEAD)
+        if len(head) < _DENSE_HEAD + _GRAPH_HEAD or not head.startswith(b"usearch"):
+            raise IndexFileError(f"index file {path} is not a usearch graph")
+        n, conn, base = struct.unpack_from("<3Q", head, _DENSE_HEAD)
+        if n > (1 << 40) or conn > 4096 or base > 8192:
+            raise IndexFileError(f"index file {path} has an impossible graph header")
+        row_bytes = dim * dtype.itemsize
+        start = _MATRIX_HEAD + n * row_bytes
+        buf = np.empty(start + path.stat().st_size, dtype=np.uint8)
+        buf[:_MATRIX_HEAD] = np.frombuffer(struct.pack("<II", n, row_bytes), dtype=np.uint8)
+        f.seek(0)
+        if f.readinto(memoryview(buf)[start:]) != len(buf) - start:
+            raise IndexFileError(f"index file {path} ended early")
+    nodes_at = start + _DENSE_HEAD + _GRAPH_HEAD
+    levels = buf[nodes_at:nodes_at + 2 * n].view("<i2").astype(np.int64)
+    if len(levels) != n or (n and (levels.min() < 0 or levels.max() > 64)):
+        raise IndexFileError(f"index file {path} has an impossible graph")
+    sizes = 8 + 2 + (4 + 4 * base) + levels * (4 + 4 * conn)
+    offsets = nodes_at + 2 * n + np.concatenate([[0], np.cumsum(sizes)[:-1]]).astype(np.int64)
+    if nodes_at + 2 * n + int(sizes.sum()) != len(buf):
+        raise IndexFileError(f"index file {path} does not have the layout of a usearch graph")
+    keys = buf[offsets[:, None] + np.arange(8)].copy().view("<u8").ravel() if n else np.empty(0, np.uint64)
+    rows = buf[_MATRIX_HEAD:start].view(dtype).reshape(n, dim)
+    rows[:] = 0
+    fill(keys, rows)
+    index = Index.restore(buf)
+    if index is None or len(index) != int((keys != _NO_KEY).sum()):
+        raise IndexFileError(f"index file {path} restores to another number of vectors")
+    live = np.flatnonzero(keys != _NO_KEY)
+    probe = live[np.linspace(0, len(live) - 1, num=min(64, len(live)), dtype=np.int64)] if len(live) else live
+    if len(probe) and not np.array_equal(np.atleast_2d(index.get(keys[probe])).astype(dtype), rows[probe]):
+        raise IndexFileError(f"index file {path} does not pair its keys with their rows")
+    return index
+
+
+__all__ = ["Fill", "IndexFileError", "IndexParams", "VectorIndex", "expansion_for", "file_crc32", "fsync_dir"]

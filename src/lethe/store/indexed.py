@@ -21,7 +21,7 @@ import numpy as np
 
 from lethe.store.base import ForgetRequest, NegativeSample
 from lethe.store.index import IndexFileError, IndexParams
-from lethe.store.live import LiveIndex, PersistParams, Rows
+from lethe.store.live import LiveIndex, PersistParams, Rows, fill_from
 
 log = logging.getLogger("lethe.store.index")
 
@@ -88,14 +88,16 @@ class IndexedStore:
         t0 = time.perf_counter()
         live: LiveIndex | None = None
         how = "rebuilt"
-        if self._index_base is not None:
-            try:
-                live = LiveIndex.load(self._index_base, self.dim, self._index_params)
-            except IndexFileError as exc:
-                missing = str(exc).startswith("no index file")
-                (log.info if missing else log.warning)("%s; rebuilding the index from the database", exc)
         with self._snapshot() as view:
             state = view.state()
+            if self._index_base is not None:
+                try:  # the graph's rows come from this same read of the database
+                    live = LiveIndex.load(self._index_base, self.dim, self._index_params,
+                                          lambda max_id: fill_from(view.vectors(max_id), self.dim,
+                                                                   self._index_params.dtype))
+                except IndexFileError as exc:
+                    missing = str(exc).startswith("no index file")
+                    (log.info if missing else log.warning)("%s; rebuilding the index from the database", exc)
             if live is not None and not _can_catch_up(live.state, state):
                 log.warning("the index file %s is from another state of the database (%s, now %s); rebuilding",
                             self._index_base, live.state, state)
@@ -208,9 +210,11 @@ class StoreView:
     """One consistent read of a store's database (see :class:`IndexedStore`)."""
 
     def __init__(self, state: Callable[[], dict], live_requests: Callable[[], set[str]],
-                 rows: Callable[[list[str] | None], Iterator[Rows]], requests_with_rows_after: Callable[[int], set[str]]):
+                 rows: Callable[[list[str] | None], Iterator[Rows]], requests_with_rows_after: Callable[[int], set[str]],
+                 vectors: Callable[[int], Iterator[tuple[np.ndarray, list[bytes]]]]):
         self.state, self.live_requests, self.rows = state, live_requests, rows
         self.requests_with_rows_after = requests_with_rows_after
+        self.vectors = vectors  # (ids, blobs) of every positive sample with id <= max_id, revoked ones too
 
 
 def own_rows(items: list[tuple[ForgetRequest, list[NegativeSample]]], live: LiveIndex) -> Rows:

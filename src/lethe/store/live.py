@@ -7,12 +7,14 @@ touching the database. Memory per sample is the index row and graph, one 8-byte 
 the text where there is one.
 
 **The index file.** :meth:`LiveIndex.save` writes the graph to ``<base>.<token>.usearch``
-and then, as the commit point, ``<base>.json``: the graph's size and CRC-32, the index
+(without the vectors, which the database holds: :mod:`lethe.store.index`) and then, as the
+commit point, ``<base>.json``: the graph's size and CRC-32, the index
 parameters, which request each key belongs to, the texts, and the *database state* the
 contents correspond to (the store's id, its change counters and largest sample id, see
 :class:`lethe.store.indexed.IndexedStore`). :meth:`LiveIndex.load` refuses a file whose record, size,
 checksum, parameters or keys do not agree (:class:`~lethe.store.index.IndexFileError`);
-the store then rebuilds from the database. A file whose state is behind the database is
+the store then rebuilds from the database. Loading reads the vectors back from the database
+(:func:`fill_from`). A file whose state is behind the database is
 brought up to date incrementally; one that cannot be (sample rows changed in place, a
 different database) is rebuilt.
 """
@@ -26,7 +28,7 @@ import os
 import secrets
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -35,11 +37,11 @@ import numpy as np
 from lethe.errors import StoreError
 from lethe.store.base import Match, NegativeSample
 from lethe.store.codec import blobs_for_index, from_index
-from lethe.store.index import IndexFileError, IndexParams, VectorIndex, fsync_dir
+from lethe.store.index import Fill, IndexFileError, IndexParams, VectorIndex, fsync_dir
 
 log = logging.getLogger("lethe.store.index")
 
-FILE_FORMAT = 1
+FILE_FORMAT = 2  # 1: the whole usearch file (vectors included), still read
 REQ_SHIFT = 40  # key = request slot << 40 | rewrite << 39 | sample id
 ROLE_BIT = 1 << 39
 ID_MASK = ROLE_BIT - 1
@@ -242,8 +244,12 @@ class LiveIndex:
             self._saving.release()
 
     @classmethod
-    def load(cls, base: Path, dim: int, params: IndexParams) -> LiveIndex:
-        """The index saved under ``base``, checked against its record; :class:`IndexFileError` when unusable."""
+    def load(cls, base: Path, dim: int, params: IndexParams, vectors: Callable[[int], Fill] | None = None
+             ) -> LiveIndex:
+        """The index saved under ``base``, checked against its record; :class:`IndexFileError` when unusable.
+
+        ``vectors(max_id)`` gives the filler of the graph's rows (:func:`fill_from`), for sample ids up
+        to the saved state's ``max_id``."""
         path = cls._record_path(base)
         try:
             record = json.loads(path.read_text(encoding="utf-8"))
@@ -252,13 +258,18 @@ class LiveIndex:
         except (OSError, ValueError) as exc:
             raise IndexFileError(f"index record {path} is unreadable: {exc}") from None
         try:
-            if record["format"] != FILE_FORMAT or record["dim"] != dim or record["build"] != params.build_key():
+            if record["format"] not in (1, FILE_FORMAT) or record["dim"] != dim or record["build"] != params.build_key():
                 raise IndexFileError(f"index file {path} has another format, size or build parameters")
             file = base.parent / Path(record["file"]).name
-            vectors = VectorIndex.read(file, dim, params, int(record["size"]), int(record["crc32"]))
+            fill = None
+            if record["format"] == 2:
+                if vectors is None:
+                    raise IndexFileError(f"index file {file} holds no vectors and none were given")
+                fill = vectors(int(record["state"].get("max_id", 0)))
+            graph = VectorIndex.read(file, dim, params, int(record["size"]), int(record["crc32"]), fill)
             names: list[str | None] = list(record["requests"])
-            live = cls(dim, params, vectors)
-            keys = vectors.keys()
+            live = cls(dim, params, graph)
+            keys = graph.keys()
             if len(keys) != record["count"]:
                 raise IndexFileError(f"index file {file} holds {len(keys)} vectors, its record says {record['count']}")
             slots = (keys >> np.uint64(REQ_SHIFT)).astype(np.int64)
@@ -276,6 +287,35 @@ class LiveIndex:
             return live
         except (KeyError, TypeError, ValueError) as exc:
             raise IndexFileError(f"index record {path} is malformed: {exc}") from None
+
+
+def fill_from(batches: Iterator[tuple[np.ndarray, list[bytes]]], dim: int, dtype: str) -> Fill:
+    """A :data:`~lethe.store.index.Fill` from the database's positive sample rows.
+
+    ``batches`` yields (sample ids, vector blobs) in any order; each graph key's row is the blob of
+    its sample id (``key & ID_MASK``). A key whose sample is not in the database makes the file
+    unusable: the index is then rebuilt from what the database holds.
+    """
+    def fill(keys: np.ndarray, out: np.ndarray) -> None:
+        used = np.flatnonzero(keys != np.uint64(2**64 - 1))
+        sids = (keys[used] & np.uint64(ID_MASK)).astype(np.int64)
+        order = np.argsort(sids)
+        sorted_ids = sids[order]
+        found = np.zeros(len(sids), bool)
+        for ids, blobs in batches:
+            ids = np.asarray(ids, dtype=np.int64)
+            if not len(ids) or not len(sorted_ids):
+                continue
+            pos = np.minimum(np.searchsorted(sorted_ids, ids), len(sorted_ids) - 1)
+            hit = np.flatnonzero(sorted_ids[pos] == ids)
+            if not len(hit):
+                continue
+            where = order[pos[hit]]
+            out[used[where]] = blobs_for_index([blobs[i] for i in hit.tolist()], dim, dtype)
+            found[where] = True
+        if not found.all():
+            raise IndexFileError(f"{int((~found).sum())} vectors of the index file are not in the database")
+    return fill
 
 
 @contextlib.contextmanager

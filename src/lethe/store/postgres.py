@@ -232,6 +232,15 @@ class PostgresStore(ChangeListener, TableStore):
             while batch := cur.fetchmany(_ROWS):
                 yield self._index_rows(batch)
 
+    def _vectors(self, conn, max_id: int) -> Iterator[tuple[np.ndarray, list[bytes]]]:
+        """(ids, blobs) of every positive sample up to ``max_id``, revoked ones too, streamed."""
+        with conn.cursor(name=f"lethe_vectors_{threading.get_ident()}") as cur:
+            cur.itersize = _ROWS
+            cur.execute(f"SELECT id, embedding FROM {self._s}.samples WHERE id <= %s AND role != 'hard_negative'",
+                        (max_id,))
+            while batch := cur.fetchmany(_ROWS):
+                yield np.fromiter((r[0] for r in batch), np.int64, len(batch)), [bytes(r[1]) for r in batch]
+
     @contextlib.contextmanager
     def _snapshot(self) -> Iterator[StoreView]:
         import psycopg
@@ -248,6 +257,7 @@ class PostgresStore(ChangeListener, TableStore):
                         lambda ids: self._rows(conn, ids),
                         lambda max_id: {r[0] for r in conn.execute(
                             f"SELECT DISTINCT request_id FROM {self._s}.samples WHERE id > %s", (max_id,)).fetchall()},
+                        lambda max_id: self._vectors(conn, max_id),
                     )
             except psycopg.OperationalError as exc:
                 raise StoreError(f"PostgreSQL read failed: {first_line(exc)}") from None
