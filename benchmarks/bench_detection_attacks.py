@@ -55,12 +55,12 @@ def main() -> None:
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--attacks", default=",".join(ATTACK_NAMES), help="comma-separated attacks to run (default: all)")
     ap.add_argument("--out", default="results/detection_attacks.json")
-    ap.add_argument("--embedder-quantize", choices=["none", "int8"], default=None,
-                    help="the detector embedder's ONNX weights (default: LETHE_EMBED_QUANTIZE, else none = fp32)")
+    ap.add_argument("--embedder-quantize", choices=["auto", "none", "int8"], default=None,
+                    help="the detector embedder's ONNX weights (default: LETHE_EMBED_QUANTIZE, else auto = int8 on CPU)")
     args = ap.parse_args()
     if args.embedder_quantize:  # the embedder reads it wherever it is built
         os.environ["LETHE_EMBED_QUANTIZE"] = args.embedder_quantize
-    args.embedder_quantize = os.environ.get("LETHE_EMBED_QUANTIZE") or "none"  # recorded in the JSON config
+    args.embedder_quantize = os.environ.get("LETHE_EMBED_QUANTIZE") or "auto"  # recorded in the JSON config
     tofu = Path(args.data) / "tofu"
     forget = load(tofu / f"{args.split}_perturbed.jsonl")
     guard = Guard.open(Path(tempfile.mkdtemp(prefix="lethe-bench-atk-")), config=GuardConfig())

@@ -488,12 +488,12 @@ def main() -> None:
                     help="only measure add/revoke latency without embedding (random vectors) at each size")
     ap.add_argument("--plot-from", default=None,
                     help="comma-separated results JSON of earlier runs: plot them together (--plot) and stop")
-    ap.add_argument("--embedder-quantize", choices=["none", "int8"], default=None,
-                    help="the detector embedder's ONNX weights (default: LETHE_EMBED_QUANTIZE, else none = fp32)")
+    ap.add_argument("--embedder-quantize", choices=["auto", "none", "int8"], default=None,
+                    help="the detector embedder's ONNX weights (default: LETHE_EMBED_QUANTIZE, else auto = int8 on CPU)")
     args = ap.parse_args()
     if args.embedder_quantize:  # the embedder reads it wherever it is built
         os.environ["LETHE_EMBED_QUANTIZE"] = args.embedder_quantize
-    args.embedder_quantize = os.environ.get("LETHE_EMBED_QUANTIZE") or "none"  # recorded in the JSON config
+    args.embedder_quantize = os.environ.get("LETHE_EMBED_QUANTIZE") or "auto"  # recorded in the JSON config
     if args.plot_from:
         runs = [json.loads(Path(f).read_text()) for f in args.plot_from.split(",") if f]
         plot(runs, Path(args.plot or "scale.png"))

@@ -77,7 +77,8 @@ def main() -> None:
     worst_neg = sorted(zip(scores["retain90"].tolist(), retain, strict=True), reverse=True)[:5]
     worst_pos = sorted(zip(scores["forget_paraphrased"].tolist(), sets["forget_paraphrased"], strict=True))[:5]
     result = {
-        "benchmark": "detection_tofu", "config": vars(args) | {"guard": guard.config.model_dump()},
+        "benchmark": "detection_tofu", "config": vars(args) | {"guard": guard.config.model_dump(),
+                                                                 "embedder_identity": guard.embedder.identity},
         "versions": {"lethe": lethe.__version__, "python": platform.python_version()},
         "n_requests": len(ids), "add_seconds": add_s,
         "at_default_tau": rates(tau_default), "at_calibrated_tau": rates(tau_cal),

@@ -149,12 +149,12 @@ def main() -> None:
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--roc", default="/tmp/lethe-results/wmdp_full_roc.png")
     ap.add_argument("--out", default="/tmp/lethe-results/wmdp_full.json")
-    ap.add_argument("--embedder-quantize", choices=["none", "int8"], default=None,
-                    help="the detector embedder's ONNX weights (default: LETHE_EMBED_QUANTIZE, else none = fp32)")
+    ap.add_argument("--embedder-quantize", choices=["auto", "none", "int8"], default=None,
+                    help="the detector embedder's ONNX weights (default: LETHE_EMBED_QUANTIZE, else auto = int8 on CPU)")
     args = ap.parse_args()
     if args.embedder_quantize:  # the embedder reads it wherever it is built
         os.environ["LETHE_EMBED_QUANTIZE"] = args.embedder_quantize
-    args.embedder_quantize = os.environ.get("LETHE_EMBED_QUANTIZE") or "none"  # recorded in the JSON config
+    args.embedder_quantize = os.environ.get("LETHE_EMBED_QUANTIZE") or "auto"  # recorded in the JSON config
     subsets = [s for s in args.subsets.split(",") if s]
     formats = [f for f in args.formats.split(",") if f]
     home = Path(args.home or tempfile.mkdtemp(prefix="lethe-bench-wmdp-full-"))

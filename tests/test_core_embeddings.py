@@ -20,7 +20,7 @@ TEXTS = [
 def engines() -> tuple[Embedder, Embedder]:
     pytest.importorskip("onnxruntime")
     pytest.importorskip("onnx")
-    return Embedder(engine="onnx"), Embedder(engine="torch")
+    return Embedder(engine="onnx", quantize="none"), Embedder(engine="torch")
 
 
 def test_onnx_sentence_embeddings_match_torch(engines: tuple[Embedder, Embedder]) -> None:
@@ -39,6 +39,16 @@ def test_onnx_token_embeddings_match_torch(engines: tuple[Embedder, Embedder]) -
     ta, tb = onnx.token_embeddings(TEXTS), torch_.token_embeddings(TEXTS)
     assert [x.shape for x in ta] == [x.shape for x in tb]
     assert min(float((x * y).sum(axis=1).min()) for x, y in zip(ta, tb, strict=True)) > 0.9999
+
+
+def test_the_cpu_default_is_int8_and_close_to_fp32(engines: tuple[Embedder, Embedder]) -> None:
+    """``auto`` runs the int8 export on the onnx engine; the torch engine stays fp32."""
+    fp32, torch_ = engines
+    default = Embedder(engine="onnx")
+    assert default.quantize == "int8" and default.identity != fp32.identity and torch_.quantize == "none"
+    cos = (default.encode(TEXTS) * fp32.encode(TEXTS)).sum(axis=1)
+    assert float(cos.min()) > 0.97 and float(cos.mean()) > 0.985
+    assert float(cos.max()) < 0.99999  # a quantised model, not the fp32 one under another name
 
 
 def test_unknown_engine_is_a_one_line_error() -> None:

@@ -12,7 +12,7 @@ from lethe.backends import embeddings as E
 
 def test_corrupt_onnx_export_is_rebuilt(tmp_path, monkeypatch):
     pytest.importorskip("onnxruntime")
-    reference = E.Embedder(engine="onnx")  # the shared cache: exports once if it has to
+    reference = E.Embedder(engine="onnx", quantize="none")  # the shared cache: exports once if it has to
     ref_vecs = reference.encode(["Where was Albert Einstein born?", "What is the capital of Japan?"])
     src = E.onnx_export_path(reference.path)
     monkeypatch.setenv("LETHE_CACHE", str(tmp_path / "cache"))
@@ -21,7 +21,7 @@ def test_corrupt_onnx_export_is_rebuilt(tmp_path, monkeypatch):
     out.parent.mkdir(parents=True)
     shutil.copy(src, out)
     out.write_bytes(out.read_bytes()[:100_000])  # truncated, as by a crash or a full disk
-    emb = E.Embedder(engine="onnx")
+    emb = E.Embedder(engine="onnx", quantize="none")
     assert emb.engine == "onnx" and out.stat().st_size == src.stat().st_size
     vecs = emb.encode(["Where was Albert Einstein born?", "What is the capital of Japan?"])
     assert np.allclose(vecs, ref_vecs, atol=1e-5)
@@ -32,7 +32,7 @@ def test_int8_export_is_cached_separately_close_to_fp32_and_rebuilt_when_corrupt
     never mix), stays close to fp32, and a truncated copy of it in the cache is quantised again."""
     pytest.importorskip("onnxruntime")
     texts = ["Where was Albert Einstein born?", "What is the capital of Japan?", "Who wrote Animal Farm?"]
-    fp32 = E.Embedder(engine="onnx")
+    fp32 = E.Embedder(engine="onnx", quantize="none")
     q = E.Embedder(engine="onnx", quantize="int8")  # the shared cache: quantises once if it has to
     assert q.quantize == "int8" and q.identity != fp32.identity and q.identity.endswith("onnx-int8")
     a, b = fp32.encode(texts), q.encode(texts)

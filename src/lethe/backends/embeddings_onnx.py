@@ -29,7 +29,7 @@ import numpy as np
 from lethe.errors import BackendError, ConfigError
 
 log = logging.getLogger(__name__)
-QUANTIZE = ("none", "int8")
+QUANTIZE = ("auto", "none", "int8")
 
 
 def embed_threads() -> int:
@@ -243,8 +243,9 @@ class OnnxEncoder:
 
 
 def resolve_quantize(quantize: str | None) -> str:
-    """``none`` (fp32) or ``int8``: the argument, else ``LETHE_EMBED_QUANTIZE``, else ``none``."""
-    q = (quantize or os.environ.get("LETHE_EMBED_QUANTIZE", "") or "none").strip().lower()
+    """``auto``, ``none`` (fp32) or ``int8``: the argument, else ``LETHE_EMBED_QUANTIZE``, else ``auto``
+    (int8 where the onnx engine runs on CPU, fp32 elsewhere; :class:`lethe.backends.embeddings.Embedder`)."""
+    q = (quantize or os.environ.get("LETHE_EMBED_QUANTIZE", "") or "auto").strip().lower()
     if q not in QUANTIZE:
         raise ConfigError(f"embedder quantisation must be one of {', '.join(QUANTIZE)}, not {q!r}")
     return q
