@@ -18,6 +18,8 @@ the index keeps the int8 part alone.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+
 import numpy as np
 
 from lethe.errors import StoreError
@@ -110,11 +112,11 @@ def for_index(vectors: np.ndarray, dtype: str) -> np.ndarray:
     return np.ascontiguousarray(x, dtype=np.float16 if dtype == "f16" else np.float32)
 
 
-def blobs_for_index(blobs: list[bytes], dim: int, dtype: str) -> np.ndarray:
+def blobs_for_index(blobs: Sequence[bytes], dim: int, dtype: str) -> np.ndarray:
     """Database blobs as index rows; int8 rows go straight in when the index is int8."""
     if not blobs:
         return np.empty((0, dim), dtype={"i8": np.int8, "f16": np.float16, "f32": np.float32}[dtype])
-    if dtype == "i8" and all(len(b) == dim + 4 for b in blobs):
+    if dtype == "i8" and bool((np.fromiter(map(len, blobs), np.int64, len(blobs)) == dim + 4).all()):
         buf = np.frombuffer(b"".join(blobs), dtype=np.int8).reshape(len(blobs), dim + 4)
         return np.ascontiguousarray(buf[:, :dim])
     return for_index(np.stack([decode(b, dim) for b in blobs]), dtype)

@@ -366,7 +366,7 @@ def _restore_graph(path: Path, dim: int, dtype: np.dtype, fill: Fill) -> Index:
             raise IndexFileError(f"index file {path} has an impossible graph header")
         row_bytes = dim * dtype.itemsize
         start = _MATRIX_HEAD + n * row_bytes
-        buf = np.empty(start + path.stat().st_size, dtype=np.uint8)
+        buf = np.zeros(start + path.stat().st_size, dtype=np.uint8)  # calloc: free slots stay zero untouched
         buf[:_MATRIX_HEAD] = np.frombuffer(struct.pack("<II", n, row_bytes), dtype=np.uint8)
         f.seek(0)
         if f.readinto(memoryview(buf)[start:]) != len(buf) - start:
@@ -381,7 +381,6 @@ def _restore_graph(path: Path, dim: int, dtype: np.dtype, fill: Fill) -> Index:
         raise IndexFileError(f"index file {path} does not have the layout of a usearch graph")
     keys = buf[offsets[:, None] + np.arange(8)].copy().view("<u8").ravel() if n else np.empty(0, np.uint64)
     rows = buf[_MATRIX_HEAD:start].view(dtype).reshape(n, dim)
-    rows[:] = 0
     fill(keys, rows)
     index = Index.restore(buf)
     if index is None or len(index) != int((keys != _NO_KEY).sum()):

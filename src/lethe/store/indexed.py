@@ -14,7 +14,7 @@ import logging
 import threading
 import time
 from abc import abstractmethod
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 
 import numpy as np
@@ -211,7 +211,7 @@ class StoreView:
 
     def __init__(self, state: Callable[[], dict], live_requests: Callable[[], set[str]],
                  rows: Callable[[list[str] | None], Iterator[Rows]], requests_with_rows_after: Callable[[int], set[str]],
-                 vectors: Callable[[int], Iterator[tuple[np.ndarray, list[bytes]]]]):
+                 vectors: Callable[[int], Iterator[tuple[np.ndarray, Sequence[bytes]]]]):
         self.state, self.live_requests, self.rows = state, live_requests, rows
         self.requests_with_rows_after = requests_with_rows_after
         self.vectors = vectors  # (ids, blobs) of every positive sample with id <= max_id, revoked ones too

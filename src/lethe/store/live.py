@@ -28,7 +28,7 @@ import os
 import secrets
 import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -289,7 +289,7 @@ class LiveIndex:
             raise IndexFileError(f"index record {path} is malformed: {exc}") from None
 
 
-def fill_from(batches: Iterator[tuple[np.ndarray, list[bytes]]], dim: int, dtype: str) -> Fill:
+def fill_from(batches: Iterator[tuple[np.ndarray, Sequence[bytes]]], dim: int, dtype: str) -> Fill:
     """A :data:`~lethe.store.index.Fill` from the database's positive sample rows.
 
     ``batches`` yields (sample ids, vector blobs) in any order; each graph key's row is the blob of
@@ -311,7 +311,8 @@ def fill_from(batches: Iterator[tuple[np.ndarray, list[bytes]]], dim: int, dtype
             if not len(hit):
                 continue
             where = order[pos[hit]]
-            out[used[where]] = blobs_for_index([blobs[i] for i in hit.tolist()], dim, dtype)
+            mine = blobs if len(hit) == len(ids) else [blobs[i] for i in hit.tolist()]
+            out[used[where]] = blobs_for_index(mine, dim, dtype)
             found[where] = True
         if not found.all():
             raise IndexFileError(f"{int((~found).sum())} vectors of the index file are not in the database")

@@ -234,12 +234,13 @@ class PostgresStore(ChangeListener, TableStore):
 
     def _vectors(self, conn, max_id: int) -> Iterator[tuple[np.ndarray, list[bytes]]]:
         """(ids, blobs) of every positive sample up to ``max_id``, revoked ones too, streamed."""
-        with conn.cursor(name=f"lethe_vectors_{threading.get_ident()}") as cur:
+        with conn.cursor(name=f"lethe_vectors_{threading.get_ident()}", binary=True) as cur:  # bytea unencoded
             cur.itersize = _ROWS
             cur.execute(f"SELECT id, embedding FROM {self._s}.samples WHERE id <= %s AND role != 'hard_negative'",
                         (max_id,))
             while batch := cur.fetchmany(_ROWS):
-                yield np.fromiter((r[0] for r in batch), np.int64, len(batch)), [bytes(r[1]) for r in batch]
+                ids, blobs = zip(*batch, strict=True)
+                yield np.fromiter(ids, np.int64, len(ids)), [bytes(b) for b in blobs]
 
     @contextlib.contextmanager
     def _snapshot(self) -> Iterator[StoreView]:

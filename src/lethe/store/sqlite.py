@@ -166,12 +166,13 @@ class SQLiteStore(TableStore):
         return {r[0] for r in self._db.execute("SELECT DISTINCT request_id FROM samples NOT INDEXED WHERE id > ?",
                                                (max_id,))}
 
-    def _vectors(self, max_id: int) -> Iterator[tuple[np.ndarray, list[bytes]]]:
+    def _vectors(self, max_id: int) -> Iterator[tuple[np.ndarray, tuple[bytes, ...]]]:
         """(ids, blobs) of every positive sample up to ``max_id``, revoked ones too, in one rowid scan."""
         cur = self._db.execute("SELECT id, embedding FROM samples NOT INDEXED WHERE id <= ? AND "
                                "role != 'hard_negative'", (max_id,))
         while batch := cur.fetchmany(_ROWS):
-            yield np.fromiter((r[0] for r in batch), np.int64, len(batch)), [r[1] for r in batch]
+            ids, blobs = zip(*batch, strict=True)
+            yield np.fromiter(ids, np.int64, len(ids)), blobs
 
     @contextlib.contextmanager
     def _snapshot(self) -> Iterator[StoreView]:
