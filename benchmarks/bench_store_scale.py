@@ -40,6 +40,10 @@ type (recall, latency, memory of each).
     python benchmarks/bench_store_scale.py --sizes 1000000 --stores postgres --work /tmp/lethe-store-1m-pg \\
         --ef 128,192,256,320,384,512 --replica-rates 1,2,5,10 --out /tmp/lethe-results/store_1m.json --merge
 
+After a change to how a store opens, ``--reopen --merge`` measures the cold and warm opens and
+searches of the SQLite store an earlier run left in ``--work`` again, without the bulk load and
+rebuild (whose figures it keeps).
+
 The search breadth of the default row is the index's size rule (``expansion_for``); ``--ef``
 sweeps fixed values on the same open.
 """
@@ -487,9 +491,12 @@ def per_sample(res: dict) -> dict:
             "usearch_memory_usage_bytes_per_sample": round(warm["usearch_memory_usage"] / n, 1)}
 
 
-def run_size(size: int, kind: str, args: argparse.Namespace, work: Path, truth_done: bool) -> dict:
+def run_size(size: int, kind: str, args: argparse.Namespace, work: Path, truth_done: bool,
+             previous: dict | None = None) -> dict:
     synth = Synth(size, seed=args.seed)
     spec: dict = {"kind": kind, "key": str(work / "store.key")}
+    if args.reopen:
+        return reopen(synth, kind, args, work, spec, previous)
     if kind == "sqlite":
         folder = work / "sqlite"
         shutil.rmtree(folder, ignore_errors=True)
@@ -540,6 +547,29 @@ def run_size(size: int, kind: str, args: argparse.Namespace, work: Path, truth_d
 
         with psycopg.connect(spec["dsn"], autocommit=True) as conn:
             conn.execute(f'DROP SCHEMA IF EXISTS "{spec["schema"]}" CASCADE')
+    return res
+
+
+def reopen(synth: Synth, kind: str, args: argparse.Namespace, work: Path, spec: dict, previous: dict | None) -> dict:
+    """``--reopen``: the cold and warm opens (and searches) of the SQLite store an earlier run left in
+    ``--work``, with that run's bulk load and rebuild figures carried over from ``--out``."""
+    folder = work / "sqlite"
+    spec["path"] = str(folder / "store.db")
+    if kind != "sqlite" or previous is None or not (folder / "store.db").exists() or not (work / "truth.npz").exists():
+        raise SystemExit("--reopen needs --merge, a SQLite result of this size in --out and its store in --work")
+    res = {k: previous[k] for k in ("store", "size", "requests", "bulk_load", "open_rebuild")} | {"reopened": True}
+    t = time.perf_counter()
+    res["disk"] = disk_bytes(spec)
+    drop_page_cache([Path(spec["path"]), *folder.glob("*")])
+    res["open_cold"] = run_child("open", spec, work, args.child_timeout, search=True, queries=args.queries)
+    res["open_warm"] = run_child("open", spec, work, args.child_timeout, search=True, queries=args.queries,
+                                 ef=args.ef, writes=args.writes)
+    print(f"[{kind} {synth.n_live}] reopened: cold {res['open_cold']['open_s']:.2f} s, warm "
+          f"{res['open_warm']['open_s']:.2f} s, search {res['open_warm']['search']}", flush=True)
+    res["per_sample"] = per_sample(res)
+    if "replica" in previous:
+        res["replica"] = previous["replica"]
+    res["wall_s"] = round(time.perf_counter() - t, 1)
     return res
 
 
@@ -649,6 +679,9 @@ def main() -> None:
     ap.add_argument("--notes", default="/tmp/lethe-notes/store-scale.md")
     ap.add_argument("--merge", action="store_true", help="add to the results already in --out")
     ap.add_argument("--keep", action="store_true", help="keep the PostgreSQL schemas")
+    ap.add_argument("--reopen", action="store_true",
+                    help="with --merge: measure only the opens and searches of the SQLite store left in --work "
+                         "(after a change to the open path), keeping the earlier bulk load and rebuild figures")
     ap.add_argument("--child-timeout", type=float, default=7200)
     ap.add_argument("--notes-only", action="store_true", help="rewrite --notes from the results in --out, run nothing")
     ap.add_argument("--_child", default=None, help=argparse.SUPPRESS)
@@ -689,7 +722,9 @@ def main() -> None:
         out.write_text(json.dumps(report, indent=1))
     for size in [int(s) for s in args.sizes.split(",") if s]:
         for i, kind in enumerate(stores):
-            res = run_size(size, kind, args, work, truth_done=i > 0)
+            previous = next((r for r in report["results"] if r["store"] == kind and r["size"] == Synth(size).n_live),
+                            None)
+            res = run_size(size, kind, args, work, truth_done=i > 0 or args.reopen, previous=previous)
             report["results"] = [r for r in report["results"] if (r["store"], r["size"]) != (res["store"], res["size"])]
             report["results"].append(res)
             report["machine"]["loadavg_end"] = os.getloadavg()

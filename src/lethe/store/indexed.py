@@ -21,7 +21,7 @@ import numpy as np
 
 from lethe.store.base import ForgetRequest, NegativeSample
 from lethe.store.index import IndexFileError, IndexParams
-from lethe.store.live import LiveIndex, PersistParams, Rows, fill_from
+from lethe.store.live import DatabaseFill, LiveIndex, PersistParams, Rows
 
 log = logging.getLogger("lethe.store.index")
 
@@ -93,7 +93,7 @@ class IndexedStore:
             if self._index_base is not None:
                 try:  # the graph's rows come from this same read of the database
                     live = LiveIndex.load(self._index_base, self.dim, self._index_params,
-                                          lambda max_id: fill_from(view.vectors(max_id), self.dim,
+                                          lambda max_id: DatabaseFill(view.vectors(max_id), self.dim,
                                                                    self._index_params.dtype))
                 except IndexFileError as exc:
                     missing = str(exc).startswith("no index file")

@@ -14,7 +14,7 @@ contents correspond to (the store's id, its change counters and largest sample i
 :class:`lethe.store.indexed.IndexedStore`). :meth:`LiveIndex.load` refuses a file whose record, size,
 checksum, parameters or keys do not agree (:class:`~lethe.store.index.IndexFileError`);
 the store then rebuilds from the database. Loading reads the vectors back from the database
-(:func:`fill_from`). A file whose state is behind the database is
+(:class:`DatabaseFill`). A file whose state is behind the database is
 brought up to date incrementally; one that cannot be (sample rows changed in place, a
 different database) is rebuilt.
 """
@@ -25,6 +25,7 @@ import contextlib
 import json
 import logging
 import os
+import queue
 import secrets
 import threading
 import time
@@ -248,7 +249,7 @@ class LiveIndex:
              ) -> LiveIndex:
         """The index saved under ``base``, checked against its record; :class:`IndexFileError` when unusable.
 
-        ``vectors(max_id)`` gives the filler of the graph's rows (:func:`fill_from`), for sample ids up
+        ``vectors(max_id)`` gives the filler of the graph's rows (:class:`DatabaseFill`), for sample ids up
         to the saved state's ``max_id``."""
         path = cls._record_path(base)
         try:
@@ -266,7 +267,11 @@ class LiveIndex:
                 if vectors is None:
                     raise IndexFileError(f"index file {file} holds no vectors and none were given")
                 fill = vectors(int(record["state"].get("max_id", 0)))
-            graph = VectorIndex.read(file, dim, params, int(record["size"]), int(record["crc32"]), fill)
+            try:
+                graph = VectorIndex.read(file, dim, params, int(record["size"]), int(record["crc32"]), fill)
+            finally:
+                if fill is not None and hasattr(fill, "close"):
+                    fill.close()
             names: list[str | None] = list(record["requests"])
             live = cls(dim, params, graph)
             keys = graph.keys()
@@ -289,34 +294,62 @@ class LiveIndex:
             raise IndexFileError(f"index record {path} is malformed: {exc}") from None
 
 
-def fill_from(batches: Iterator[tuple[np.ndarray, Sequence[bytes]]], dim: int, dtype: str) -> Fill:
+class DatabaseFill:
     """A :data:`~lethe.store.index.Fill` from the database's positive sample rows.
 
     ``batches`` yields (sample ids, vector blobs) in any order; each graph key's row is the blob of
     its sample id (``key & ID_MASK``). A key whose sample is not in the database makes the file
     unusable: the index is then rebuilt from what the database holds.
+
+    The database is read on a thread from the moment this is made, so the scan overlaps reading
+    and parsing the graph file; :meth:`close` stops it (the caller's read snapshot must outlive it).
     """
-    def fill(keys: np.ndarray, out: np.ndarray) -> None:
+
+    def __init__(self, batches: Iterator[tuple[np.ndarray, Sequence[bytes]]], dim: int, dtype: str) -> None:
+        self._batches, self.dim, self.dtype = batches, dim, dtype
+        self._queue: queue.SimpleQueue = queue.SimpleQueue()
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._read, name="lethe-index-fill", daemon=True)
+        self._thread.start()
+
+    def _read(self) -> None:
+        try:
+            for ids, blobs in self._batches:
+                if self._stop.is_set():
+                    break
+                self._queue.put((np.asarray(ids, dtype=np.int64), blobs_for_index(blobs, self.dim, self.dtype)))
+        except BaseException as exc:  # handed to the consumer, raised there
+            self._queue.put(exc)
+        finally:
+            close = getattr(self._batches, "close", None)
+            if close is not None:
+                close()  # a generator stopped early releases its cursor now, inside the snapshot
+            self._queue.put(None)
+
+    def close(self) -> None:
+        self._stop.set()
+        self._thread.join()
+
+    def __call__(self, keys: np.ndarray, out: np.ndarray) -> None:
         used = np.flatnonzero(keys != np.uint64(2**64 - 1))
         sids = (keys[used] & np.uint64(ID_MASK)).astype(np.int64)
         order = np.argsort(sids)
         sorted_ids = sids[order]
         found = np.zeros(len(sids), bool)
-        for ids, blobs in batches:
-            ids = np.asarray(ids, dtype=np.int64)
+        while (item := self._queue.get()) is not None:
+            if isinstance(item, BaseException):
+                raise item
+            ids, rows = item
             if not len(ids) or not len(sorted_ids):
                 continue
             pos = np.minimum(np.searchsorted(sorted_ids, ids), len(sorted_ids) - 1)
             hit = np.flatnonzero(sorted_ids[pos] == ids)
-            if not len(hit):
-                continue
-            where = order[pos[hit]]
-            mine = blobs if len(hit) == len(ids) else [blobs[i] for i in hit.tolist()]
-            out[used[where]] = blobs_for_index(mine, dim, dtype)
-            found[where] = True
+            if len(hit):
+                where = order[pos[hit]]
+                out[used[where]] = rows if len(hit) == len(ids) else rows[hit]
+                found[where] = True
         if not found.all():
             raise IndexFileError(f"{int((~found).sum())} vectors of the index file are not in the database")
-    return fill
 
 
 @contextlib.contextmanager

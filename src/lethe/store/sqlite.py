@@ -170,9 +170,12 @@ class SQLiteStore(TableStore):
         """(ids, blobs) of every positive sample up to ``max_id``, revoked ones too, in one rowid scan."""
         cur = self._db.execute("SELECT id, embedding FROM samples NOT INDEXED WHERE id <= ? AND "
                                "role != 'hard_negative'", (max_id,))
-        while batch := cur.fetchmany(_ROWS):
-            ids, blobs = zip(*batch, strict=True)
-            yield np.fromiter(ids, np.int64, len(ids)), blobs
+        try:
+            while batch := cur.fetchmany(_ROWS):
+                ids, blobs = zip(*batch, strict=True)
+                yield np.fromiter(ids, np.int64, len(ids)), blobs
+        finally:
+            cur.close()
 
     @contextlib.contextmanager
     def _snapshot(self) -> Iterator[StoreView]:
