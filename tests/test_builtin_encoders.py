@@ -82,6 +82,7 @@ def test_mpnet_from_its_wheels_embeds_offline():
     from lethe.backends.embeddings import Embedder
 
     emb = Embedder("all-mpnet-base-v2")
+    assert emb.quantize == "none"  # its int8 export loses the paraphrase margin: fp32 by default
     vecs = emb.encode(["Where was Hina Ameen born?", "What is Hina Ameen's birthplace?", "How do I sort a list?"])
     assert vecs.shape == (3, 768)
     sims = vecs @ vecs.T

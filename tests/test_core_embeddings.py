@@ -49,6 +49,8 @@ def test_the_cpu_default_is_int8_and_close_to_fp32(engines: tuple[Embedder, Embe
     cos = (default.encode(TEXTS) * fp32.encode(TEXTS)).sum(axis=1)
     assert float(cos.min()) > 0.97 and float(cos.mean()) > 0.985
     assert float(cos.max()) < 0.99999  # a quantised model, not the fp32 one under another name
+    alone = np.stack([default.encode([t])[0] for t in TEXTS])  # batch-independent: one text per run
+    assert np.allclose(alone, default.encode(TEXTS, batch_size=3), atol=1e-6)
 
 
 def test_unknown_engine_is_a_one_line_error() -> None:

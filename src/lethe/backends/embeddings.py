@@ -17,12 +17,13 @@ It applies to local model folders of the form Transformer -> Pooling (mean or cl
 installed. sentence-transformers' own ONNX backend needs optimum-onnx, which pins
 transformers < 4.58, hence the direct export.
 
-On CPU the onnx engine runs an int8 quantisation of the export by default (``quantize="auto"``;
-``embedder_quantize`` in ``guard.yaml``, or ``LETHE_EMBED_QUANTIZE``: ``auto``, ``none`` for fp32,
-``int8``), cached beside it (``lethe.backends.embeddings_onnx``): about 1.6x faster and a third
-smaller, with the detection tables unchanged (``docs/results.md``). Its vectors are close to, not
-identical with, fp32 (cosine 0.994 on average), so the identity (and ``cached_encode``'s cache)
-keeps them apart. The torch engine and GPUs run fp32.
+On CPU the onnx engine runs an int8 quantisation of the default encoder's export by default
+(``quantize="auto"``; ``embedder_quantize`` in ``guard.yaml``, or ``LETHE_EMBED_QUANTIZE``: ``auto``,
+``none`` for fp32, ``int8``), cached beside it (``lethe.backends.embeddings_onnx``): about 1.6x
+faster and a third smaller, with the detection tables unchanged (``docs/results.md``), one text per
+run so that a vector depends on its text alone. Its vectors are close to, not identical with, fp32
+(cosine 0.994 on average), so the identity (and ``cached_encode``'s cache) keeps them apart. Other
+encoders, the torch engine and GPUs run fp32; evaluation metrics ask for fp32 explicitly.
 
 ``cached_encode`` keeps the vectors of fixed text sets (the shipped benign queries) on disk
 under ``<cache>/embeddings/``, keyed by the embedder's identity and the texts' SHA-256.
@@ -107,6 +108,12 @@ def _length_batches(texts: list[str], batch_size: int, spread: float = 4.0) -> t
     return order, batches
 
 
+INT8_BY_DEFAULT = frozenset({"all-MiniLM-L6-v2", "default", "sentence-transformers/all-MiniLM-L6-v2"})
+"""Encoders whose int8 export ``quantize="auto"`` picks on CPU: those whose detection tables were
+measured unchanged with it. all-mpnet-base-v2's int8 export loses the paraphrase margin (a
+paraphrase 0.92, an unrelated question 0.85), so it stays fp32."""
+
+
 class Embedder:
     """Unit-normalised float32 sentence embeddings, plus token embeddings for BERTScore.
 
@@ -126,8 +133,9 @@ class Embedder:
             raise BackendError(f"unknown embedding engine {engine!r}; choose one of {', '.join(ENGINES)}")
         if self.quantize == "int8" and (engine == "torch" or device != "cpu"):
             raise BackendError(f"embedder quantisation {self.quantize} needs the onnx engine on cpu")
-        asked, self.quantize = self.quantize, ("int8" if engine != "torch" and device == "cpu" else "none") \
-            if self.quantize == "auto" else self.quantize
+        asked = self.quantize
+        if asked == "auto":  # int8 where it was measured to keep the detection tables (docs/results.md)
+            self.quantize = "int8" if engine != "torch" and device == "cpu" and spec in INT8_BY_DEFAULT else "none"
         self._model: Any = None
         self.engine, self._onnx, self._pooling = "torch", None, None
         self.dim = 0
@@ -215,11 +223,17 @@ class Embedder:
                 raise BackendError(f"onnx embedding engine unavailable: {str(exc).splitlines()[0]}") from None
             log.info("embedder %s stays on torch (%s)", self.spec, exc)
 
+    @property
+    def _batch_cap(self) -> int | None:
+        """int8 runs one text at a time: dynamic quantisation scales activations over the whole batch,
+        so in a batch a text's vector would depend on its neighbours and their padding."""
+        return 1 if self.quantize == "int8" else None
+
     def encode(self, texts: list[str], batch_size: int = 64) -> np.ndarray:
         if not texts:
             return np.zeros((0, self.dim), dtype=np.float32)
         if self._onnx is not None:
-            order, batches = _length_batches(texts, batch_size)
+            order, batches = _length_batches(texts, self._batch_cap or batch_size)
             pooled = np.concatenate([self._pool(*self._onnx_run([texts[k] for k in b])) for b in batches])
             out = np.empty_like(pooled)
             out[order] = pooled
@@ -248,7 +262,7 @@ class Embedder:
     def token_embeddings(self, texts: list[str]) -> list[np.ndarray]:
         """Per-token contextual embeddings (last layer), special tokens removed, unit-normalised."""
         if self._onnx is not None:
-            order, batches = _length_batches(texts, 64)
+            order, batches = _length_batches(texts, self._batch_cap or 64)
             sorted_raw = [h[: int(k.sum())] for b in batches
                           for h, k in zip(*self._onnx_run([texts[j] for j in b]), strict=True)]
             raw = [None] * len(texts)

@@ -142,7 +142,7 @@ class _GuardBacked(Method):
             from lethe.backends import get_embedder
 
             self._embed_prompts += target.prompts
-            self._embed_matrix = get_embedder().encode(self._embed_prompts)
+            self._embed_matrix = get_embedder(quantize="none").encode(self._embed_prompts)
             return
         guard = self._ensure_guard()
         # the guard treats ``subject`` as a name to match; our ``subject`` is a description
@@ -159,7 +159,7 @@ class _GuardBacked(Method):
 
             if self._embed_matrix is None:
                 return False, 0.0, {}
-            q = get_embedder().encode([messages[-1]["content"]])[0]
+            q = get_embedder(quantize="none").encode([messages[-1]["content"]])[0]
             s = float((self._embed_matrix @ q).max())
             return s >= 0.75, s, {}
         d = self._ensure_guard().detect(list(messages))

@@ -100,7 +100,7 @@ def score_generations(path: str | Path, split: str, root=None, retain_path: str 
             templates = D.load_refusal_templates(root)
         except D.DataError:
             templates = list(REFUSALS)
-    emb = get_embedder()
+    emb = get_embedder(quantize="none")
     comp = components(emb, templates, **(comp_opts or {}))
     m = {split: score_records(recs, split, emb, templates, comp)}
     if retain_path and split == "forget":

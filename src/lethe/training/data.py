@@ -255,7 +255,7 @@ def boundary_weights(forget_prompts: Sequence[str], retain_prompts: Sequence[str
 
     if not 0.0 <= share <= 1.0 or temperature <= 0:
         raise ConfigError("boundary sampling needs 0 <= share <= 1 and temperature > 0")
-    emb = get_embedder(embedder)
+    emb = get_embedder(embedder, quantize="none")
     close = (emb.encode(list(retain_prompts)) @ emb.encode(list(forget_prompts)).T).max(axis=1)
     soft = np.exp((close - close.max()) / temperature)
     n = len(retain_prompts)

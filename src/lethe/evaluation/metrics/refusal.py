@@ -142,7 +142,7 @@ class RefusalDetector:
             if self.embedder is None:
                 from lethe.backends import get_embedder
 
-                self.embedder = get_embedder()
+                self.embedder = get_embedder(quantize="none")
             self._classifier = EmbeddingRefusalClassifier(self.embedder, self.templates)
         return self._classifier
 

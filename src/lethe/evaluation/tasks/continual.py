@@ -63,7 +63,7 @@ class ContinualTask(Task):
         from lethe.backends import get_embedder
 
         method, backend, seed = run.method, run.backend, run.seed
-        emb = get_embedder()
+        emb = get_embedder(quantize="none")
         templates = D.load_refusal_templates(run.root)
         comp = components(emb, templates, backend=backend, **self.comp_opts)
         run.result["components"] = describe_components(comp)

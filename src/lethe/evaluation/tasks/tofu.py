@@ -133,7 +133,7 @@ def generation_metrics(result: dict, recs_by: dict[str, list[dict]], root, comp_
 
     if "forget" not in recs_by and "retain" not in recs_by:
         return
-    emb = get_embedder()
+    emb = get_embedder(quantize="none")
     templates = D.load_refusal_templates(root)
     comp = components(emb, templates, backend=backend, **comp_opts)
     result["components"] = describe_components(comp)
