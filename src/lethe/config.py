@@ -240,7 +240,7 @@ class GuardConfig(Section):
     backend: BackendConfig = Field(default_factory=BackendConfig, description="the chat model behind the guard")
     embedder: str = Field(DEFAULT_EMBEDDER, description="sentence embedder of the detector")
     embedder_quantize: Literal["auto", "none", "int8"] | None = Field(
-        None, description="the embedder's ONNX weights: auto (int8 on the CPU onnx engine, else fp32), none "
+        None, description="the embedder's ONNX weights: auto (int8 for the default encoder on the CPU onnx engine, else fp32), none "
         "(fp32) or int8 (dynamic quantisation, CPU); default LETHE_EMBED_QUANTIZE, else auto")
     detector: DetectorConfig = Field(default_factory=DetectorConfig, description="detection thresholds")
     guider: GuiderConfig = Field(default_factory=GuiderConfig, description="the reasoning step")

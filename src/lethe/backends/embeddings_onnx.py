@@ -244,7 +244,7 @@ class OnnxEncoder:
 
 def resolve_quantize(quantize: str | None) -> str:
     """``auto``, ``none`` (fp32) or ``int8``: the argument, else ``LETHE_EMBED_QUANTIZE``, else ``auto``
-    (int8 where the onnx engine runs on CPU, fp32 elsewhere; :class:`lethe.backends.embeddings.Embedder`)."""
+    (int8 for the default encoder on the CPU onnx engine, fp32 elsewhere; :class:`lethe.backends.embeddings.Embedder`)."""
     q = (quantize or os.environ.get("LETHE_EMBED_QUANTIZE", "") or "auto").strip().lower()
     if q not in QUANTIZE:
         raise ConfigError(f"embedder quantisation must be one of {', '.join(QUANTIZE)}, not {q!r}")

@@ -43,6 +43,7 @@ except ImportError:  # the embedder then runs on torch
 from usearch.index import Index  # noqa: E402
 
 _NO_KEY = 2**64 - 1
+FREE_KEY = np.uint64(_NO_KEY)  # the key usearch gives a free graph slot
 # The size-dependent search breadth: ef(n) = EF_BASE * max(1, n / EF_BASE_SIZE) ** EF_GROWTH, rounded up
 # to a multiple of EF_STEP and capped at EF_MAX. Fitted to the recall@10 the store benchmark
 # (benchmarks/bench_store_scale.py, docs/serving.md) measures against exact search as the store grows.
@@ -338,7 +339,6 @@ class VectorIndex:
             raise IndexFileError(f"index file {path} has {actual} bytes, its record says {size}")
         if file_crc32(path) != crc:
             raise IndexFileError(f"index file {path} fails its checksum")
-        want = Index(ndim=dim, metric="cos", dtype=params.dtype)
         try:
             if fill is None:
                 index = Index.restore(str(path))
@@ -350,6 +350,7 @@ class VectorIndex:
             raise IndexFileError(f"index file {path} is not a {dim}-d usearch index")
         if len(index) == 0:  # an empty file records no build parameters
             return cls(dim, params)
+        want = Index(ndim=dim, metric="cos", dtype=params.dtype)
         if index.dtype != want.dtype or index.connectivity != params.connectivity:
             raise IndexFileError(f"index file {path} was built with other parameters")
         return cls(dim, params, _index=index)
@@ -392,4 +393,4 @@ def _restore_graph(path: Path, dim: int, dtype: np.dtype, fill: Fill) -> Index:
     return index
 
 
-__all__ = ["Fill", "IndexFileError", "IndexParams", "VectorIndex", "expansion_for", "file_crc32", "fsync_dir"]
+__all__ = ["FREE_KEY", "Fill", "IndexFileError", "IndexParams", "VectorIndex", "expansion_for", "file_crc32", "fsync_dir"]

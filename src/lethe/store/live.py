@@ -38,7 +38,7 @@ import numpy as np
 from lethe.errors import StoreError
 from lethe.store.base import Match, NegativeSample
 from lethe.store.codec import blobs_for_index, from_index
-from lethe.store.index import Fill, IndexFileError, IndexParams, VectorIndex, fsync_dir
+from lethe.store.index import FREE_KEY, IndexFileError, IndexParams, VectorIndex, fsync_dir
 
 log = logging.getLogger("lethe.store.index")
 
@@ -245,8 +245,8 @@ class LiveIndex:
             self._saving.release()
 
     @classmethod
-    def load(cls, base: Path, dim: int, params: IndexParams, vectors: Callable[[int], Fill] | None = None
-             ) -> LiveIndex:
+    def load(cls, base: Path, dim: int, params: IndexParams,
+             vectors: Callable[[int], DatabaseFill] | None = None) -> LiveIndex:
         """The index saved under ``base``, checked against its record; :class:`IndexFileError` when unusable.
 
         ``vectors(max_id)`` gives the filler of the graph's rows (:class:`DatabaseFill`), for sample ids up
@@ -263,14 +263,14 @@ class LiveIndex:
                 raise IndexFileError(f"index file {path} has another format, size or build parameters")
             file = base.parent / Path(record["file"]).name
             fill = None
-            if record["format"] == 2:
+            if record["format"] == FILE_FORMAT:
                 if vectors is None:
                     raise IndexFileError(f"index file {file} holds no vectors and none were given")
                 fill = vectors(int(record["state"].get("max_id", 0)))
             try:
                 graph = VectorIndex.read(file, dim, params, int(record["size"]), int(record["crc32"]), fill)
             finally:
-                if fill is not None and hasattr(fill, "close"):
+                if fill is not None:
                     fill.close()
             names: list[str | None] = list(record["requests"])
             live = cls(dim, params, graph)
@@ -331,7 +331,7 @@ class DatabaseFill:
         self._thread.join()
 
     def __call__(self, keys: np.ndarray, out: np.ndarray) -> None:
-        used = np.flatnonzero(keys != np.uint64(2**64 - 1))
+        used = np.flatnonzero(keys != FREE_KEY)
         sids = (keys[used] & np.uint64(ID_MASK)).astype(np.int64)
         order = np.argsort(sids)
         sorted_ids = sids[order]
