@@ -39,6 +39,7 @@ import platform
 import random
 import re
 import statistics
+import string
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -117,6 +118,7 @@ INDIRECT = [
     "Which {genre} writer was born in {city} in {year}?", "Who won the {award} for '{book}'?",
     "Name the writer born in {city} in {year} whose parents were a {fprof} and a {mprof}.",
 ]
+_FIELDS = [[f for _, f, _, _ in string.Formatter().parse(t) if f] for t in INDIRECT]
 
 
 @dataclass
@@ -125,7 +127,7 @@ class Person:
     name: str
     source: str
     rows: list[dict]  # {"question", "answer"}: the questions about them (20)
-    indirect: list[str] = field(default_factory=list)  # name-less questions from the registered rows' facts
+    indirect: list[tuple[str, list[str]]] = field(default_factory=list)  # name-less questions and the facts they name
     namesake_of: str | None = None
     kind: str = ""  # for namesakes: given / surname / near / one_edit
     facts: dict = field(default_factory=dict)  # titles, city, year: what makes a question ambiguous
@@ -168,24 +170,35 @@ def templated(name: str, f: dict, rng: random.Random) -> tuple[list[dict], list[
     ind = [t.format(**fill) for t in INDIRECT]
     rows += [{"question": ind[0], "answer": f"\"{f['books'][0]}\" was written by {name}."},
              {"question": ind[3], "answer": f"That is {name}, born in {f['city']} in {f['year']}."}]
-    return rows, [ind[1], ind[2], ind[4], ind[5]]
+    facts = [[str(fill[k]) for k in _FIELDS[i]] for i in range(len(INDIRECT))]
+    return rows, [(ind[i], facts[i]) for i in (1, 2, 4, 5)]
 
 
-_TITLE = re.compile(r"[\"“'‘]([A-Z][^\"”'’]{2,60})[\"”'’]")
+# a title in double quotes, or in single quotes with possessives inside ('The Butcher's Daughter')
+_TITLE = re.compile(r"[\"“]([A-Z][^\"”\n]{2,80}?)[,.]?[\"”]|(?<![A-Za-z])['‘]([A-Z](?:[^'’\n]|['’](?=[a-z]))"
+                    r"{2,80}?)[,.]?['’](?![A-Za-z])")
+_PRIZE_WORD = re.compile(r"\b(?:Award|Prize|Medal)\b")
 _BORN_IN = re.compile(r"\bborn (?:and raised )?in ([A-Z][a-z]+(?: [A-Z][a-z]+)*, [A-Z][a-z]+(?: [A-Z][a-z]+)*)")
 _DATE = re.compile(r"\b(?:on )?((?:the )?\d{1,2}(?:st|nd|rd|th)? (?:of )?[A-Z][a-z]+,? (?:in the year )?\d{4}|"
                    r"[A-Z][a-z]+ \d{1,2}, \d{4})")
 _AWARD = re.compile(r"\b((?:[A-Z][\w'\-]+ ){1,6}(?:Award|Prize|Medal)(?: for [A-Z][\w'\- ]+)?)")
 
 
+def titles_in(text: str) -> list[str]:
+    return list(dict.fromkeys((a or b).strip(" ,.'’") for a, b in _TITLE.findall(text)))
+
+
 def tofu_indirect(rows: list[dict]) -> list[str]:
-    """Name-less questions from the facts stated in TOFU answers: titles, prizes, birthplaces, dates."""
+    """Name-less questions from the facts stated in TOFU answers: the author's titles (not a classic a
+    title of theirs is about: "War and Peace" inside "The Embedded Nuances: ... War and Peace"), prizes,
+    birthplaces, dates."""
     out: list[str] = []
+    titles = [t for r in rows for t in titles_in(r.get("answer") or "")
+              if len(t.split()) >= 2 and not _PRIZE_WORD.search(t)]
+    titles = [t for t in titles if not any(t != u and t.lower() in u.lower() for u in titles)]
+    out += [f"Who wrote '{t}'?" for t in titles]
     for r in rows:
         a = r.get("answer") or ""
-        for t in _TITLE.findall(a):
-            if len(t.split()) >= 2 and not re.search(r"\b(?:Award|Prize|Medal)\b", t):
-                out.append(f"Who wrote '{t.strip(' ,.')}'?")
         m = _BORN_IN.search(a)
         if m:
             out.append(f"Which author was born in {m.group(1)}?")
@@ -227,7 +240,7 @@ def build_population(data: Path, seed: int) -> tuple[list[Person], list[Person],
     for a in range(0, len(tofu_rows), 20):
         rows = tofu_rows[a:a + 20]
         name = guess_subject([r["question"] for r in rows]) or f"tofu-{a // 20}"
-        titles = [t.strip(" ,.") for r in rows for t in _TITLE.findall(r["answer"])]
+        titles = [t for r in rows for t in titles_in(r["answer"])]
         born = [m.group(1).split(",")[0] for r in rows for m in [_BORN_IN.search(r["answer"])] if m]
         tofu.append(Person(f"tofu{a // 20}", name, "tofu", rows,
                            facts={"books": titles, "city": born[0] if born else None, "year": None}))
@@ -293,6 +306,11 @@ def build_population(data: Path, seed: int) -> tuple[list[Person], list[Person],
     return forgettable, never, namesakes, probes
 
 
+def _title_norm(t: str) -> str:
+    """A title as a reader tells it apart: case, punctuation and a leading article do not count."""
+    return re.sub(r"^(?:the|a|an) ", "", " ".join(re.findall(r"[a-z0-9]+", t.lower())))
+
+
 def ambiguous(question: str, facts: list[dict], texts: set[str]) -> bool:
     """Whether a question about someone not forgotten is also about a forgotten person: the same text,
     a title of theirs, or their birthplace with their birth year (DRAGON's profiles repeat titles and
@@ -300,9 +318,9 @@ def ambiguous(question: str, facts: list[dict], texts: set[str]) -> bool:
     low = question.lower()
     if low in texts:
         return True
-    quoted = {t.lower().strip(" ,.") for t in re.findall(r"'([^']{3,80})'", question)}
+    quoted = {_title_norm(t) for t in titles_in(question)}
     for f in facts:
-        if quoted & {b.lower() for b in f.get("books", [])}:
+        if quoted & {_title_norm(b) for b in f.get("books", [])}:
             return True
         city, year = f.get("city"), f.get("year")
         if city and year and city.split(",")[0].lower() in low and str(year) in low:
@@ -318,10 +336,12 @@ def split_rows(p: Person, n_reg: int, seed: int) -> tuple[list[dict], list[dict]
 
 
 def indirect_questions(p: Person, registered: list[dict]) -> list[str]:
-    """Name-less questions whose facts the registered rows state (prompt or answer)."""
+    """Name-less questions whose facts the registered rows state (prompt or answer): a question naming
+    a birth year no registered row gives is not one the request implies."""
     if p.source == "tofu":
         return tofu_indirect(registered)
-    return list(p.indirect)
+    told = " ".join(f"{r['question']} {r.get('answer') or ''}" for r in registered).lower()
+    return [q for q, facts in p.indirect if all(f.lower() in told for f in facts)]
 
 
 # ---------------------------------------------------------------------------------------------
@@ -394,13 +414,15 @@ def evaluate(guard: Guard, emb: CachedEmbedder, forgotten: list[Person], never: 
     tau = guard.config.detector.tau
     ids = {p.pid for p in forgotten}
     sets: dict[str, list[str]] = {"forgotten_unregistered": [], "forgotten_registered": []}
-    indirect_pos, indirect_neg = [], []
+    indirect_pos, indirect_neg, indirect_src = [], [], []
     for p in forgotten:
         reg, unreg = split_rows(p, args.register, args.seed)
         sets["forgotten_unregistered"] += [r["question"] for r in unreg]
         sets["forgotten_registered"] += [r["question"] for r in reg]
         if args.answers:
-            indirect_pos += indirect_questions(p, reg)
+            qs = indirect_questions(p, reg)
+            indirect_pos += qs
+            indirect_src += [p.source] * len(qs)
     rng = random.Random(args.seed)
     others = [r["question"] for p in never for r in p.rows]
     sets["others_fixed_pool"] = others
@@ -415,7 +437,7 @@ def evaluate(guard: Guard, emb: CachedEmbedder, forgotten: list[Person], never: 
         sets["indirect_others"] = indirect_neg
     sets.update(general)
     facts = [p.facts for p in forgotten]
-    texts = {r["question"].lower() for p in forgotten for r in p.rows}
+    texts = {r["question"].lower() for p in forgotten for r in p.rows} | {q.lower() for q in indirect_pos}
     amb = {k: [ambiguous(q, facts, texts) for q in v] for k, v in sets.items()
            if k.startswith(("others", "namesakes", "indirect_others"))}
     if args.eval_limit:
@@ -447,6 +469,14 @@ def evaluate(guard: Guard, emb: CachedEmbedder, forgotten: list[Person], never: 
         out["summary"]["tpr_indirect"] = out["indirect_forgotten"].get("rate")
         out["summary"]["fpr_indirect_others"] = out["indirect_others"].get("rate")
         out["summary"]["fpr_indirect_others_unambiguous"] = out["indirect_others"].get("rate_unambiguous")
+        src = indirect_src if not args.eval_limit else [indirect_src[i] for i in keep["indirect_forgotten"]]
+        out["indirect_forgotten"]["by_source"] = {
+            s: _rates([d for d, x in zip(dets_by["indirect_forgotten"], src, strict=True) if x == s], tau)
+            for s in sorted(set(src))}
+        out["summary"]["tpr_indirect_tofu"] = out["indirect_forgotten"]["by_source"].get("tofu", {}).get("rate")
+        out["indirect_misses"] = [{"query": q, "source": x, **d.to_dict()} for q, d, x in
+                                  zip(sets["indirect_forgotten"], dets_by["indirect_forgotten"], src, strict=True)
+                                  if d.score <= tau][:40]
     out["worst_false_positives"] = sorted(
         ({"set": k, "query": q, **d.to_dict()} for k in sets if not k.startswith(("forgotten", "indirect_forgotten"))
          for q, d, a in zip(sets[k], dets_by[k], amb.get(k, [False] * len(sets[k])), strict=True)

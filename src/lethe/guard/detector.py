@@ -44,7 +44,7 @@ from lethe.guard.detection import Detection, merge_hits, names_other_person
 from lethe.guard.entities import EntityMatcher
 from lethe.guard.messages import ROLE_WEIGHTS, TEXT_PART_TYPES, MessagePart, message_parts, role_weight
 from lethe.guard.privacy import RequestVectors, decide
-from lethe.guard.scope import person_query, query_tokens, quoted_titles
+from lethe.guard.scope import person_query, query_tokens, quoted_title_keys, quoted_titles
 from lethe.guard.scorer import SCORERS, Scorer
 from lethe.guard.translate import mostly_foreign
 from lethe.guard.windows import (
@@ -236,7 +236,7 @@ class Detector:
             extra = query_tokens(text)
             scope_hits = self.matcher.match_scope(text, extra, q, person_query(text),
                                                   query_genres=any(t.startswith("g") for t in extra),
-                                                  quoted=quoted_titles(text))
+                                                  quoted=quoted_titles(text), quoted_keys=quoted_title_keys(text))
             retrieved = list(dict.fromkeys(m.sample.request_id for m in matches[i]))
             dec = decide(emb[i], float(benign_sim[i]), retrieved, hits, scope_hits, vectors, q, self.config)
             best = matches[i][0] if matches[i] else None

@@ -57,6 +57,7 @@ OTHER_PERSON_DAMPING = 0.2  # factor on a partial match when the query names som
 GENRE_CONTRADICTION = 0.4  # factor on scope evidence when the query names a genre the request lacks
 _KIND_GROUP = {"year": "date", "title1": "title"}
 _FUZZY_DISCOUNT = 0.9
+NAMED_WORK_WEIGHT = 0.6  # least base weight of a title quoted whole, or a prize named in full (2+ content words)
 _NAME_STOP = {"the", "of", "and", "de", "la", "van", "von", "der", "da", "di", "le", "al", "el", "bin", "ibn"}
 _HONORIFICS = {"mr", "mrs", "ms", "miss", "dr", "prof", "professor", "sir", "dame", "lady", "lord", "author",
                "writer", "novelist", "poet", "saint", "st", "madam", "madame", "mx", "señor", "senor"}
@@ -331,36 +332,59 @@ class EntityMatcher:
 
     def match_scope(self, text: str, extra_tokens: list[str] | None = None, q: QueryTokens | None = None,
                     person_query: bool = False, query_genres: bool = False,
-                    quoted: list[list[str]] | None = None) -> list[ScopeHit]:
+                    quoted: list[list[str]] | None = None, quoted_keys: list[str] | None = None) -> list[ScopeHit]:
         """Scope hits per request: salient entities of the request that the query names (all their tokens).
 
         ``extra_tokens``: the query's canonical date tokens and genre tokens (``lethe.guard.scope``);
         ``query_genres``: whether the query names a genre at all; ``quoted``: the content tokens of each
         title the query quotes (``lethe.guard.scope.quoted_titles``): a stored title inside a quoted one
-        matches only as the whole of it ('Burning Mirrors' is not 'Sparrows of the Burning Mirrors')."""
+        matches only as the whole of it ('Burning Mirrors' is not 'Sparrows of the Burning Mirrors');
+        ``quoted_keys``: their :func:`lethe.guard.scope.title_key`, which a stored quoted title must equal
+        when the query quotes a title with the same words ('Echoes of the Amber Echoes' is not 'The Amber
+        Echoes')."""
         if not self._scope_by_tok:
             return []
         q = q or self.tokens(text)
         present = set(q.exact) | {_h(self.key, t) for t in (extra_tokens or [])}
         quoted_sets = [frozenset(_h(self.key, t) for t in toks) for toks in (quoted or []) if toks]
+        quoted_whole = {_h(self.key, k) for k in (quoted_keys or [])}
         positions: dict[str, list[int]] = defaultdict(list)
         for j, h in enumerate(q.exact):
             positions[h].append(j)
-        by_rid: dict[str, dict[str, tuple[float, str]]] = defaultdict(dict)
+        by_rid: dict[str, dict[str, tuple[float, str]]] = defaultdict(dict)  # rid -> sig -> (weight, kind)
+        holders: dict[str, set[str]] = defaultdict(set)  # sig -> requests whose record the query names
+        whole: set[str] = set()  # titles of two or more content words the query quotes exactly
         for h in present:
             for i in self._scope_by_tok.get(h, ()):
                 rid, rec = self._entries[i]
+                kind = rec.get("kind", "other")
+                toks = frozenset(rec["tokens"])
                 if (all(t in present for t in rec["tokens"]) and in_order(rec.get("seq"), positions)
-                        and (rec.get("kind") not in ("title", "title1")
-                             or _whole_title(frozenset(rec["tokens"]), quoted_sets))):
+                        and (kind not in ("title", "title1") or _whole_title(toks, quoted_sets))):
                     sig = "|".join(sorted(rec["tokens"]))
-                    w = float(rec.get("w", 0.5)) / math.sqrt(max(1, self._scope_df.get(sig, 1)))
+                    w = float(rec.get("w", 0.5))
+                    quoted_same = kind == "title" and toks in quoted_sets
+                    if quoted_same and quoted_keys is not None and "whole" in rec and rec["whole"] not in quoted_whole:
+                        continue  # the query quotes another title with the same words
+                    if len(toks) >= 2 and (kind == "prize" or quoted_same):
+                        w = max(w, NAMED_WORK_WEIGHT)  # a work or prize named in full, in order
+                    if quoted_same and len(toks) >= 2:
+                        whole.add(sig)
                     if sig not in by_rid[rid] or w > by_rid[rid][sig][0]:
-                        by_rid[rid][sig] = (w, rec.get("kind", "other"))
+                        by_rid[rid][sig] = (w, kind)
+                    holders[sig].add(rid)
         hits = []
         for rid, recs in by_rid.items():
-            ws = [w for w, _ in recs.values()]
             groups = {_KIND_GROUP.get(k, k) for _, k in recs.values()}
+            if len(groups - {"genre"}) >= 2:
+                # facts of different kinds are weighed by how many requests hold them all (one person born
+                # in Dakar in 1940 among a thousand forgotten), not by how many hold each
+                df_all = len(set.intersection(*(holders[sig] for sig in recs)))
+                ws = [w / math.sqrt(df_all) for w, _ in recs.values()]
+            else:
+                # a title quoted whole names one work: forgotten people sharing it are all in scope
+                ws = [w / math.sqrt(1 if sig in whole else max(1, self._scope_df.get(sig, 1)))
+                      for sig, (w, _) in recs.items()]
             # two facts of different kinds (a place and a year, a title and a prize) are far more
             # specific than either; two places ("Astana", "Kazakhstan") are one fact
             boost = (1.5 if person_query else 1.0) * (2.0 if len(groups - {"genre"}) >= 2 else 1.0)

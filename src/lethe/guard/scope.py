@@ -55,7 +55,8 @@ _DATE_MDY = re.compile(_MONTH + r"\s+(\d{1,2})(?:st|nd|rd|th)?,?\s+(\d{4})")
 _DATE_DMY = re.compile(r"(?:the\s+)?(\d{1,2})(?:st|nd|rd|th)?\s+(?:of\s+)?" + _MONTH + r",?\s+(?:in\s+the\s+year\s+)?(\d{4})")
 _DATE_NUM = re.compile(r"\b(\d{1,2})/(\d{1,2})/(\d{4})\b")
 _YEAR = re.compile(r"\b(1[5-9]\d\d|20\d\d)\b")
-_QUOTED = re.compile(r"[\"“]([^\"”\n]{2,80})[\"”]|(?<![A-Za-z])['‘]([A-Z0-9][^'’\n]{1,80}?)['’](?![A-Za-z])")
+# double quotes, or single quotes around a capitalised span that may hold possessives ('Hannah's Voice')
+_QUOTED = re.compile(r"[\"“]([^\"”\n]{2,80})[\"”]|(?<![A-Za-z])['‘]([A-Z0-9](?:[^'’\n]|['’](?=[a-z])){1,80}?)['’](?![A-Za-z])")
 _CAPWORD = r"[A-Z][\w\-]*(?:'[A-Za-z]+)?"
 _CAP_RUN = re.compile(_CAPWORD + r"(?:\s+(?:of|the|for|de|la|del|von|van|and|al|in)?\s*" + _CAPWORD + r")*")
 _PRIZE_WORDS = {"award", "prize", "medal", "honor", "honour", "fellowship", "laureate", "trophy", "grant"}
@@ -125,6 +126,17 @@ def quoted_titles(text: str) -> list[list[str]]:
     return [_content_of(span) for kind, span, _ in _quoted(text) if kind == "title"]
 
 
+def title_key(surface: str) -> str:
+    """A title's content words in order with their repeats: 'Echoes of the Amber Echoes' and 'The
+    Amber Echoes' share their content tokens but not this key."""
+    return "t:" + " ".join(t for t in re.findall(r"[a-z0-9]+", fold(surface)) if t not in _GENERIC and len(t) >= 2)
+
+
+def quoted_title_keys(text: str) -> list[str]:
+    """:func:`title_key` of each title a text quotes."""
+    return [title_key(span) for kind, span, _ in _quoted(text) if kind == "title"]
+
+
 def salient_entities(text: str, exclude: set[str] | None = None) -> list[tuple[str, list[str]]]:
     """(kind, content tokens) of the salient entities a text names; tokens of ``exclude`` (the request's
     own names) are dropped, and an entity left with none is skipped."""
@@ -187,6 +199,7 @@ def scope_records(texts: list[str], names: list[str], key: bytes, limit: int = 6
     exclude = {t for n in names for t in re.findall(r"[a-z0-9]+", fold(n))}
     recs: dict[tuple[str, tuple[str, ...]], dict] = {}
     for text in texts:
+        wholes = {tuple(_content_of(span)): title_key(span) for kind, span, _ in _quoted(text) if kind == "title"}
         for kind, toks in salient_entities(text, exclude):
             if (kind, tuple(toks)) in recs:
                 continue
@@ -197,6 +210,8 @@ def scope_records(texts: list[str], names: list[str], key: bytes, limit: int = 6
             rec = {"kind": kind, "tokens": [_h(key, t) for t in sorted(toks)], "w": round(w, 3)}
             if len(toks) >= 2:  # the words' order: 'Mirrors of the Burning Sparrows' is another book
                 rec["seq"] = [_h(key, t) for t in toks]
+            if kind == "title" and tuple(toks) in wholes:  # a quoted title: its words with their repeats
+                rec["whole"] = _h(key, wholes[tuple(toks)])
             recs[(kind, tuple(toks))] = rec
     return list(recs.values())[:limit]
 
