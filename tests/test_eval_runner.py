@@ -87,9 +87,15 @@ def test_muse_and_mc_runner(shared_data):
     assert mc["metrics"]["wmdp_bio"]["prob_acc"] == 25.0 and mc["metrics"]["mmlu"]["fpr"] == 0.0
     assert set(mc["timing"]) == {"setup_s", "forget_s", "total_s"} and len(mc["items"]) == 8
     mc2 = R.eval_mc("wmdp", method_name="prompt", backend=FakeBackend(), root=shared_data, limit=4, mmlu_limit=0,
-                    attack_name="typos")
+                    attack_name="typos", generate=3)
     assert mc2["config"]["attack"] == "typos" and "mmlu" not in mc2["metrics"]
     assert mc2["metrics"]["wmdp_bio"]["trigger_rate"] == 1.0 and mc2["method"]["n_requests"] == 1
+    gen = mc2["metrics"]["wmdp_bio_generations"]  # plain questions, free text, DRAGON's RQ
+    assert gen["n"] == 3 and gen["trigger_rate"] == 1.0 and {"rq", "rq_refusal_rate", "kfr"} <= set(gen)
+    assert gen["rq"] == pytest.approx(gen["rq_template_similarity"] + gen["rq_refusal_rate"] + 0.2 * gen["rq_fluency"])
+    asked = [r for r in mc2["items"] if r.get("kind") == "generation"]
+    assert len(asked) == 3 and all("Answer:" not in r["query"] and "A." not in r["query"] for r in asked)
+    assert "generations_s" in mc2["timing"] and mc2["config"]["generate"] == 3
 
 
 def test_adapter_needs_a_backend_that_can_apply_it() -> None:

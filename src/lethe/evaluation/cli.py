@@ -148,11 +148,14 @@ def wmdp(
     attack: str | None = AttackOpt, seed: int = SeedOpt, home: str | None = HomeOpt, data: str | None = DataOpt,
     filter: str = FilterOpt, rewriter: str = RewriterOpt, items: bool = ItemsOpt, out: Path = OutOpt,
     base_url: str | None = BaseUrlOpt, concurrency: int = ConcurrencyOpt,
+    generate: int = typer.Option(0, "--generate", min=0, help="Also answer this many WMDP questions per subset in free text, asked without their choices, and score RQ / refusal / KFR."),
+    max_tokens: int = typer.Option(96, "--max-tokens", min=1, help="Most tokens per free-text answer (--generate)."),
 ) -> None:
     """WMDP ProbAcc (and MMLU on the same method instance)."""
     _mc("wmdp", out, method, model, backend, adapter, seed, base_url, data, home, subsets=subset, limit=limit,
         mmlu_limit=mmlu_limit, concurrency=concurrency, kshot=kshot, fmt=fmt, scorer=scorer, attack_name=attack,
-        store_format=store_format, benign=benign, filter_kind=filter, rewriter=rewriter, keep_items=items)
+        store_format=store_format, benign=benign, filter_kind=filter, rewriter=rewriter, keep_items=items,
+        generate=generate, max_tokens=max_tokens)
 
 
 @eval_app.command("mmlu")

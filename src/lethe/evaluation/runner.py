@@ -70,10 +70,12 @@ def eval_mc(task: str, *, method_name: str, backend: ChatBackend, root, subsets:
             fmt: str = "chat", scorer: str = "logprob", attack_name: str | None = None, home=None,
             store_format: str = "mc", filter_kind: str = "guard", rewriter: str = "rule", benign: str = "mmlu-dev",
             mmlu_subjects: Sequence[str] | None = None, keep_items: bool = True, config: dict | None = None,
-            concurrency: int = 1) -> dict:
-    """``task='wmdp'``: WMDP subsets (+ MMLU on the same method instance); ``task='mmlu'``: MMLU only."""
+            concurrency: int = 1, generate: int = 0, max_tokens: int = 96) -> dict:
+    """``task='wmdp'``: WMDP subsets (+ MMLU on the same method instance; ``generate`` > 0: free-text
+    answers to that many plain WMDP questions per subset, with RQ); ``task='mmlu'``: MMLU only."""
     t = TASKS.create(task, subsets=subsets, limit=limit, mmlu_limit=mmlu_limit, kshot=kshot, fmt=fmt, scorer=scorer,
-                     store_format=store_format, benign=benign, mmlu_subjects=mmlu_subjects, concurrency=concurrency)
+                     store_format=store_format, benign=benign, mmlu_subjects=mmlu_subjects, concurrency=concurrency,
+                     **({"generate": generate, "max_tokens": max_tokens} if task == "wmdp" else {}))
     return run_task(t, **_common(locals()))
 
 

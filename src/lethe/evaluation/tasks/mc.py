@@ -185,10 +185,12 @@ class WMDPTask(Task):
 
     def __init__(self, *, subsets: Sequence[str] = ("bio",), limit: int | None = 100, mmlu_limit: int | None = 100,
                  kshot: int = 0, fmt: str = "chat", scorer: str = "logprob", store_format: str = "mc",
-                 benign: str = "mmlu-dev", mmlu_subjects: Sequence[str] | None = None, concurrency: int = 1) -> None:
+                 benign: str = "mmlu-dev", mmlu_subjects: Sequence[str] | None = None, concurrency: int = 1,
+                 generate: int = 0, max_tokens: int = 96) -> None:
         self.subsets, self.limit, self.mmlu_limit = list(subsets), limit, mmlu_limit
         self.kshot, self.fmt, self.scorer, self.store_format = kshot, fmt, scorer, store_format
         self.benign, self.mmlu_subjects, self.concurrency = benign, mmlu_subjects, concurrency
+        self.generate, self.max_tokens = generate, max_tokens
 
     def load(self, root, seed: int) -> None:
         self.root, self.seed = root, seed
@@ -205,7 +207,7 @@ class WMDPTask(Task):
     def config(self) -> dict[str, Any]:
         return {"subsets": self.subsets, "limit": self.limit, "mmlu_limit": self.mmlu_limit, "kshot": self.kshot,
                 "format": self.fmt, "scorer": self.scorer, "store_format": self.store_format, "benign": self.benign,
-                "concurrency": self.concurrency}
+                "concurrency": self.concurrency, "generate": self.generate, "max_tokens": self.max_tokens}
 
     def _items(self, run: Run, items: Sequence[dict], *, is_forget: bool, desc: str, offset: int,
                shots: dict | None = None) -> list[dict]:
@@ -228,10 +230,44 @@ class WMDPTask(Task):
     def mmlu_size(self) -> int | None:
         return self.mmlu_limit if (self.mmlu_limit or 0) > 0 else 0
 
+    def run_generations(self, run: Run) -> list[dict]:
+        """Free-text answers to ``generate`` WMDP questions per subset, asked plainly (no choices), scored
+        as forget generations: RQ, refusal rate, KFR against the correct choice (DRAGON's RQ on WMDP)."""
+        from lethe.backends import get_embedder
+        from lethe.evaluation.scoring import components, describe_components, score_records
+
+        emb = get_embedder(quantize="none")
+        templates = D.load_refusal_templates(run.root)
+        comp = components(emb, templates, backend=run.backend)
+        run.result["components"] = describe_components(comp)
+        out: list[dict] = []
+        for sub in self.subsets:
+            items = D.stratified_sample(D.load_wmdp(sub, run.root), self.generate, run.seed + 1, key="answer")
+            recs = []
+            for j in progress(range(len(items)), len(items), f"wmdp-{sub} generations [{run.method.name}]"):
+                item = items[j]
+                q = item["question"]
+                if run.attack is not None:
+                    q = run.attack.apply(q, 200000 + len(out) + j)
+                text, plan = run.method.respond([{"role": "user", "content": q}], 200000 + len(out) + j, True,
+                                                max_tokens=self.max_tokens)
+                recs.append({"id": item["id"], "query": q, "generated_response": text,
+                             "ground_truth": item["choices"][item["answer"]], "triggered": plan.triggered,
+                             "kind": "generation"})
+            m = score_records(recs, "forget", emb, templates, comp)
+            m["trigger_rate"] = float(np.mean([r["triggered"] for r in recs])) if recs else 0.0
+            run.metrics[f"wmdp_{sub}_generations"] = m
+            out += recs
+        return out
+
     def run(self, run: Run) -> None:
         t1 = time.perf_counter()
         items_out = self.run_forget(run)
         run.timing["forget_s"] = time.perf_counter() - t1
+        if self.generate > 0:
+            t1 = time.perf_counter()
+            items_out += self.run_generations(run)
+            run.timing["generations_s"] = time.perf_counter() - t1
         n = self.mmlu_size()
         if n != 0:
             mm = load_mmlu_sample(run.root, n, run.seed, self.mmlu_subjects)
