@@ -112,6 +112,11 @@ def test_titles_with_possessives_and_repeated_words_are_read_whole():
     m.set_entries([("r0", r) for r in scope_records(['She wrote "The Amber Echoes".'], ["Ada Lin"], KEY)])
     assert _scope("Who wrote 'The Amber Echoes'?", m) >= 0.7
     assert _scope("Who wrote 'Echoes of the Amber Echoes'?", m) == 0.0  # the same words, another book
+    m.set_entries([("r0", r) for r in scope_records(['She won the Silver Birch Award for "The Amber Echoes".'],
+                                                    ["Ada Lin"], KEY)])
+    prize = _scope("Who won the Silver Birch Award?", m)
+    assert prize >= 0.7 and _scope("Who won the Silver Birch Award for 'The Amber Echoes'?", m) >= prize
+    assert _scope("Who won the Silver Birch Award for 'Salt and Cinder'?", m) < 0.5 * prize  # another's book
 
 
 def test_named_works_and_conjunctions_stay_specific_among_many_holders():

@@ -27,8 +27,12 @@ neither is a short one, unless the neighbouring name token matched exactly (a fu
 with one typo, "Jamie Vasquez" for "Jaime Vasquez").
 
 Scope records (``kind`` other than ``name``; built by :mod:`lethe.guard.scope`) hold the
-hashed content tokens of salient entities a request implies (titles, prizes, places,
-dates) and are matched exactly, all tokens required.
+hashed content tokens of salient entities a request implies (titles, prizes, places, dates)
+and are matched exactly, all tokens required, in order. A title quoted whole or a prize named in
+full names one work, so every forgotten request holding it is in scope and sharing does not
+dilute it; facts of different kinds (a place and a year) are weighed by how many requests hold
+them *together*; a query that names a genre, or quotes a title, that the request does not hold
+is evidence against it.
 
 Lookup is an inverted index from token hash to (request, record, token), so a query costs
 the same with ten or ten thousand requests.
@@ -55,6 +59,7 @@ COMMON_ZIPF = 3.0  # query tokens at least this frequent in English are never ma
 FULL, SURNAME, GIVEN = 1.0, 0.6, 0.25
 OTHER_PERSON_DAMPING = 0.2  # factor on a partial match when the query names someone else
 GENRE_CONTRADICTION = 0.4  # factor on scope evidence when the query names a genre the request lacks
+TITLE_CONTRADICTION = 0.4  # likewise when the query quotes a title and the request holds other titles
 _KIND_GROUP = {"year": "date", "title1": "title"}
 _FUZZY_DISCOUNT = 0.9
 NAMED_WORK_WEIGHT = 0.6  # least base weight of a title quoted whole, or a prize named in full (2+ content words)
@@ -179,6 +184,7 @@ class EntityMatcher:
         self._scope_df: Counter[str] = Counter()  # scope signature -> live requests holding it
         self._scope_by_tok: dict[str, list[int]] = defaultdict(list)  # first token hash -> scope entries
         self._genres: dict[str, int] = {}  # request -> number of genre records
+        self._titles: dict[str, int] = {}  # request -> number of title records
         # skeleton keys of full names (hash -> entries): the key, its deletions, positioned deletions
         self._sk: tuple[dict[str, list[int]], ...] = ({}, {}, {})
         self._sk_len: dict[int, int] = {}
@@ -192,6 +198,7 @@ class EntityMatcher:
         self._scope_df.clear()
         self._scope_by_tok.clear()
         self._genres.clear()
+        self._titles.clear()
         name_seen: set[tuple[str, str]] = set()
         scope_seen: set[tuple[str, str]] = set()
         self._sk = ({}, {}, {})
@@ -217,6 +224,8 @@ class EntityMatcher:
                 sig = "|".join(sorted(rec["tokens"]))
                 if rec.get("kind") == "genre":
                     self._genres[rid] = self._genres.get(rid, 0) + 1
+                if rec.get("kind") == "title":
+                    self._titles[rid] = self._titles.get(rid, 0) + 1
                 if (rid, sig) not in scope_seen:
                     scope_seen.add((rid, sig))
                     self._scope_df[sig] += 1
@@ -391,5 +400,7 @@ class EntityMatcher:
             score = 1.0 - math.prod(1.0 - min(0.95, w * boost) for w in ws)
             if query_genres and "genre" not in groups and self._genres.get(rid):
                 score *= GENRE_CONTRADICTION  # the query names a genre, and not this person's
+            if quoted_sets and "title" not in groups and self._titles.get(rid):
+                score *= TITLE_CONTRADICTION  # the query quotes a work, and not one of this person's
             hits.append(ScopeHit(rid, score, sorted(k for _, k in recs.values())))
         return sorted(hits, key=lambda h: -h.score)
