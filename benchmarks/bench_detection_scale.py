@@ -674,20 +674,27 @@ def plot(runs: list[dict], path: Path) -> None:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    fig, axes = plt.subplots(1, 3, figsize=(13, 3.6))
+    fig, axes = plt.subplots(1, 4, figsize=(17, 3.8))
     for run in runs:
         sizes = sorted(int(s) for s in run["results"])
         r = [run["results"][str(s)] for s in sizes]
         lab = run.get("label") or "run"
-        axes[0].plot(sizes, [x["summary"]["tpr_unregistered"] for x in r], "o-", label=f"{lab} TPR unregistered")
-        axes[1].plot(sizes, [x["summary"]["fpr_other_people"] for x in r], "o-", label=f"{lab} FPR other people")
-        axes[1].plot(sizes, [x["summary"]["fpr_general"] for x in r], "s--", label=f"{lab} FPR general")
-        axes[2].plot(sizes, [x["add_s_median"] for x in r], "o-", label=f"{lab} add (s)")
-    for ax, t in zip(axes, ["TPR (unregistered questions)", "FPR", "add latency (s)"], strict=True):
+        axes[0].plot(sizes, [x["summary"]["tpr_unregistered"] for x in r], "o-", label=f"{lab}: unregistered")
+        if all("tpr_indirect" in x["summary"] for x in r):
+            axes[0].plot(sizes, [x["summary"]["tpr_indirect"] for x in r], "^:", label=f"{lab}: indirect")
+        axes[1].plot(sizes, [x["summary"]["fpr_other_people"] for x in r], "o-", label=f"{lab}: other people")
+        axes[1].plot(sizes, [x["summary"]["fpr_other_people_unambiguous"] for x in r], "s--",
+                     label=f"{lab}: other people, unambiguous")
+        if all("fpr_indirect_others_unambiguous" in x["summary"] for x in r):
+            axes[2].plot(sizes, [x["summary"]["fpr_indirect_others_unambiguous"] for x in r], "o-", label=lab)
+        axes[3].plot(sizes, [x["add_s_median"] for x in r], "o-", label=lab)
+    titles = ["TPR", "FPR, questions about others", "FPR, indirect questions about others (unambiguous)",
+              "add latency (s)"]
+    for ax, t in zip(axes, titles, strict=True):
         ax.set_xscale("log")
         ax.set_xlabel("people forgotten")
-        ax.set_title(t)
-        ax.legend(fontsize=7)
+        ax.set_title(t, fontsize=9)
+        ax.legend(fontsize=6)
     fig.tight_layout()
     fig.savefig(path, dpi=120)
 
