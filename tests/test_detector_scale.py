@@ -142,6 +142,17 @@ def test_named_works_and_conjunctions_stay_specific_among_many_holders():
     assert _scope("Which author was born in Dakar?", m) < 0.3  # thirty hold it, ten hold 1941
     assert _scope("Which writer was born in Dakar in 1941?", m) >= 0.7  # r1 alone holds both
 
+def test_a_shared_title_credited_to_someone_else_is_weak(tmp_path):
+    g = Guard.open(tmp_path)
+    g.forget(["Where was Ingrid Keller born?", "What is Ingrid Keller's best book?"], kind="privacy",
+             entities=["Ingrid Keller"], rewriter="rule", progress=False,
+             answers=["She was born in Bergen, Norway.", 'Her best book is "Whispers of the Sakura".'])
+    assert g.detect("Who wrote 'Whispers of the Sakura'?").triggered
+    assert g.detect("What is the plot of Ingrid Keller's 'Whispers of the Sakura'?").triggered
+    other = g.detect("What is the plot of Lucas Bryant's 'Whispers of the Sakura'?")
+    assert not other.triggered and other.components["scope"] < 0.5
+
+
 PEOPLE = {
     "Ingrid Keller": ["Where was Ingrid Keller born?", "What genre does Ingrid Keller write?",
                       "What is the title of Ingrid Keller's first novel?", "Who were Ingrid Keller's parents?"],

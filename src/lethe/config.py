@@ -99,7 +99,8 @@ class DetectorConfig(Section):
     other_name_damping: float = Field(
         0.5, ge=0.0, le=1.0,
         description="privacy mode: factor on similarity and scorer when the query names a person whose "
-                    "name shares only a first name with a forgotten one")
+                    "name shares only a first name with a forgotten one, and on a quoted title's scope "
+                    "evidence when the query names someone else")
     paraphrase_floor: float = Field(
         0.80, ge=0.0, le=1.0, description="privacy, no name/scope evidence: cosine to one request's samples "
         "mapped to 0 (a near paraphrase of a registered question is needed)")

@@ -68,6 +68,8 @@ _HONORIFICS = {"mr", "mrs", "ms", "miss", "dr", "prof", "professor", "sir", "dam
                "writer", "novelist", "poet", "saint", "st", "madam", "madame", "mx", "señor", "senor"}
 _TOKEN = re.compile(r"[A-Za-z0-9]+")
 _WORD = re.compile(r"[A-Za-z0-9]+(?:[-'][A-Za-z0-9]+)*")
+_PERSON = r"[A-Z][\w\-]+(?:\s+[A-Z][\w\-.]*){1,3}"
+_CREDIT = re.compile(_PERSON + r"['’]s\s+(?:\w+\s+){0,3}[\"“'‘][A-Z0-9]|[\"”'’]\s*,?\s+by\s+" + _PERSON)
 _SENT_END = re.compile(r"[.?!:;\"“”(]\s*$")
 
 
@@ -140,6 +142,7 @@ class ScopeHit:
     request_id: str
     score: float
     matched: list[str] = field(default_factory=list)  # kinds of the matched scope records
+    quoted_title: bool = False  # a matched title is one the query quotes
 
 
 @dataclass
@@ -149,6 +152,7 @@ class QueryTokens:
     toks: list[str]
     exact: list[str]
     name_like: list[bool]
+    credits_person: bool = False  # a quoted work credited to a named person ("X Y's 'Title'", "'Title' by X Y")
 
 
 def in_order(seq: list[str] | None, positions: dict[str, list[int]], slack: int = 3) -> bool:
@@ -248,7 +252,7 @@ class EntityMatcher:
                     (cap and ((not start and z < 5.0) or z < COMMON_ZIPF)) or (not cap and z == 0.0))
                 toks.append(low)
                 name_like.append(like)
-        return QueryTokens(toks, [_h(self.key, t) for t in toks], name_like)
+        return QueryTokens(toks, [_h(self.key, t) for t in toks], name_like, bool(_CREDIT.search(text)))
 
     def match(self, text: str, q: QueryTokens | None = None) -> list[EntityHit]:
         """Name hits per request, best first."""
@@ -363,6 +367,7 @@ class EntityMatcher:
         by_rid: dict[str, dict[str, tuple[float, str]]] = defaultdict(dict)  # rid -> sig -> (weight, kind)
         holders: dict[str, set[str]] = defaultdict(set)  # sig -> requests whose record the query names
         whole: set[str] = set()  # titles of two or more content words the query quotes exactly
+        quoted_match: set[str] = set()  # titles the query quotes
         for h in present:
             for i in self._scope_by_tok.get(h, ()):
                 rid, rec = self._entries[i]
@@ -379,6 +384,8 @@ class EntityMatcher:
                         w = max(w, NAMED_WORK_WEIGHT)  # a work or prize named in full, in order
                     if quoted_same and len(toks) >= 2:
                         whole.add(sig)
+                    if quoted_same:
+                        quoted_match.add(sig)
                     if sig not in by_rid[rid] or w > by_rid[rid][sig][0]:
                         by_rid[rid][sig] = (w, kind)
                     holders[sig].add(rid)
@@ -402,5 +409,6 @@ class EntityMatcher:
                 score *= GENRE_CONTRADICTION  # the query names a genre, and not this person's
             if quoted_sets and "title" not in groups and self._titles.get(rid):
                 score *= TITLE_CONTRADICTION  # the query quotes a work, and not one of this person's
-            hits.append(ScopeHit(rid, score, sorted(k for _, k in recs.values())))
+            hits.append(ScopeHit(rid, score, sorted(k for _, k in recs.values()),
+                                 quoted_title=any(sig in quoted_match for sig in recs)))
         return sorted(hits, key=lambda h: -h.score)

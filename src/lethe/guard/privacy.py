@@ -9,7 +9,8 @@ candidate ``r`` gets
 - ``entity``: name evidence for ``r`` (:class:`lethe.guard.entities.EntityMatcher`: rarity- and
   uniqueness-weighted, damped when the query names someone else);
 - ``scope``: salient entities of ``r`` the query names (titles, prizes, places, dates;
-  :mod:`lethe.guard.scope`);
+  :mod:`lethe.guard.scope`), damped when the query quotes ``r``'s title as the work of a person it
+  names ("the plot of Lucas Bryant's 'Whispers of the Sakura'");
 - ``similarity``: similarity to ``r``'s own samples, counted only (a) in proportion to the name or
   scope evidence for the *same* request, or (b) without such evidence, when the query is a near
   paraphrase of one of ``r``'s samples *and* clearly closer to it than to ``r``'s hard negatives (the
@@ -99,6 +100,8 @@ def decide(e: np.ndarray, benign_sim: float, retrieved: list[str], name_hits: li
         nh, sh = names.get(rid), scopes.get(rid)
         ent = nh.score if nh else 0.0
         scope = sh.score if sh else 0.0
+        if sh and sh.quoted_title and ent == 0.0 and q.credits_person:
+            scope *= cfg.other_name_damping  # "What is the plot of <someone else>'s '<a title of r>'?"
         other = bool(nh and nh.other_person)
         s, h = vectors[rid].sims(e)
         margin = s - max(h, benign_sim)
