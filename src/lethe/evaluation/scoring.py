@@ -53,6 +53,20 @@ def describe_components(comp: dict) -> dict:
     return {k: getattr(v, "name", type(v).__name__) for k, v in comp.items()} | {"embedder": "all-MiniLM-L6-v2"}
 
 
+def scoring_setup(root, backend: ChatBackend | None = None, comp_opts: dict | None = None,
+                  result: dict | None = None) -> tuple[Any, list[str], dict]:
+    """(fp32 embedder, refusal templates, components) for scoring a task's generations; the components'
+    names go into ``result["components"]`` when a result is given."""
+    from lethe.backends import get_embedder
+
+    emb = get_embedder(quantize="none")
+    templates = D.load_refusal_templates(root)
+    comp = components(emb, templates, backend=backend, **(comp_opts or {}))
+    if result is not None:
+        result["components"] = describe_components(comp)
+    return emb, templates, comp
+
+
 def score_records(records: Sequence[dict], split: str, embedder, templates: Sequence[str], comp: dict) -> dict:
     """Generation-level metrics over ``{query, generated_response, ground_truth}`` records."""
     if not records:

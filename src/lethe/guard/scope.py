@@ -104,9 +104,14 @@ def date_tokens(text: str) -> list[str]:
     return list(dict.fromkeys(out))
 
 
+def _content_words(surface: str) -> list[str]:
+    """Content tokens of a surface form (no generic words, none shorter than two), in its order, repeats kept."""
+    return [t for t in re.findall(r"[a-z0-9]+", fold(surface)) if t not in _GENERIC and len(t) >= 2]
+
+
 def _content_of(surface: str) -> list[str]:
-    """Content tokens of a surface form (no generic words, none shorter than two), in its order, each once."""
-    return list(dict.fromkeys(t for t in re.findall(r"[a-z0-9]+", fold(surface)) if t not in _GENERIC and len(t) >= 2))
+    """:func:`_content_words`, each once."""
+    return list(dict.fromkeys(_content_words(surface)))
 
 
 def _quoted(text: str) -> list[tuple[str, str, re.Match[str]]]:
@@ -129,7 +134,7 @@ def quoted_titles(text: str) -> list[list[str]]:
 def title_key(surface: str) -> str:
     """A title's content words in order with their repeats: 'Echoes of the Amber Echoes' and 'The
     Amber Echoes' share their content tokens but not this key."""
-    return "t:" + " ".join(t for t in re.findall(r"[a-z0-9]+", fold(surface)) if t not in _GENERIC and len(t) >= 2)
+    return "t:" + " ".join(_content_words(surface))
 
 
 def quoted_title_keys(text: str) -> list[str]:

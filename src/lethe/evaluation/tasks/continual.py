@@ -13,7 +13,7 @@ from lethe.errors import ConfigError
 from lethe.evaluation import data as D
 from lethe.evaluation.loop import Run
 from lethe.evaluation.metrics import METRICS
-from lethe.evaluation.scoring import components, describe_components
+from lethe.evaluation.scoring import scoring_setup
 from lethe.evaluation.tasks.base import TASKS, Task
 from lethe.evaluation.tasks.tofu import Cache, run_tofu_split, tofu_split_metrics, tofu_targets, tofu_utility
 
@@ -60,13 +60,8 @@ class ContinualTask(Task):
                 "steps": len(self.groups)}
 
     def run(self, run: Run) -> None:
-        from lethe.backends import get_embedder
-
         method, backend, seed = run.method, run.backend, run.seed
-        emb = get_embedder(quantize="none")
-        templates = D.load_refusal_templates(run.root)
-        comp = components(emb, templates, backend=backend, **self.comp_opts)
-        run.result["components"] = describe_components(comp)
+        emb, templates, comp = scoring_setup(run.root, backend, self.comp_opts, run.result)
         cache = Cache()
         seen: list[dict] = []
         traj = []

@@ -233,13 +233,9 @@ class WMDPTask(Task):
     def run_generations(self, run: Run) -> list[dict]:
         """Free-text answers to ``generate`` WMDP questions per subset, asked plainly (no choices), scored
         as forget generations: RQ, refusal rate, KFR against the correct choice (DRAGON's RQ on WMDP)."""
-        from lethe.backends import get_embedder
-        from lethe.evaluation.scoring import components, describe_components, score_records
+        from lethe.evaluation.scoring import score_records, scoring_setup
 
-        emb = get_embedder(quantize="none")
-        templates = D.load_refusal_templates(run.root)
-        comp = components(emb, templates, backend=run.backend)
-        run.result["components"] = describe_components(comp)
+        emb, templates, comp = scoring_setup(run.root, run.backend, result=run.result)
         out: list[dict] = []
         for sub in self.subsets:
             items = D.stratified_sample(D.load_wmdp(sub, run.root), self.generate, run.seed + 1, key="answer")

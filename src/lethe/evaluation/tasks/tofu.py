@@ -25,7 +25,7 @@ from lethe.evaluation.methods import ForgetTarget, Method
 from lethe.evaluation.metrics import METRICS
 from lethe.evaluation.metrics import tofu as likelihood
 from lethe.evaluation.metrics.rouge import rouge_l
-from lethe.evaluation.scoring import components, describe_components, score_records
+from lethe.evaluation.scoring import score_records, scoring_setup
 from lethe.evaluation.tasks.base import TASKS, Task
 
 _ds = METRICS.create("ds")
@@ -129,14 +129,9 @@ def tofu_utility(metrics: dict[str, dict]) -> float | None:
 
 def generation_metrics(result: dict, recs_by: dict[str, list[dict]], root, comp_opts: dict, backend) -> None:
     """KFR / KRR, CS, RQ of the forget and retain splits, and DS when both ran."""
-    from lethe.backends import get_embedder
-
     if "forget" not in recs_by and "retain" not in recs_by:
         return
-    emb = get_embedder(quantize="none")
-    templates = D.load_refusal_templates(root)
-    comp = components(emb, templates, backend=backend, **comp_opts)
-    result["components"] = describe_components(comp)
+    emb, templates, comp = scoring_setup(root, backend, comp_opts, result)
     for s in ("forget", "retain"):
         if s in recs_by:
             sc = score_records(recs_by[s], s, emb, templates, comp)
