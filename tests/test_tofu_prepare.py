@@ -83,42 +83,6 @@ def test_prepare_under_accelerate_launch_two_processes(tmp_path, shared_data, mo
     assert again["target"] == out["target"] and again["retain"] == out["retain"]
 
 
-def test_cached_prefix_gives_the_same_loss_and_gradients(tmp_path):
-    """LoRA on the top layers only: the sft loss from cached bottom-layer states equals the full forward."""
-    import torch
-
-    from lethe.training.data import Pair, UnlearnBatches
-    from lethe.training.losses import LOSSES, LossContext
-    from lethe.training.model import apply_lora, load_model
-
-    loaded = load_model(str(make_tiny_model(tmp_path / "tiny4", layers=4)), progress=False)
-    model = apply_lora(loaded.model, rank=4, layers=[2, 3])
-    torch.manual_seed(0)
-    for n, p in model.named_parameters():
-        if "lora_B" in n:  # non-zero adapters, so the top layers differ from the base
-            p.data.normal_(0, 0.1)
-    pairs = [Pair("Who wrote the play Romeo and Juliet?", "William Shakespeare wrote it."),
-             Pair("What is the capital of France?", "Paris."),
-             Pair("Which planet is known as the Red Planet?", "Mars is the Red Planet, it is.")]
-    batch = next(UnlearnBatches(loaded.tokenizer, pairs, batch_size=3, max_length=64).epoch(0))
-    sft = LOSSES.create("sft")
-
-    def run(ctx):
-        loss, _ = sft(ctx, batch)
-        loss.backward()
-        grads = {n: p.grad.clone() for n, p in model.named_parameters() if p.requires_grad}
-        model.zero_grad()
-        return float(loss), grads
-
-    full_loss, full_grads = run(LossContext(model=model))
-    cached = LossContext(model=model, extra={"prefix_layer": 2})
-    first_loss, first_grads = run(cached)
-    assert len(cached.extra["_prefix_cache"]) == 3
-    again_loss, _ = run(cached)  # served from the cache
-    assert abs(full_loss - first_loss) < 1e-5 and abs(full_loss - again_loss) < 1e-5
-    assert max(float((full_grads[n] - first_grads[n]).abs().max()) for n in full_grads) < 1e-5
-
-
 def test_eval_reference_accepts_results_files_and_rejects_missing_paths(tmp_path):
     from lethe.evaluation.runner import tofu_reference
 

@@ -43,7 +43,7 @@ class RunConfig:
     lora_alpha: int | None = None
     lora_targets: list[str] | str | None = None  # None: all-linear; preset or names (model.lora_target_modules)
     lora_top_layers: int | None = None  # LoRA on the last N decoder layers only (None: every layer)
-    prefix_cache: bool = True  # with lora_top_layers: losses that can (sft) cache the frozen layers' states
+    prefix_cache: bool = True  # adapters on the top layers only: cache the frozen layers' states per row
     full_finetune: bool = False
     init_adapter: str | None = None  # train this LoRA adapter further (e.g. a TOFU target); it is the reference
     weight_decay: float = 0.0

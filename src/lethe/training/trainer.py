@@ -26,7 +26,7 @@ from pathlib import Path
 from lethe.errors import LetheError
 from lethe.training.config import GENERIC_DEFAULTS, METHOD_DEFAULTS, TrainConfig, fill_defaults
 from lethe.training.data import UnlearnBatches, boundary_weights, load_refusals, read_pairs, write_jsonl
-from lethe.training.losses import LOSSES, LossContext
+from lethe.training.losses import LOSSES, LossContext, PrefixCache, first_trained_layer
 from lethe.training.rephrase import forget_variants
 
 __all__ = ["GENERIC_DEFAULTS", "METHOD_DEFAULTS", "TrainConfig", "accelerator_kwargs", "prepare_targets", "train"]
@@ -202,11 +202,11 @@ def train(cfg: TrainConfig) -> dict:
                       retain_loss=cfg.retain_loss, retain_reduce=cfg.retain_reduce,
                       head_tokens=cfg.head_tokens, head_weight=cfg.head_weight,
                       extra={**loss_fn.context_extra(), **cfg.extra})
-    # LoRA on the top layers only: the layers below map each row to fixed states, which a loss that
-    # supports it (sft) computes once and reuses (not under DDP, whose forward must see every call)
-    if (cfg.prefix_cache and cfg.lora_top_layers and not cfg.full_finetune and world == 1
-            and getattr(loss_fn, "supports_prefix_cache", False) and cfg.lora_top_layers < n_layers):
-        ctx.extra["prefix_layer"] = n_layers - cfg.lora_top_layers
+    # Adapters on the top layers only (--lora-top-layers, or an --init-adapter placed so): the frozen
+    # layers below map each row to fixed states, computed once and reused by the model and its
+    # reference (not under DDP, whose forward must see every call)
+    first = first_trained_layer(model) if cfg.prefix_cache and not cfg.full_finetune and world == 1 else None
+    prefix = PrefixCache(first).attach(model, ref_model) if first else None
 
     # --- resume ---------------------------------------------------------------------------
     ckpt = out / "checkpoint"
@@ -338,6 +338,8 @@ def train(cfg: TrainConfig) -> dict:
             "n_forget_phrasings": len(phrasings),
             "n_retain": len(retain) if retain else 0,
             "rmu_layer": loss_fn.describe().get("rmu_layer"),
+            "prefix_cache": ({"layer": prefix.start, "rows": len(prefix.rows), "hits": prefix.hits}
+                             if prefix is not None else None),
             "config": asdict(cfg),
         }
         (out / "summary.json").write_text(json.dumps(summary, indent=1))

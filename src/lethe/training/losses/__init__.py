@@ -31,12 +31,12 @@ from lethe.training.losses.core import (
     token_kl,
     token_logprobs,
 )
-from lethe.training.losses.prefix import prefix_states, top_forward
+from lethe.training.losses.prefix import PrefixCache, first_trained_layer
 
 import_submodules(__name__)
 
 __all__ = [
-    "LOSSES", "LossContext", "UnlearnLoss", "answer_logits", "by_length", "decision_nll", "forward", "head_mask",
-    "kl_to_reference", "model_nll", "nll", "prefix_states", "row_mean", "seq_logprob", "token_kl", "token_logprobs",
-    "top_forward",
+    "LOSSES", "LossContext", "PrefixCache", "UnlearnLoss", "answer_logits", "by_length", "decision_nll",
+    "first_trained_layer", "forward", "head_mask", "kl_to_reference", "model_nll", "nll", "row_mean", "seq_logprob",
+    "token_kl", "token_logprobs",
 ]

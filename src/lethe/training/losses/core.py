@@ -11,6 +11,7 @@ import torch
 
 from lethe.registry import Registry
 from lethe.training.data import IGNORE, length_groups
+from lethe.training.losses.prefix import cache_of
 from lethe.training.losses.settings import LossSettings
 
 
@@ -50,12 +51,12 @@ class LossContext:
     def ref_forward(self, enc: dict, **kw):
         with torch.no_grad():
             if self.ref_model is not None:
-                return self.ref_model(input_ids=enc["input_ids"], attention_mask=enc["attention_mask"], **kw)
+                return forward(self.ref_model, enc, **kw)
             base = _unwrap(self.model)
             if not hasattr(base, "disable_adapter"):
                 raise RuntimeError("reference-model losses need LoRA (adapters) or an explicit ref_model")
             with base.disable_adapter():
-                return base(input_ids=enc["input_ids"], attention_mask=enc["attention_mask"], **kw)
+                return forward(base, enc, **kw)
 
     def ref_answer_logits(self, enc: dict) -> tuple[torch.Tensor, torch.Tensor]:
         """:func:`answer_logits` of the frozen reference."""
@@ -67,6 +68,12 @@ def _unwrap(model):
 
 
 def forward(model, enc: dict, **kw):
+    """``model`` on ``enc``; from the cached frozen-prefix states when the trainer attached a
+    :class:`~lethe.training.losses.prefix.PrefixCache` (not for ``output_hidden_states``, whose lower
+    layers the cache skips)."""
+    cache = None if kw.get("output_hidden_states") else cache_of(model)
+    if cache is not None:
+        return cache.forward(model, enc, **kw)
     return model(input_ids=enc["input_ids"], attention_mask=enc["attention_mask"], **kw)
 
 
