@@ -17,7 +17,9 @@ from lethe.store.codec import blob_format, decode, encode, for_index
 from lethe.store.index import VectorIndex
 
 DIM = 32
-HNSW = {"exact_below": 0}  # search the graph even at this size, so a reloaded graph is what answers
+# search the graph even at this size, so a reloaded graph is what answers, with a breadth above the
+# tests' sizes, so the answers do not hang on how a (multi-threaded, order-dependent) build linked it
+HNSW = {"exact_below": 0, "expansion_search": 512}
 
 
 def _unit(x: np.ndarray) -> np.ndarray:
