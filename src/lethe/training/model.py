@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import os
 import shutil
+import sys
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -49,7 +50,7 @@ def ensure_default_hf(progress: bool = True) -> Path:
 
     gguf = default_gguf_path()
     if progress:
-        print(f"converting {gguf.name} to a transformers folder (once, ~1 min) ...", flush=True)
+        print(f"converting {gguf.name} to a transformers folder (once, ~1 min) ...", file=sys.stderr, flush=True)
     try:
         tok = AutoTokenizer.from_pretrained(str(gguf.parent), gguf_file=gguf.name)
         model = AutoModelForCausalLM.from_pretrained(str(gguf.parent), gguf_file=gguf.name, dtype=torch.float32)
