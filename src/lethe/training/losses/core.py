@@ -11,7 +11,7 @@ import torch
 
 from lethe.registry import Registry
 from lethe.training.data import IGNORE, length_groups
-from lethe.training.losses.prefix import cache_of
+from lethe.training.losses.prefix import _unwrap, cache_of
 from lethe.training.losses.settings import LossSettings
 
 
@@ -61,10 +61,6 @@ class LossContext:
     def ref_answer_logits(self, enc: dict) -> tuple[torch.Tensor, torch.Tensor]:
         """:func:`answer_logits` of the frozen reference."""
         return _answer_logits(self.ref_forward, enc)
-
-
-def _unwrap(model):
-    return getattr(model, "module", model)
 
 
 def forward(model, enc: dict, **kw):
