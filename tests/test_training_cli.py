@@ -16,6 +16,7 @@ from lethe.errors import LetheError  # noqa: E402
 from lethe.training.cli import targets_build, train_command  # noqa: E402
 from lethe.training.data import Pair, write_jsonl  # noqa: E402
 from lethe.training.targets import (  # noqa: E402
+    DEFAULT_SCOPES,
     TargetCache,
     build_targets,
     leaks,
@@ -79,6 +80,17 @@ def test_template_target_names_scope_reason_and_redirect_without_leaking():
     assert "help with" in t.response
     assert leaks(t.text, p.answer, p.prompt) is None
     assert template_target(p, kind="copyright", scope="the text of Romeo and Juliet").text == t.text  # deterministic
+
+
+def test_template_target_without_scope_names_the_kinds_scope():
+    """With no --scope the opener names what the kind removes, never a sentence that restates itself."""
+    p = Pair(FORGET[0]["prompt"], FORGET[0]["answer"])
+    seen = set()
+    for kind, scope in DEFAULT_SCOPES.items():
+        t = template_target(p, kind=kind)
+        assert scope in t.reasoning and "asks for the knowledge" not in t.reasoning
+        seen.add(t.reasoning.split(".")[0])
+    assert len(seen) == len(DEFAULT_SCOPES)
 
 
 def test_parse_teacher():

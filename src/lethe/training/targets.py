@@ -26,13 +26,21 @@ from lethe.evaluation.metrics.refusal import GENERIC_REFUSALS
 from lethe.text import FUNCTION_WORDS, fold, words
 from lethe.training.data import Pair
 
-TEMPLATE_VERSION = "tru-targets-v2"
+TEMPLATE_VERSION = "tru-targets-v3"
 
 REASONS = {
     "privacy": "privacy: it concerns personal information about a specific person that was removed on request",
     "copyright": "copyright: it would reproduce or reveal protected content that the rights holder asked to be removed",
     "harmful": "hazardous knowledge: it could give meaningful help toward causing serious harm",
     "knowledge": "an unlearning request: this knowledge was removed from what I may share",
+}
+
+# What the template target names as the scope when the caller gives none (``--scope``).
+DEFAULT_SCOPES = {
+    "privacy": "personal information about a person whose data was removed on request",
+    "copyright": "content of a work whose rights holder asked for it to be removed",
+    "harmful": "hazardous technical knowledge",
+    "knowledge": "knowledge that was removed from what I may share",
 }
 
 REDIRECTS = {
@@ -120,7 +128,7 @@ def template_target(pair: Pair, *, kind: str = "knowledge", scope: str | None = 
     """Deterministic fallback target: scope, reason class, decline and redirect."""
     kind = kind if kind in REASONS else "knowledge"
     key = key or content_key(pair.prompt, pair.answer, kind, scope, "template")
-    scope_txt = scope or "the knowledge this question asks for"
+    scope_txt = scope or DEFAULT_SCOPES[kind]
     # The opener names the scope, never the question itself: a question can carry forgotten
     # content (e.g. the author's name), and the TRU spec asks targets to avoid anything in it.
     # (Dropping the quote did not improve retain accuracy in our CPU runs; docs/training.md.)
