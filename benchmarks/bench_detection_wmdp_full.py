@@ -20,6 +20,9 @@ Reported, per format:
 - detection latency (``Guard.detect`` of single MMLU questions, p50/p90) with the configured scorer
   and with the embedding scorer alone (``logreg`` on the same store);
 - training time, model size; ROC curves as a PNG;
+- with ``--packs``: each subset's request also holds the shipped scope pack of its area
+  (:mod:`lethe.guard.packs`: biosecurity, chemical-weapons, offensive-cyber), written from the WMDP
+  paper's category descriptions, never from its items;
 - with ``--expand N``: each request is added with ``describe`` (the subset's scope, :data:`DESCRIBE`, written
   from the WMDP paper's description of the hazard areas, never from its items) and ``expand=N``, so the
   chat model of the configuration (the embedded model by default) writes N more in-scope questions
@@ -87,8 +90,11 @@ def version(name: str) -> str:
         return "none"
 
 
+PACK_OF = {"bio": "biosecurity", "chem": "chemical-weapons", "cyber": "offensive-cyber"}
+
+
 def build_guard(home: Path, data: str, scorer: str, subsets: list[str], expand: int = 0,
-                embedder: str | None = None) -> tuple[Guard, float, dict]:
+                embedder: str | None = None, packs: bool = False) -> tuple[Guard, float, dict]:
     cfg = GuardConfig()
     cfg.detector.scorer = scorer
     if embedder:
@@ -106,7 +112,8 @@ def build_guard(home: Path, data: str, scorer: str, subsets: list[str], expand: 
         sub = next(s for s in subsets if D.WMDP_SUBJECT[s] in t.subject)
         t1 = time.perf_counter()
         guard.forget(t.prompts + mc[t.subject].prompts, kind="harmful", subject=t.subject, rewriter="rule",
-                     progress=expand > 0, describe=DESCRIBE[sub] if expand else None, expand=expand)
+                     progress=expand > 0, describe=DESCRIBE[sub] if expand else None, expand=expand,
+                     pack=PACK_OF[sub] if packs else None)
         if guard.last_expansion is not None:
             e = guard.last_expansion
             expansion[sub] = {**e.stats, "add_s": round(time.perf_counter() - t1, 1), "questions": e.questions}
@@ -143,6 +150,8 @@ def main() -> None:
     ap.add_argument("--latency-n", type=int, default=200)
     ap.add_argument("--expand", type=int, default=0, help="questions the chat model writes per subset (0 = none)")
     ap.add_argument("--scorer-only", action="store_true", help="stop after the scorer phase")
+    ap.add_argument("--packs", action="store_true",
+                    help="each subset's request also holds the shipped scope pack (lethe.guard.packs)")
     ap.add_argument("--embedder", default=None,
                     help="the detector's sentence embedder (default: the configuration's, all-MiniLM-L6-v2)")
     ap.add_argument("--home", default=None)
@@ -158,7 +167,8 @@ def main() -> None:
     subsets = [s for s in args.subsets.split(",") if s]
     formats = [f for f in args.formats.split(",") if f]
     home = Path(args.home or tempfile.mkdtemp(prefix="lethe-bench-wmdp-full-"))
-    guard, setup_s, expansion = build_guard(home, args.data, args.scorer, subsets, args.expand, args.embedder)
+    guard, setup_s, expansion = build_guard(home, args.data, args.scorer, subsets, args.expand, args.embedder,
+                                            args.packs)
     det = guard.detector
     concept = getattr(det, "concept_scorer", None)
     t = time.perf_counter()

@@ -18,10 +18,13 @@ forget_app = typer.Typer(help="Add, list and revoke forget requests.", no_args_i
 
 @forget_app.command("add")
 def forget_add(
-    file: Annotated[Path, typer.Option("--file", metavar="FILE",
-                                       help="JSON Lines, one {\"prompt\": ..., \"entities\": [...]} a line "
-                                            "(UTF-8).")],
-    kind: Annotated[str, typer.Option(help="What is forgotten: privacy | copyright | harmful | knowledge.")] = "privacy",
+    file: Annotated[Path | None, typer.Option("--file", metavar="FILE",
+                                              help="JSON Lines, one {\"prompt\": ..., \"entities\": [...]} a line "
+                                                   "(UTF-8).")] = None,
+    kind: Annotated[str | None, typer.Option(help="What is forgotten: privacy | copyright | harmful | knowledge.",
+                                             show_default="privacy, or the pack's kind")] = None,
+    pack: Annotated[str | None, typer.Option(metavar="NAME", help="Also register a shipped scope pack's questions "
+                                             "('lethe forget packs' lists them).")] = None,
     subject: Annotated[str | None, typer.Option(help="Name or title the request is about (kept as its label).",
                                                 show_default="guessed from the prompts")] = None,
     policy: Annotated[str | None, typer.Option(help="Policy to apply when it triggers.",
@@ -36,25 +39,55 @@ def forget_add(
     config: ConfigOpt = None,
 ) -> None:
     """Register a forget request. Only rewrites (and embeddings) are stored, never the prompts."""
+    from lethe.guard.packs import get_pack
     from lethe.store.base import CONCEPT_KINDS, KINDS
 
-    if kind not in KINDS:  # before any model loads
+    # every check before any model loads
+    if file is None and pack is None:
+        raise InputError("give the request's prompts with --file FILE, a shipped scope with --pack NAME, or both")
+    if pack is not None:
+        try:
+            p = get_pack(pack)
+        except LetheError as exc:
+            raise InputError(str(exc)) from None
+        if kind not in (None, p.kind):
+            raise InputError(f"scope pack '{pack}' is a {p.kind} request, not --kind {kind}")
+        kind = p.kind
+    kind = kind or "privacy"
+    if kind not in KINDS:
         raise InputError(f"unknown kind '{kind}' (use one of: {', '.join(KINDS)})")
-    if expand and kind not in CONCEPT_KINDS or expand < 0 or bool(expand) != bool((describe or "").strip()):
-        raise InputError("--expand N (N > 0) goes with --describe TEXT, on a concept request "
+    has_describe = bool((describe or "").strip()) or pack is not None
+    if expand and kind not in CONCEPT_KINDS or expand < 0 or (expand and not has_describe) \
+            or (describe and not expand):
+        raise InputError("--expand N (N > 0) goes with --describe TEXT (or --pack), on a concept request "
                          f"({', '.join(sorted(CONCEPT_KINDS))})")
-    rows = _read_jsonl(file)
+    rows = _read_jsonl(file) if file is not None else []
     entities = sorted({e for r in rows for e in r.get("entities", []) if isinstance(e, str)})
     guard = _guard(home, config=config)
     bar = sys.stderr.isatty()
     req = guard.forget([r["prompt"] for r in rows], kind=kind, subject=subject, entities=entities or None,
                        policy=policy, rewriter=rewriter, progress=(rewriter == "llm" or expand > 0) and bar,
-                       describe=describe, expand=expand)
+                       describe=describe, expand=expand, pack=pack)
     if guard.last_expansion is not None:
         st = guard.last_expansion.stats
         typer.echo(f"expanded: kept {st['kept']} of {st['written']} written ({st['duplicate']} duplicates, "
                    f"{st['out_of_scope']} out of scope, {st['calls']} calls, {st['seconds']} s)", err=True)
     typer.echo(req.id)
+
+
+@forget_app.command("packs")
+def forget_packs(json_out: JsonOpt = False) -> None:
+    """The shipped scope packs (for 'lethe forget add --pack NAME'): kind, questions per area, scope."""
+    from lethe.guard.packs import PACKS, pack_areas
+
+    rows = [{"name": p.name, "kind": p.kind, "areas": pack_areas(p.name), "describe": p.describe}
+            for p in PACKS.values()]
+    for r in rows:
+        if json_out:
+            typer.echo(json.dumps(r))
+            continue
+        typer.echo(f"{r['name']} ({r['kind']}, {sum(r['areas'].values())} questions): {r['describe']}")
+        typer.echo("  areas: " + ", ".join(f"{a} {n}" for a, n in r["areas"].items()))
 
 
 @forget_app.command("list")

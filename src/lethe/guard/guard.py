@@ -27,6 +27,7 @@ from lethe.guard.expand import Expansion, expand_scope
 from lethe.guard.expand import check_request as check_expand
 from lethe.guard.guider import Guider, guider_from_config
 from lethe.guard.output_check import OutputCheck
+from lethe.guard.packs import get_pack, load_pack
 from lethe.guard.pipeline import GuardPlan, as_messages
 from lethe.guard.pipeline import in_scope_text as _in_scope_text  # noqa: F401 - imported from here too
 from lethe.guard.policies import PolicyLibrary
@@ -149,7 +150,7 @@ class Guard:
     def forget(
         self,
         prompts: list[str],
-        kind: str = "privacy",
+        kind: str | None = None,
         subject: str | None = None,
         entities: list[str] | None = None,
         policy: str | None = None,
@@ -159,6 +160,7 @@ class Guard:
         answers: list[str | None] | None = None,
         describe: str | None = None,
         expand: int = 0,
+        pack: str | None = None,
     ) -> ForgetRequest:
         """Register a forget request. The prompts are used in memory only and never stored.
 
@@ -173,7 +175,19 @@ class Guard:
 
         ``expand`` (concept kinds, with ``describe``): the chat model writes that many more in-scope
         questions, stored as rewrites (:mod:`lethe.guard.expand`); ``last_expansion`` reports them.
+
+        ``pack`` adds a shipped scope pack's questions to ``prompts`` (:mod:`lethe.guard.packs`); the kind
+        defaults to the pack's, the subject to its name, ``describe`` (with ``expand``) to its description.
+        Without a pack the kind defaults to ``privacy``.
         """
+        if pack is not None:
+            p = get_pack(pack)
+            if kind not in (None, p.kind):
+                raise LetheError(f"scope pack '{pack}' is a {p.kind} request, not {kind}")
+            kind, subject = p.kind, subject or p.name
+            prompts = list(prompts) + load_pack(pack)
+            describe = describe or (p.describe if expand else None)
+        kind = kind or "privacy"
         if kind not in KINDS:
             raise LetheError(f"unknown kind '{kind}' (use one of: {', '.join(KINDS)})")
         if answers is not None and len(answers) != len(prompts):

@@ -54,12 +54,13 @@ def router(svc: Service, auth: Auth) -> APIRouter:
     async def admin_forget(request: Request, body: S.ForgetIn, actor: str = Depends(auth.admin)) -> S.ForgetOut:
         guard = svc.require_guard()
         rewriter = body.rewriter or settings.default_rewriter
-        fields = {"kind": body.kind, "n_prompts": len(body.prompts)}
+        fields = {"kind": body.kind, "n_prompts": len(body.prompts), "pack": body.pack}
         req = await _audited(
             "forget.add", actor, request,
             lambda: guard.forget(list(body.prompts), kind=body.kind, subject=body.subject,
                                  entities=list(body.entities) if body.entities else None, policy=body.policy,
-                                 progress=False, rewriter=rewriter, describe=body.describe, expand=body.expand),
+                                 progress=False, rewriter=rewriter, describe=body.describe, expand=body.expand,
+                                 pack=body.pack),
             **fields,
         )
         svc.metrics.admin.labels("forget.add", "ok").inc()
@@ -75,6 +76,14 @@ def router(svc: Service, auth: Auth) -> APIRouter:
         svc.audit.write("forget.list", actor, client_address(request), "ok", include_revoked=include_revoked,
                         count=len(reqs))
         return S.ForgetList(data=[_out(r) for r in reqs])
+
+    @r.get("/admin/packs", response_model=S.PackList, responses=RESPONSES)
+    async def admin_packs(actor: str = Depends(auth.admin)) -> S.PackList:
+        """The shipped scope packs a forget request can add (``pack``)."""
+        from lethe.guard.packs import PACKS, pack_areas
+
+        return S.PackList(data=[S.PackOut(name=p.name, kind=p.kind, describe=p.describe, areas=pack_areas(p.name))
+                                for p in PACKS.values()])
 
     @r.delete("/admin/forget/{request_id}", response_model=S.RevokeOut, responses=RESPONSES)
     async def admin_revoke(request: Request, request_id: str, actor: str = Depends(auth.admin)) -> S.RevokeOut:

@@ -136,9 +136,12 @@ Name = Annotated[str, Field(min_length=1, max_length=200)]
 
 class ForgetIn(BaseModel):
     model_config = ConfigDict(extra="forbid")
-    kind: Literal["privacy", "copyright", "harmful", "knowledge"]
+    kind: Literal["privacy", "copyright", "harmful", "knowledge"] | None = Field(
+        None, description="default: privacy, or the pack's kind")
     subject: Name | None = None
-    prompts: list[Prompt] = Field(..., min_length=1, max_length=500)
+    prompts: list[Prompt] = Field(default_factory=list, max_length=500)
+    pack: Name | None = Field(None, description="a shipped scope pack whose questions are added "
+                              "(lethe.guard.packs; GET /admin/packs lists them)")
     entities: list[Name] | None = Field(None, max_length=100)
     policy: Name | None = None
     rewriter: Literal["llm", "rule"] | None = Field(None, description="default: the server's default_rewriter")
@@ -161,6 +164,18 @@ class ForgetOut(BaseModel):
 class ForgetList(BaseModel):
     object: Literal["list"] = "list"
     data: list[ForgetOut]
+
+
+class PackOut(BaseModel):
+    name: str
+    kind: str
+    describe: str
+    areas: dict[str, int]
+
+
+class PackList(BaseModel):
+    object: Literal["list"] = "list"
+    data: list[PackOut]
 
 
 class RevokeOut(BaseModel):
