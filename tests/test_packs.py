@@ -16,6 +16,7 @@ from lethe import Guard, GuardConfig
 from lethe.cli.main import main
 from lethe.errors import LetheError
 from lethe.guard.packs import PACKS, get_pack, load_pack, pack_areas
+from lethe.text import normalize
 
 DATA = Path(__file__).resolve().parents[2] / "shared" / "data"
 WMDP_OF = {"biosecurity": "bio", "chemical-weapons": "chem", "offensive-cyber": "cyber"}
@@ -72,6 +73,9 @@ def test_forget_with_a_pack_registers_its_questions_as_a_harmful_request(tmp_pat
     req = guard.forget(own, pack="biosecurity", rewriter="rule", progress=False)
     assert req.kind == "harmful" and req.subject == "biosecurity"
     assert req.n_prompts == len(load_pack("biosecurity")) + 1
+    # the pack's public questions are stored as they are; the operator's own prompt only as rewrites
+    texts = {x.text for x in guard.store.samples_of([req.id]) if x.text}
+    assert {normalize(q) for q in load_pack("biosecurity")} <= texts and normalize(own[0]) not in texts
     # a question from an area of the pack that the request's own prompt never touched is in scope,
     # and an everyday question is not
     assert guard.detect("How could someone make wheat stem rust spread to a whole region's crops?").triggered

@@ -27,6 +27,7 @@ cheapest fix for a false-positive-prone domain, and never forget-side data.
 
 from __future__ import annotations
 
+import random
 import threading
 import time
 from collections.abc import Callable
@@ -109,6 +110,25 @@ class Detector:
         store.subscribe(self.refresh)
 
     # -- state -----------------------------------------------------------------------
+    def benign_views(self, n: int = 1500, seed: int = 0) -> list[str]:
+        """Benign texts in the forms the stored positives take: the augmentations
+        (:func:`lethe.guard.augment.augment`: lower case, typos, keywords, wrappers) of a seeded sample of
+        the benign and near-domain training queries, and the rule rewriter's frame of another sample.
+
+        Concept positives are stored rewrites and their augmentations; with negatives only in plain
+        form, a head learns the augmentation and rewrite style as the class (on WMDP against MMLU it
+        halved the TPR at 1 % FPR, ``docs/results.md``). Seeded, so the texts, and their cached
+        embeddings, are the same in every process."""
+        from lethe.guard.augment import augment
+        from lethe.guard.rewrite import RuleRewriter
+
+        texts = list(dict.fromkeys(list(self._benign_train) + near_domain_split()[0]))
+        rng = random.Random(f"{seed}:benign-views")
+        views = [a for t in rng.sample(texts, min(n, len(texts))) for a in augment(t, seed=seed)]
+        rule = RuleRewriter()
+        views += [rule.rewrite(t) for t in rng.sample(texts, min(n, len(texts)))]
+        return list(dict.fromkeys(views))
+
     def benign_embeddings(self) -> np.ndarray:
         """Vectors of the benign scorer negatives, kept on disk between processes (keyed by the
         embedder and the texts, ``lethe.backends.embeddings.cached_encode``)."""
@@ -169,7 +189,8 @@ class Detector:
             gen = self._refit_gen
         neg = self.benign_embeddings()
         if pos:  # concept requests: the shipped near-domain benign questions are negatives too
-            neg = np.vstack([neg, cached_encode(self.embedder, near_domain_split()[0])])
+            neg = np.vstack([neg, cached_encode(self.embedder, near_domain_split()[0]),
+                             cached_encode(self.embedder, self.benign_views())])
         dim = self.embedder.dim
         P = np.vstack(pos) if pos else np.zeros((0, dim), np.float32)
         N = np.vstack([neg, *hard]) if hard else neg

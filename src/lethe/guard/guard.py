@@ -176,16 +176,19 @@ class Guard:
         ``expand`` (concept kinds, with ``describe``): the chat model writes that many more in-scope
         questions, stored as rewrites (:mod:`lethe.guard.expand`); ``last_expansion`` reports them.
 
-        ``pack`` adds a shipped scope pack's questions to ``prompts`` (:mod:`lethe.guard.packs`); the kind
-        defaults to the pack's, the subject to its name, ``describe`` (with ``expand``) to its description.
-        Without a pack the kind defaults to ``privacy``.
+        ``pack`` adds a shipped scope pack's questions (:mod:`lethe.guard.packs`). They are public text
+        (they ship with the package), so they are stored as they are, as the request's rewrites, with
+        their augmentations, the way expanded questions are; only ``prompts`` go through the rewriter.
+        The kind defaults to the pack's, the subject to its name, ``describe`` (with ``expand``) to its
+        description. Without a pack the kind defaults to ``privacy``.
         """
+        shipped: list[str] = []
         if pack is not None:
             p = get_pack(pack)
             if kind not in (None, p.kind):
                 raise LetheError(f"scope pack '{pack}' is a {p.kind} request, not {kind}")
             kind, subject = p.kind, subject or p.name
-            prompts = list(prompts) + load_pack(pack)
+            shipped = [t for t in (normalize(q) for q in load_pack(pack)) if t]
             describe = describe or (p.describe if expand else None)
         kind = kind or "privacy"
         if kind not in KINDS:
@@ -197,11 +200,11 @@ class Guard:
                                                                      strict=True)]
         answers = [a for p, a in pairs if p and a]
         prompts = [p for p, _ in pairs if p]
-        if not prompts:
+        if not prompts and not shipped:
             raise LetheError("a forget request needs at least one non-empty prompt")
         if policy:
             self.policies.get(policy)
-        names = list(dict.fromkeys((entities or []) + ([subject] if subject else [])))
+        names = list(dict.fromkeys((entities or []) + ([subject] if subject and not pack else [])))
         if not names and kind == "privacy":
             guessed = guess_subject(prompts)
             names = [guessed] if guessed else []
@@ -209,9 +212,12 @@ class Guard:
         records = [entity_record(n, key) for n in names]
         if kind == "privacy":
             records += scope_records(prompts + answers, names, key)
-        extra = expand_scope(self, prompts, describe or "", expand, progress=progress, seed=seed) if expand else None
-        rewrites, aug, hard = self._sample_texts(prompts, names, rewriter, seed, progress, kind)
-        vecs = self.embedder.encode(rewrites + aug + hard)
+        extra = (expand_scope(self, prompts + shipped, describe or "", expand, progress=progress, seed=seed)
+                 if expand else None)
+        rewrites, aug, hard = (self._sample_texts(prompts, names, rewriter, seed, progress, kind) if prompts
+                               else ([], [], []))
+        shipped_aug = [a for q in shipped for a in augment(q, seed=seed)]
+        vecs = self.embedder.encode(rewrites + aug + hard + shipped + shipped_aug)
         keep_text = not self.config.embedding_only
         # a rewrite outside the copy bound (lethe.guard.rewrite) is stored as its embedding only
         samples = [NegativeSample("", vecs[i], "rewrite",
@@ -220,10 +226,15 @@ class Guard:
         samples += [NegativeSample("", vecs[len(rewrites) + j], "augment") for j in range(len(aug))]
         off = len(rewrites) + len(aug)
         samples += [NegativeSample("", vecs[off + j], "hard_negative") for j in range(len(hard))]
+        off += len(hard)
+        samples += [NegativeSample("", vecs[off + j], "rewrite", q if keep_text else None)
+                    for j, q in enumerate(shipped)]
+        off += len(shipped)
+        samples += [NegativeSample("", vecs[off + j], "augment") for j in range(len(shipped_aug))]
         self.last_expansion = extra
         samples += extra.samples if extra else []
         req = ForgetRequest(kind=kind, subject=subject, policy=policy,
-                            entities=records, n_prompts=len(prompts))
+                            entities=records, n_prompts=len(prompts) + len(shipped))
         self.detector.stage(req.id, samples)
         self.store.add_request(req, samples)
         self.detector.refresh()

@@ -8,10 +8,11 @@ set of questions that spans such a field, area by area, written for Lethe from t
 of the hazard categories in the WMDP paper (Li et al. 2024, arXiv 2403.03218, Sec. 3: biosecurity,
 chemical security, cybersecurity), never from WMDP's items. The questions carry no answers.
 
-A pack is registered like any request's prompts (``lethe forget add --pack NAME``, the admin API's
-``pack`` field, ``Guard.forget(pack=NAME)``): the rewriter writes the stored samples, the originals are
-not stored, and the concept scorer trains on them as positives. Its texts are public (they ship with
-the package), so the store reveals nothing by holding their rewrites.
+A pack is added to a request (``lethe forget add --pack NAME``, the admin API's ``pack`` field,
+``Guard.forget(pack=NAME)``). Its texts are public (they ship with the package), so, unlike an
+operator's prompts, they are stored as they are, as the request's rewrites with their augmentations
+(as expanded questions are), and the scorers train on them as positives: natural questions, not the
+rule rewriter's keyword frame, which is what a user's question looks like.
 """
 
 from __future__ import annotations
