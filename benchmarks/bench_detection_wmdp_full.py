@@ -21,7 +21,7 @@ Reported, per format:
   and with the embedding scorer alone (``logreg`` on the same store);
 - training time, model size; ROC curves as a PNG;
 - with ``--packs``: each subset's request also holds the shipped scope pack of its area
-  (:mod:`lethe.guard.packs`: biosecurity, chemical-weapons, offensive-cyber), written from the WMDP
+  (:mod:`lethe.packs`: biosecurity, chemical-weapons, offensive-cyber), written from the WMDP
   paper's category descriptions, never from its items;
 - with ``--expand N``: each request is added with ``describe`` (the subset's scope, :data:`DESCRIBE`, written
   from the WMDP paper's description of the hazard areas, never from its items) and ``expand=N``, so the
@@ -151,7 +151,7 @@ def main() -> None:
     ap.add_argument("--expand", type=int, default=0, help="questions the chat model writes per subset (0 = none)")
     ap.add_argument("--scorer-only", action="store_true", help="stop after the scorer phase")
     ap.add_argument("--packs", action="store_true",
-                    help="each subset's request also holds the shipped scope pack (lethe.guard.packs)")
+                    help="each subset's request also holds the shipped scope pack (lethe.packs)")
     ap.add_argument("--embedder", default=None,
                     help="the detector's sentence embedder (default: the configuration's, all-MiniLM-L6-v2)")
     ap.add_argument("--home", default=None)

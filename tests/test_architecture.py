@@ -17,7 +17,7 @@ SRC = Path(__file__).resolve().parents[1] / "src" / "lethe"
 # (prefix, layer): the longest matching prefix decides; a module may import its own layer or lower.
 LAYERS: list[tuple[str, int]] = [
     ("lethe.errors", 0), ("lethe.text", 0), ("lethe.registry", 0), ("lethe.jsonl", 0),
-    ("lethe.config", 1), ("lethe.expand_config", 1), ("lethe.intervention_config", 1),
+    ("lethe.config", 1), ("lethe.expand_config", 1), ("lethe.intervention_config", 1), ("lethe.packs", 1),
     ("lethe.backends", 2), ("lethe.store", 2), ("lethe.provenance", 2),
     ("lethe.guard", 3),
     # measures and probes: pure functions on data, text transforms (the guard's receipts use the attacks)

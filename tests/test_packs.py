@@ -1,4 +1,4 @@
-"""Scope packs (``lethe.guard.packs``): shipped in-scope questions registered as a concept request.
+"""Scope packs (``lethe.packs``): shipped in-scope questions registered as a concept request.
 
 Real code paths: the shipped pack files, the SQLite store with the shipped MiniLM (ONNX), the CLI
 through ``main()``, the admin API through FastAPI's test client.
@@ -15,7 +15,7 @@ import pytest
 from lethe import Guard, GuardConfig
 from lethe.cli.main import main
 from lethe.errors import LetheError
-from lethe.guard.packs import PACKS, get_pack, load_pack, pack_areas
+from lethe.packs import PACKS, get_pack, load_pack, pack_areas
 from lethe.text import normalize
 
 DATA = Path(__file__).resolve().parents[2] / "shared" / "data"

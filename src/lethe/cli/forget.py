@@ -34,12 +34,13 @@ def forget_add(
     describe: Annotated[str | None, typer.Option(metavar="TEXT", help="What a concept request covers, for "
                                                  "--expand (never stored).")] = None,
     expand: Annotated[int, typer.Option(metavar="N", help="Concept kinds: the chat model writes N more in-scope "
-                                        "questions, stored as rewrites (needs --describe).")] = 0,
+                                        "questions, stored as rewrites (needs --describe or --pack).")] = 0,
     home: HomeOpt = None,
     config: ConfigOpt = None,
 ) -> None:
-    """Register a forget request. Only rewrites (and embeddings) are stored, never the prompts."""
-    from lethe.guard.packs import get_pack
+    """Register a forget request. Only rewrites (and embeddings) of your prompts are stored, never the
+    prompts; a --pack's questions, public, are stored as they are."""
+    from lethe.packs import get_pack
     from lethe.store.base import CONCEPT_KINDS, KINDS
 
     # every check before any model loads
@@ -78,7 +79,7 @@ def forget_add(
 @forget_app.command("packs")
 def forget_packs(json_out: JsonOpt = False) -> None:
     """The shipped scope packs (for 'lethe forget add --pack NAME'): kind, questions per area, scope."""
-    from lethe.guard.packs import PACKS, pack_areas
+    from lethe.packs import PACKS, pack_areas
 
     rows = [{"name": p.name, "kind": p.kind, "areas": pack_areas(p.name), "describe": p.describe}
             for p in PACKS.values()]

@@ -27,7 +27,6 @@ from lethe.guard.expand import Expansion, expand_scope
 from lethe.guard.expand import check_request as check_expand
 from lethe.guard.guider import Guider, guider_from_config
 from lethe.guard.output_check import OutputCheck
-from lethe.guard.packs import get_pack, load_pack
 from lethe.guard.pipeline import GuardPlan, as_messages
 from lethe.guard.pipeline import in_scope_text as _in_scope_text  # noqa: F401 - imported from here too
 from lethe.guard.policies import PolicyLibrary
@@ -35,6 +34,7 @@ from lethe.guard.rewrite import REWRITERS, rewrite_prompts, within_bound
 from lethe.guard.scope import scope_records, swap_entities
 from lethe.guard.subject import guess_subject
 from lethe.guard.translate import Translator
+from lethe.packs import get_pack, load_pack
 from lethe.store import KINDS, ForgetRequest, NegativeSample, UnlearnStore, open_store
 from lethe.store.base import CONCEPT_KINDS
 from lethe.text import normalize
@@ -176,7 +176,7 @@ class Guard:
         ``expand`` (concept kinds, with ``describe``): the chat model writes that many more in-scope
         questions, stored as rewrites (:mod:`lethe.guard.expand`); ``last_expansion`` reports them.
 
-        ``pack`` adds a shipped scope pack's questions (:mod:`lethe.guard.packs`). They are public text
+        ``pack`` adds a shipped scope pack's questions (:mod:`lethe.packs`). They are public text
         (they ship with the package), so they are stored as they are, as the request's rewrites, with
         their augmentations, the way expanded questions are; only ``prompts`` go through the rewriter.
         The kind defaults to the pack's, the subject to its name, ``describe`` (with ``expand``) to its

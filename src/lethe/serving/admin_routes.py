@@ -80,7 +80,7 @@ def router(svc: Service, auth: Auth) -> APIRouter:
     @r.get("/admin/packs", response_model=S.PackList, responses=RESPONSES)
     async def admin_packs(actor: str = Depends(auth.admin)) -> S.PackList:
         """The shipped scope packs a forget request can add (``pack``)."""
-        from lethe.guard.packs import PACKS, pack_areas
+        from lethe.packs import PACKS, pack_areas
 
         return S.PackList(data=[S.PackOut(name=p.name, kind=p.kind, describe=p.describe, areas=pack_areas(p.name))
                                 for p in PACKS.values()])

@@ -141,7 +141,7 @@ class ForgetIn(BaseModel):
     subject: Name | None = None
     prompts: list[Prompt] = Field(default_factory=list, max_length=500)
     pack: Name | None = Field(None, description="a shipped scope pack whose questions are added "
-                              "(lethe.guard.packs; GET /admin/packs lists them)")
+                              "(lethe.packs; GET /admin/packs lists them)")
     entities: list[Name] | None = Field(None, max_length=100)
     policy: Name | None = None
     rewriter: Literal["llm", "rule"] | None = Field(None, description="default: the server's default_rewriter")
