@@ -132,3 +132,38 @@ def test_train_from_an_adapter_uses_the_cache_and_logs_the_same_losses(tiny, tmp
         assert (summary["prefix_cache"] is not None) is on
         logs[on] = [json.loads(x)["loss"] for x in (out / "train_log.jsonl").read_text().splitlines()]
     assert logs[True] == pytest.approx(logs[False], abs=1e-4)
+
+
+def test_states_persist_across_runs_on_the_same_base(tiny, tmp_path, monkeypatch):
+    """A second run on the same base reads every state the first one saved (no row runs the frozen
+    layers again) and logs the same losses; a run on another base ignores the file."""
+    from lethe.training.config import TrainConfig
+    from lethe.training.data import write_jsonl
+    from lethe.training.trainer import train
+
+    monkeypatch.setenv("LETHE_CACHE", str(tmp_path / "cache"))
+    forget, retain = tmp_path / "forget.jsonl", tmp_path / "retain.jsonl"
+    write_jsonl(forget, [{"prompt": p.prompt, "answer": p.answer} for p in PAIRS])
+    write_jsonl(retain, [{"prompt": p.prompt, "answer": p.answer} for p in RETAIN])
+
+    def run(name, model=tiny, **kw):
+        out = tmp_path / name
+        cfg = TrainConfig(model=str(model), method="gd", forget=str(forget), retain=str(retain), out=str(out),
+                          max_steps=2, batch_size=3, retain_batch_size=2, max_length=64, lora_rank=4,
+                          lora_top_layers=2, progress=False, **kw)
+        s = train(cfg)
+        return s["prefix_cache"], [json.loads(x)["loss"] for x in (out / "train_log.jsonl").read_text().splitlines()]
+
+    first, losses1 = run("a")
+    assert first["loaded"] == 0 and first["misses"] == 5 and first["saved"]
+    second, losses2 = run("b")
+    assert second["loaded"] == 5 and second["misses"] == 0 and not second["saved"]
+    assert second["file"] == first["file"]
+    assert losses2 == pytest.approx(losses1, abs=1e-5)
+
+    memory_only, _ = run("c", prefix_cache_mb=0)
+    assert memory_only["loaded"] == 0 and memory_only["file"] is None
+
+    other = make_tiny_model(tmp_path / "other", layers=4, seed=1)
+    foreign, _ = run("d", model=other)
+    assert foreign["loaded"] == 0 and foreign["misses"] == 5 and foreign["file"] != first["file"]

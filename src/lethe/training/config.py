@@ -44,6 +44,7 @@ class RunConfig:
     lora_targets: list[str] | str | None = None  # None: all-linear; preset or names (model.lora_target_modules)
     lora_top_layers: int | None = None  # LoRA on the last N decoder layers only (None: every layer)
     prefix_cache: bool = True  # adapters on the top layers only: cache the frozen layers' states per row
+    prefix_cache_mb: float = 2048.0  # keep those states under $LETHE_CACHE/prefix for later runs (0: never)
     full_finetune: bool = False
     init_adapter: str | None = None  # train this LoRA adapter further (e.g. a TOFU target); it is the reference
     weight_decay: float = 0.0

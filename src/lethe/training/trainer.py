@@ -27,6 +27,7 @@ from lethe.errors import LetheError
 from lethe.training.config import GENERIC_DEFAULTS, METHOD_DEFAULTS, TrainConfig, fill_defaults
 from lethe.training.data import UnlearnBatches, boundary_weights, load_refusals, read_pairs, write_jsonl
 from lethe.training.losses import LOSSES, LossContext, PrefixCache, first_trained_layer
+from lethe.training.losses.prefix import model_identity, store_file
 from lethe.training.rephrase import forget_variants
 
 __all__ = ["GENERIC_DEFAULTS", "METHOD_DEFAULTS", "TrainConfig", "accelerator_kwargs", "prepare_targets", "train"]
@@ -207,6 +208,13 @@ def train(cfg: TrainConfig) -> dict:
     # reference (not under DDP, whose forward must see every call)
     first = first_trained_layer(model) if cfg.prefix_cache and not cfg.full_finetune and world == 1 else None
     prefix = PrefixCache(first).attach(model, ref_model) if first else None
+    prefix_file = prefix_id = None
+    if prefix is not None and cfg.prefix_cache_mb > 0:  # states an earlier run on this base computed
+        from lethe.config import cache_dir
+
+        prefix_id = model_identity(loaded.path, cfg.dtype)
+        prefix_file = store_file(cache_dir() / "prefix", prefix_id, first)
+        prefix.load(prefix_file, prefix_id)
 
     # --- resume ---------------------------------------------------------------------------
     ckpt = out / "checkpoint"
@@ -302,6 +310,9 @@ def train(cfg: TrainConfig) -> dict:
     bar.close()
     elapsed = time.perf_counter() - t0
     save_checkpoint(*pos)
+    prefix_saved = False
+    if main and prefix_file is not None and prefix.misses:
+        prefix_saved = prefix.save(prefix_file, prefix_id, max_mb=cfg.prefix_cache_mb)
 
     # --- save ---------------------------------------------------------------------------------
     accelerator.wait_for_everyone()
@@ -338,7 +349,9 @@ def train(cfg: TrainConfig) -> dict:
             "n_forget_phrasings": len(phrasings),
             "n_retain": len(retain) if retain else 0,
             "rmu_layer": loss_fn.describe().get("rmu_layer"),
-            "prefix_cache": ({"layer": prefix.start, "rows": len(prefix.rows), "hits": prefix.hits}
+            "prefix_cache": ({"layer": prefix.start, "rows": len(prefix.rows), "hits": prefix.hits,
+                              "misses": prefix.misses, "loaded": prefix.loaded, "saved": prefix_saved,
+                              "file": str(prefix_file) if prefix_file else None}
                              if prefix is not None else None),
             "config": asdict(cfg),
         }

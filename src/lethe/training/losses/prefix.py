@@ -7,12 +7,22 @@ differs from it only above that layer (the LoRA base with the adapter disabled, 
 adapter merged in). :class:`PrefixCache` computes those states once per distinct row and serves
 every later forward from them, so a step runs the top layers only; :func:`forward` in
 :mod:`lethe.training.losses.core` routes through it, which makes the saving apply to every loss.
+
+The states depend only on the frozen base weights below ``start`` and on the row's tokens, so they
+also hold across runs: :meth:`PrefixCache.load` and :meth:`PrefixCache.save` keep them in a file
+keyed by the base model (:func:`store_file`), and every later run on the same base and rows (the
+retain model of ``lethe tofu prepare`` after its target, each unlearning method started from that
+target) starts with its first epoch already cached.
 """
 
 from __future__ import annotations
 
+import hashlib
+import json
+import os
 import re
 from contextlib import contextmanager
+from pathlib import Path
 
 import torch
 
@@ -73,9 +83,48 @@ class PrefixCache:
         if start < 1:
             raise ValueError("a prefix cache needs at least one frozen layer below the trained ones")
         self.start = start
-        self.rows: dict[bytes, torch.Tensor] = {}
+        self.rows: dict[str, torch.Tensor] = {}  # digest of the row's token ids -> [len, hidden]
         self.hits = 0
         self.misses = 0
+        self.loaded = 0  # rows read from a file by :meth:`load`
+
+    @staticmethod
+    def _key(ids: torch.Tensor) -> str:
+        return hashlib.blake2b(ids.cpu().numpy().tobytes(), digest_size=16).hexdigest()
+
+    @property
+    def nbytes(self) -> int:
+        return sum(t.numel() * t.element_size() for t in self.rows.values())
+
+    def load(self, file: Path, identity: str) -> PrefixCache:
+        """Add the rows a previous run saved in ``file`` for the same ``identity`` (base model and
+        layer); a missing, foreign or unreadable file adds nothing."""
+        try:
+            saved = torch.load(file, map_location="cpu", weights_only=True)
+        except (OSError, RuntimeError, EOFError, ValueError):
+            return self
+        if saved.get("identity") != [identity, self.start]:
+            return self
+        rows = saved.get("rows", {})
+        for k, t in rows.items():
+            self.rows.setdefault(k, t)
+        self.loaded = len(rows)
+        return self
+
+    def save(self, file: Path, identity: str, *, max_mb: float) -> bool:
+        """Write every row (merged with what another run saved meanwhile) to ``file``, atomically;
+        nothing is written when the rows exceed ``max_mb`` (``0`` never writes)."""
+        if max_mb <= 0:
+            return False
+        self.load(file, identity)
+        if self.nbytes > max_mb * 2**20:
+            return False
+        file.parent.mkdir(parents=True, exist_ok=True)
+        tmp = file.with_name(f"{file.name}.tmp-{os.getpid()}")
+        rows = {k: t.detach().cpu().contiguous() for k, t in self.rows.items()}
+        torch.save({"identity": [identity, self.start], "rows": rows}, tmp)
+        os.replace(tmp, file)
+        return True
 
     def attach(self, *models) -> PrefixCache:
         for m in models:
@@ -87,7 +136,7 @@ class PrefixCache:
         """The states entering layer ``start`` for ``enc``'s rows, padded like ``enc``."""
         ids, att = enc["input_ids"], enc["attention_mask"]
         lengths = att.sum(-1).tolist()
-        keys = [ids[j, : lengths[j]].cpu().numpy().tobytes() for j in range(ids.shape[0])]
+        keys = [self._key(ids[j, : lengths[j]]) for j in range(ids.shape[0])]
         missing = [j for j, k in enumerate(keys) if k not in self.rows]
         self.hits += len(keys) - len(missing)
         self.misses += len(missing)
@@ -100,9 +149,9 @@ class PrefixCache:
             for k, j in enumerate(missing):
                 self.rows[keys[j]] = h[k, : lengths[j]].detach().clone()
         first = self.rows[keys[0]]
-        out = torch.zeros((ids.shape[0], ids.shape[1], first.shape[-1]), dtype=first.dtype, device=first.device)
+        out = torch.zeros((ids.shape[0], ids.shape[1], first.shape[-1]), dtype=first.dtype, device=ids.device)
         for j, k in enumerate(keys):
-            out[j, : lengths[j]] = self.rows[k]
+            out[j, : lengths[j]] = self.rows[k].to(ids.device)
         return out
 
     def forward(self, model, enc: dict, **kw):
@@ -111,6 +160,24 @@ class PrefixCache:
         lm = causal_lm(model)
         with _only_layers(lm, slice(self.start, None)):
             return lm(inputs_embeds=h, attention_mask=enc["attention_mask"], **kw)
+
+
+def model_identity(path: str, dtype: str) -> str:
+    """What the frozen states depend on: the base model (its folder's config and weight files, or
+    the hub id as given) and the dtype it runs in."""
+    p = Path(path)
+    if p.is_dir():
+        files = sorted(f for f in p.iterdir() if f.suffix in (".safetensors", ".bin", ".json") and f.is_file())
+        listing = [(f.name, f.stat().st_size, hashlib.sha256(f.read_bytes()).hexdigest()[:16] if f.suffix == ".json"
+                    else int(f.stat().st_mtime)) for f in files]
+        return json.dumps({"path": str(p.resolve()), "files": listing, "dtype": dtype}, sort_keys=True)
+    return json.dumps({"path": path, "dtype": dtype}, sort_keys=True)
+
+
+def store_file(root: Path, identity: str, start: int) -> Path:
+    """The file holding the saved states of one base model and layer under ``root``."""
+    digest = hashlib.sha256(f"{identity}|{start}".encode()).hexdigest()[:20]
+    return root / f"{digest}.pt"
 
 
 def cache_of(model) -> PrefixCache | None:
