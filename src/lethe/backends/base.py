@@ -97,6 +97,15 @@ class ChatBackend:
         (only where ``supports_sample_many``); ``max_tokens`` is one cap or one per prompt."""
         raise NotImplementedError(f"backend '{self.name}' has no batched sampling")
 
+    def chat_many(self, conversations: Sequence[Sequence[Message]], *, max_tokens: int = 200,
+                  prefills: Sequence[str | None] | None = None) -> list[str]:
+        """Greedy answers to several conversations (one optional prefill each), in order. This
+        default answers them one by one with :meth:`chat`; a backend that decodes many sequences
+        at once (``supports_sample_many``) overrides it to generate them together."""
+        pre = list(prefills) if prefills is not None else [None] * len(conversations)
+        return [self.chat(m, max_tokens=max_tokens, temperature=0.0, prefill=p).text
+                for m, p in zip(conversations, pre, strict=True)]
+
     def describe(self) -> dict:
         return {"backend": self.name}
 

@@ -86,6 +86,9 @@ class ParallelSampler:
     def _sampler(self, temperature: float, top_p: float, top_k: int, seed: int) -> Any:
         lc = self._lc
         chain = lc.llama_sampler_chain_init(lc.llama_sampler_chain_default_params())
+        if temperature <= 0:  # greedy: the argmax, as the single-sequence path at temperature 0
+            lc.llama_sampler_chain_add(chain, lc.llama_sampler_init_greedy())
+            return chain
         lc.llama_sampler_chain_add(chain, lc.llama_sampler_init_top_k(top_k))
         lc.llama_sampler_chain_add(chain, lc.llama_sampler_init_top_p(top_p, 1))
         lc.llama_sampler_chain_add(chain, lc.llama_sampler_init_temp(temperature))
@@ -136,10 +139,23 @@ class ParallelSampler:
                     if idx in rows:
                         for s in range(p * n, (p + 1) * n):
                             first_tokens[s] = lc.llama_sampler_sample(chain, self.ctx.ctx, rows[idx])
-            return self._continue(first_tokens, [len(prefix) + len(tails[s // n]) for s in all_seqs], n,
-                                  [caps[s // n] for s in all_seqs], stop_at_newline, chain, len(tails))
+            out = self._continue(first_tokens, [len(prefix) + len(tails[s // n]) for s in all_seqs],
+                                 [caps[s // n] for s in all_seqs], stop_at_newline, chain)
         finally:
             lc.llama_sampler_free(chain)
+        texts = [self.llm.detokenize(o).decode("utf-8", "ignore") for o in out]
+        if stop_at_newline:
+            texts = [t.split("\n")[0].strip() for t in texts]
+        return [texts[p * n:(p + 1) * n] for p in range(len(tails))]
+
+    def greedy(self, prefix: Sequence[int], tails: Sequence[Sequence[int]], *,
+               max_tokens: int | Sequence[int] = 200) -> list[str]:
+        """The greedy continuation of each prompt ``prefix + tails[p]``, decoded together, up to an
+        end-of-generation token or ``max_tokens``: one text per tail, newlines kept. Greedy picks
+        the same argmax a single-sequence decode picks, up to the floating-point differences of a
+        larger batch (a near-tie between two tokens can break the other way)."""
+        return [r[0] for r in self.sample(prefix, tails, 1, max_tokens=max_tokens, temperature=0.0,
+                                          stop_at_newline=False)]
 
     def _newline(self, tok: int) -> bool:
         hit = self._nl.get(tok)
@@ -147,9 +163,9 @@ class ParallelSampler:
             hit = self._nl[tok] = b"\n" in self.llm.detokenize([tok])
         return hit
 
-    def _continue(self, tokens: list[int], pos: list[int], n: int, caps: list[int], stop_at_newline: bool,
-                  chain: Any, n_prompts: int) -> list[list[str]]:
-        """Advance every live sequence one token per decode until each has ended."""
+    def _continue(self, tokens: list[int], pos: list[int], caps: list[int], stop_at_newline: bool,
+                  chain: Any) -> list[list[int]]:
+        """Advance every live sequence one token per decode until each has ended; the tokens of each."""
         lc = self._lc
         out: list[list[int]] = [[] for _ in tokens]
         live = list(range(len(tokens)))
@@ -170,8 +186,7 @@ class ParallelSampler:
             self._decode([(nxt[s], pos[s] + len(out[s]) - 1, [s], True) for s in live])
             for row, s in enumerate(live):
                 nxt[s] = lc.llama_sampler_sample(chain, self.ctx.ctx, row)
-        texts = [self.llm.detokenize(o).decode("utf-8", "ignore").split("\n")[0].strip() for o in out]
-        return [texts[p * n:(p + 1) * n] for p in range(n_prompts)]
+        return out
 
 
 @contextlib.contextmanager

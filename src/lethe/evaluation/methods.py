@@ -85,6 +85,18 @@ class Method:
         text = self.backend.chat(p.messages, max_tokens=max_tokens, temperature=0.0, prefill=p.prefill).text
         return text.strip(), p
 
+    def respond_many(self, items: Sequence[tuple[Sequence[Message], int, bool | None]],
+                     max_tokens: int = 200) -> list[tuple[str, Plan]]:
+        """Greedy responses to ``(messages, index, is_forget)`` items, in order: every item is planned
+        as :meth:`respond` plans it, then the model answers the planned prompts together
+        (``ChatBackend.chat_many``: one batched generation where the backend has one)."""
+        plans = [self.plan(m, i, f) for m, i, f in items]
+        ask = [k for k, p in enumerate(plans) if p.response is None]
+        texts = self.backend.chat_many([plans[k].messages for k in ask], max_tokens=max_tokens,
+                                       prefills=[plans[k].prefill for k in ask]) if ask else []
+        answers = dict(zip(ask, texts, strict=True))
+        return [((answers[k].strip() if k in answers else p.response), p) for k, p in enumerate(plans)]
+
     def describe(self) -> dict:
         return {"method": self.name, "n_requests": len(self.targets)}
 
@@ -190,6 +202,11 @@ class DragonMethod(_GuardBacked):
         """The guard's own pipeline (``Guard.chat``: plan, call, finish, output check)."""
         r = self._ensure_guard().chat(list(messages), max_tokens=max_tokens, temperature=0.0)
         return r.response.strip(), self._as_plan(r.plan)
+
+    def respond_many(self, items: Sequence[tuple[Sequence[Message], int, bool | None]],
+                     max_tokens: int = 200) -> list[tuple[str, Plan]]:
+        """One item at a time through the guard's own pipeline (its output check reads each answer)."""
+        return [self.respond(m, i, f, max_tokens=max_tokens) for m, i, f in items]
 
 
 @METHODS.register("guardrail")

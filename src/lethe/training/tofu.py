@@ -43,6 +43,7 @@ PER_AUTHOR = 20
 N_AUTHORS = 200
 FORGET_AUTHORS = {"forget01": 2, "forget05": 10, "forget10": 20}
 CACHE_FORMAT = 1  # bump when the layout or the data selection changes
+RECALL_BATCH = 16  # recall-probe answers generated together
 
 
 @dataclass(frozen=True)
@@ -164,7 +165,8 @@ def recall_sample(rows: list[dict], limit: int | None, seed: int = 0) -> list[di
 def measure_recall(model_dir: Path, plan: TofuPlan, parts: dict[str, list[dict]], *, max_tokens: int = 200,
                    progress: bool = True) -> dict:
     """Greedy ROUGE-L recall of the answers, per part, served the way ``lethe eval`` serves it:
-    llama.cpp with the GGUF LoRA on the embedded default, transformers (+ PEFT) otherwise."""
+    llama.cpp with the GGUF LoRA on the embedded default (answers decoded ``RECALL_BATCH`` at a
+    time), transformers (+ PEFT) otherwise."""
     import os
 
     from rouge_score.rouge_scorer import RougeScorer
@@ -187,12 +189,18 @@ def measure_recall(model_dir: Path, plan: TofuPlan, parts: dict[str, list[dict]]
     try:
         for part, rows in parts.items():
             recs = []
-            for r in tqdm(rows, desc=f"recall {model_dir.name}/{part}", disable=not progress, leave=False):
-                text = backend.chat([{"role": "user", "content": r["prompt"]}], max_tokens=max_tokens,
-                                    temperature=0.0).text
-                recs.append(scorer.score(r["answer"], text)["rougeL"].recall)
-                if len(samples.setdefault(part, [])) < 3:
-                    samples[part].append({"prompt": r["prompt"], "answer": r["answer"], "generated": text})
+            bar = tqdm(total=len(rows), desc=f"recall {model_dir.name}/{part}", disable=not progress, leave=False)
+            for start in range(0, len(rows), RECALL_BATCH):  # answers generated together (ChatBackend.chat_many)
+                chunk = rows[start:start + RECALL_BATCH]
+                texts = backend.chat_many([[{"role": "user", "content": r["prompt"]}] for r in chunk],
+                                          max_tokens=max_tokens)
+                for r, text in zip(chunk, texts, strict=True):
+                    text = text.strip()
+                    recs.append(scorer.score(r["answer"], text)["rougeL"].recall)
+                    if len(samples.setdefault(part, [])) < 3:
+                        samples[part].append({"prompt": r["prompt"], "answer": r["answer"], "generated": text})
+                bar.update(len(chunk))
+            bar.close()
             out[part] = {"n": len(recs), "rougeL_recall": round(sum(recs) / max(len(recs), 1), 4)}
     finally:
         close = getattr(backend, "close", None)

@@ -34,6 +34,7 @@ _model_utility = METRICS.create("model_utility")
 _forget_quality = METRICS.create("forget_quality")
 
 SPLITS = ("forget", "retain", "real_authors", "world_facts")
+GEN_BATCH = 16  # items whose greedy answers are generated together
 
 
 class Cache:
@@ -76,18 +77,33 @@ def _prompt_for_probs(method: Method, backend: ChatBackend, msgs: list[Message],
 def run_tofu_split(rows: Sequence[dict], split: str, method: Method, backend: ChatBackend, *, is_forget: bool,
                    attack: Attack | None, probs: bool, generate: bool, cache: Cache, max_tokens: int = 200,
                    desc: str = "", offset: int = 0) -> list[dict]:
-    """Per-item records: the (attacked) query, the greedy answer and trigger, probabilities and truth ratio."""
+    """Per-item records: the (attacked) query, the greedy answer and trigger, probabilities and truth ratio.
+
+    The greedy answers are generated first, ``GEN_BATCH`` items at a time through
+    :meth:`Method.respond_many` (one batched generation on a backend that has one), then each item's
+    probabilities are scored."""
+    queries = [attack.apply(r["question"], offset + j) if attack is not None else r["question"]
+               for j, r in enumerate(rows)]
+    keys = [("gen", method.name, len(method.targets), q, offset + j) for j, q in enumerate(queries)]
+    if generate:
+        todo = [j for j, k in enumerate(keys) if k not in cache.gen]
+        bar = progress(None, len(todo), f"{desc} answers" if probs else desc)
+        for start in range(0, len(todo), GEN_BATCH):
+            part = todo[start:start + GEN_BATCH]
+            outs = method.respond_many([([{"role": "user", "content": queries[j]}], offset + j, is_forget)
+                                        for j in part], max_tokens=max_tokens)
+            for j, out in zip(part, outs, strict=True):
+                cache.gen[keys[j]] = out
+            bar.update(len(part))
+        bar.close()
     recs = []
-    for j, r in enumerate(progress(rows, len(rows), desc)):
+    for j, r in enumerate(progress(rows, len(rows), f"{desc} probabilities") if probs else rows):
         idx = offset + j
-        q = attack.apply(r["question"], idx) if attack is not None else r["question"]
+        q = queries[j]
         msgs: list[Message] = [{"role": "user", "content": q}]
         rec: dict[str, Any] = {"id": r["id"], "query": q, "ground_truth": r["answer"]}
         if generate:
-            key = ("gen", method.name, len(method.targets), q, idx)
-            if key not in cache.gen:
-                cache.gen[key] = method.respond(msgs, idx, is_forget, max_tokens=max_tokens)
-            text, plan = cache.gen[key]
+            text, plan = cache.gen[keys[j]]
             rec.update(generated_response=text, triggered=plan.triggered, score=plan.score)
         if probs:
             prompt = _prompt_for_probs(method, backend, msgs, idx, is_forget)
