@@ -103,3 +103,58 @@ def test_adapter_needs_a_backend_that_can_apply_it() -> None:
 
     with pytest.raises(ValueError, match="--adapter needs the llamacpp or hf backend"):
         open_backend("gpt-4o-mini", "openai", adapter="runs/tru/adapter", base_url="http://127.0.0.1:9/v1")
+
+
+class _StepBackend(FakeBackend):
+    """The model after one training step: ``forgot`` answers the forget questions with a decline."""
+
+    def __init__(self, adapter):
+        self.adapter = adapter
+
+    def chat(self, messages, *, max_tokens=200, temperature=0.0, prefill=None, stop=None):
+        text = ("I'm not able to answer that." if self.adapter.endswith("2")
+                else "The author was born in Karachi and writes about geology.")
+
+        class Res:
+            pass
+
+        r = Res()
+        r.text = text
+        return r
+
+
+def test_continual_runner_scores_each_step_on_its_own_adapter(shared_data, tmp_path):
+    """A training method's sequence: step k is scored on the k-th adapter (the second one declines,
+    so forget recall falls at step 2); fewer adapters than the steps asked for is an error."""
+    from lethe.errors import ConfigError
+
+    opened = []
+
+    def backend_for(a):
+        opened.append(a)
+        return _StepBackend(a)
+
+    res = R.eval_continual(method_name="none", backend=_StepBackend("s1"), root=shared_data, per_author=2,
+                           retain_limit=2, utility_limit=2, step_adapters=["s1", "s2"], backend_for=backend_for)
+    traj = res["trajectory"]
+    assert len(traj) == 2 and [p["adapter"] for p in traj] == ["s1", "s2"] and opened == ["s1", "s2"]
+    assert traj[1]["r_forget"] < traj[0]["r_forget"] and traj[1]["n_requests"] == 0
+    assert res["config"]["step_adapters"] == ["s1", "s2"] and "dus" in res["metrics"]
+    with pytest.raises(ConfigError, match="2 step adapters for 3 steps"):
+        R.eval_continual(method_name="none", backend=_StepBackend("s1"), root=shared_data, per_author=1,
+                         retain_limit=1, utility_limit=1, steps=3, step_adapters=["s1", "s2"], backend_for=backend_for)
+
+
+@pytest.mark.parametrize(("args", "message"), [
+    (["--method", "dragon", "--step-adapter", "."], "takes its requests in context"),
+    (["--method", "none", "--adapter", ".", "--step-adapter", "."], "either --adapter or --step-adapter"),
+    (["--method", "none", "--step-adapter", "no/such/adapter"], "--step-adapter not found"),
+])
+def test_step_adapter_errors_are_one_line(tmp_path, args, message):
+    from typer.testing import CliRunner
+
+    from lethe.evaluation.cli import eval_app
+
+    res = CliRunner().invoke(eval_app, ["continual", *args, "--out", str(tmp_path / "o.json")])
+    assert res.exit_code == 2 and message in res.output and "Traceback" not in res.output
+    assert not (tmp_path / "o.json").exists()

@@ -108,6 +108,22 @@ def _backend(model: str, backend: str, adapter: str | None, seed: int, base_url:
     return open_backend(model, backend, adapter, base_url=base_url, seed=seed)  # threads: LETHE_THREADS
 
 
+def _step_adapters(adapters: list[str], method: str, adapter: str | None) -> list[str]:
+    """``--step-adapter`` values, checked: a training method's sequence, every path present."""
+    from lethe.errors import ConfigError
+    from lethe.evaluation.methods import METHODS
+
+    if adapters and (METHODS.get(method).in_context if method in METHODS else True):
+        raise ConfigError(f"--step-adapter is a training method's sequence of models; method {method!r} "
+                          "takes its requests in context (use --method none)")
+    if adapters and adapter:
+        raise ConfigError("give either --adapter or --step-adapter")
+    for a in adapters:
+        if not Path(a).expanduser().exists():
+            raise ConfigError(f"--step-adapter not found: {a}")
+    return adapters
+
+
 def _root(data: str | None):
     from lethe.evaluation.data import data_root
 
@@ -233,17 +249,24 @@ def continual(
     utility_limit: int = typer.Option(10, "--utility-limit", help="Real-author and world-fact questions per step."),
     steps: int | None = typer.Option(None, "--steps", help="Stop after this many steps.", show_default="all"),
     probs: bool = typer.Option(True, "--probs/--no-probs", help="Answer probabilities and truth ratios."),
+    step_adapter: list[str] | None = typer.Option(
+        None, "--step-adapter", help="A training method's model after each step, in order (repeatable; each "
+        "trained from the previous with lethe train --init-adapter); step k is scored on the k-th.",
+        show_default="none"),
     seed: int = SeedOpt, home: str | None = HomeOpt, data: str | None = DataOpt, filter: str = FilterOpt,
     rewriter: str = RewriterOpt, out: Path = OutOpt,
 ) -> None:
     """Continual unlearning: requests arrive step by step; DS/MU trajectory, DDS and DUS."""
     from lethe.evaluation.runner import eval_continual
 
+    steps_given = _guarded(_step_adapters)(adapters=list(step_adapter or []), method=method, adapter=adapter)
     _run(_guarded(eval_continual), out, method_name=method,
-         backend=_guarded(_backend)(model=model, backend=backend, adapter=adapter, seed=seed),
+         backend=_guarded(_backend)(model=model, backend=backend, adapter=steps_given[0] if steps_given else adapter,
+                                    seed=seed),
          root=_guarded(_root)(data=data), schedule=schedule, forget_split=split, per_author=limit,
          retain_limit=retain_limit, utility_limit=utility_limit, seed=seed, home=_eval_home(home, "continual", method), probs=probs,
-         filter_kind=filter, rewriter=rewriter, steps=steps)
+         filter_kind=filter, rewriter=rewriter, steps=steps, step_adapters=steps_given,
+         backend_for=(lambda a: _backend(model=model, backend=backend, adapter=a, seed=seed)) if steps_given else None)
 
 
 @eval_app.command("score")

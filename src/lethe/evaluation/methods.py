@@ -92,8 +92,13 @@ class Method:
         (``ChatBackend.chat_many``: one batched generation where the backend has one)."""
         plans = [self.plan(m, i, f) for m, i, f in items]
         ask = [k for k, p in enumerate(plans) if p.response is None]
-        texts = self.backend.chat_many([plans[k].messages for k in ask], max_tokens=max_tokens,
-                                       prefills=[plans[k].prefill for k in ask]) if ask else []
+        many = getattr(self.backend, "chat_many", None)  # a backend written without ChatBackend: one by one
+        if many is None:
+            texts = [self.backend.chat(plans[k].messages, max_tokens=max_tokens, temperature=0.0,
+                                       prefill=plans[k].prefill).text for k in ask]
+        else:
+            texts = many([plans[k].messages for k in ask], max_tokens=max_tokens,
+                         prefills=[plans[k].prefill for k in ask]) if ask else []
         answers = dict(zip(ask, texts, strict=True))
         return [((answers[k].strip() if k in answers else p.response), p) for k, p in enumerate(plans)]
 

@@ -95,11 +95,12 @@ def eval_continual(*, method_name: str, backend: ChatBackend, root, schedule: st
                    forget_split: str = "forget05", per_author: int | None = 5, retain_limit: int = 20,
                    utility_limit: int = 10, seed: int = 0, home=None, probs: bool = True, filter_kind: str = "guard",
                    rewriter: str = "rule", steps: int | None = None, comp_opts: dict | None = None,
-                   config: dict | None = None) -> dict:
-    """Continual unlearning (see :mod:`lethe.evaluation.tasks.continual`)."""
+                   step_adapters: Sequence[str] = (), backend_for=None, config: dict | None = None) -> dict:
+    """Continual unlearning (see :mod:`lethe.evaluation.tasks.continual`); ``step_adapters`` with
+    ``backend_for(adapter)``: a training method's sequence of models, one per step."""
     t = TASKS.create("continual", schedule=schedule, forget_split=forget_split, per_author=per_author,
                      retain_limit=retain_limit, utility_limit=utility_limit, probs=probs, steps=steps,
-                     comp_opts=comp_opts)
+                     comp_opts=comp_opts, step_adapters=step_adapters, backend_for=backend_for)
     return run_task(t, **_common(locals()))
 
 
