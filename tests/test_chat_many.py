@@ -65,3 +65,23 @@ def test_respond_many_plans_each_item_and_keeps_fixed_responses():
     assert [t for t, _ in many] == [method.respond(m, i, f)[0] for m, i, f in items]
     assert [t for t, _ in many][0] == QUESTIONS[0][::-1]
     assert be.calls == 6
+
+
+def test_transformers_batches_left_padded_prompts_like_single_answers(tmp_path):
+    """The transformers backend's batched greedy answers (prompts of different lengths, one prefill)
+    are its one-by-one answers, on a tiny random-weight model."""
+    pytest.importorskip("torch")
+    pytest.importorskip("transformers")
+    from lethe.backends.hf import HFBackend
+    from lethe.training.tiny import make_tiny_model
+
+    be = HFBackend(str(make_tiny_model(tmp_path / "m")), device="cpu")
+    convs = [[{"role": "user", "content": q}] for q in QUESTIONS]
+    prefills = [None, "Red,", None, None, None]
+    single = [be.chat(c, max_tokens=12, prefill=p).text for c, p in zip(convs, prefills, strict=True)]
+    monkey = HFBackend.GREEDY_BATCH
+    try:
+        HFBackend.GREEDY_BATCH = 3  # two batches, padded differently
+        assert be.chat_many(convs, max_tokens=12, prefills=prefills) == single
+    finally:
+        HFBackend.GREEDY_BATCH = monkey

@@ -87,6 +87,34 @@ class HFBackend(ChatBackend):
         return ChatResult(text=text, prompt_tokens=int(enc["input_ids"].shape[1]),
                           completion_tokens=int(new.shape[0]), latency_s=t.elapsed)
 
+    GREEDY_BATCH = 8  # conversations generated together by chat_many
+
+    def chat_many(self, conversations: Sequence[Sequence[Message]], *, max_tokens: int = 200,
+                  prefills: Sequence[str | None] | None = None) -> list[str]:
+        """Greedy answers generated ``GREEDY_BATCH`` conversations at a time: left-padded prompts in
+        one ``generate`` call (the attention mask hides the padding, positions start at each prompt's
+        first token), so a batch costs about one answer's decoding steps on a GPU."""
+        torch = self.torch
+        pre = list(prefills) if prefills is not None else [None] * len(conversations)
+        prompts = [self.format_prompt(m, p) for m, p in zip(conversations, pre, strict=True)]
+        pad_id = self.tok.pad_token_id if self.tok.pad_token_id is not None else self.tok.eos_token_id
+        eos_cfg = getattr(getattr(self.model, "generation_config", None), "eos_token_id", None)
+        eos = set(eos_cfg if isinstance(eos_cfg, list) else [eos_cfg]) | {self.tok.eos_token_id}
+        eos.discard(None)
+        out: list[str] = []
+        for i in range(0, len(prompts), self.GREEDY_BATCH):
+            ids = [self.tok(p, add_special_tokens=False)["input_ids"] for p in prompts[i:i + self.GREEDY_BATCH]]
+            width = max(len(x) for x in ids)
+            input_ids = torch.tensor([[pad_id] * (width - len(x)) + x for x in ids], device=self.device)
+            mask = torch.tensor([[0] * (width - len(x)) + [1] * len(x) for x in ids], device=self.device)
+            with self._lock, torch.no_grad():
+                gen = self.model.generate(input_ids=input_ids, attention_mask=mask, max_new_tokens=max_tokens,
+                                          do_sample=False, pad_token_id=pad_id)
+            for row in gen[:, width:].tolist():  # a finished row is padded: cut it at its end
+                cut = next((k for k, t in enumerate(row) if t in eos), len(row))
+                out.append(self.tok.decode(row[:cut], skip_special_tokens=True))
+        return out
+
     def _logprobs(self, ids: list[int]):
         torch = self.torch
         with torch.no_grad():
