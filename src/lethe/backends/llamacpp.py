@@ -57,6 +57,14 @@ def _gguf_lora(adapter: str) -> Path:
     return out
 
 
+def _shared_prefix(group: Sequence[Sequence[int]]) -> int:
+    """Tokens every prompt of ``group`` starts with (at least one token of each left to decode)."""
+    k = 0
+    while k < min(len(t) for t in group) - 1 and all(t[k] == group[0][k] for t in group):
+        k += 1
+    return k
+
+
 @BACKENDS.register("llamacpp")
 class LlamaCppBackend(ChatBackend):
     name = "llamacpp"
@@ -193,9 +201,7 @@ class LlamaCppBackend(ChatBackend):
             per_call = max(1, self._sampler.n_seq_max // max(1, n))
             for i in range(0, len(toks), per_call):
                 group, cap = toks[i:i + per_call], caps[i:i + per_call]
-                k = 0
-                while k < min(len(t) for t in group) - 1 and all(t[k] == group[0][k] for t in group):
-                    k += 1
+                k = _shared_prefix(group)
                 n_threads = self.governor.threads()
                 self._sampler.set_threads(n_threads)
                 out += self._sampler.sample(group[0][:k], [t[k:] for t in group], n, max_tokens=cap,
@@ -234,9 +240,7 @@ class LlamaCppBackend(ChatBackend):
                 self._greedy = ParallelSampler(self.llm, n_seq_max=self.GREEDY_BATCH, n_ctx=self.GREEDY_CTX)
             for g in groups:
                 group = [toks[i] for i in g]
-                k = 0
-                while k < min(len(t) for t in group) - 1 and all(t[k] == group[0][k] for t in group):
-                    k += 1
+                k = _shared_prefix(group)
                 self._greedy.set_threads(self.governor.threads())
                 for i, text in zip(g, self._greedy.greedy(group[0][:k], [t[k:] for t in group],
                                                           max_tokens=max_tokens), strict=True):
